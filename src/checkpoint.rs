@@ -19,6 +19,9 @@ pub enum CheckpointError {
     /// The log's signature is missing or does not verify.
     #[error("checkpoint signature: {0}")]
     Signature(NoteError),
+    /// The body does not end in a newline.
+    #[error("checkpoint body must end in a newline")]
+    MissingNewline,
     /// The body has fewer than three lines.
     #[error("checkpoint body is missing its {0} line")]
     MissingLine(&'static str),
@@ -73,7 +76,7 @@ impl Checkpoint {
     pub fn parse_body(text: &str) -> Result<Self, CheckpointError> {
         let body = text
             .strip_suffix('\n')
-            .ok_or(CheckpointError::MissingLine("origin"))?;
+            .ok_or(CheckpointError::MissingNewline)?;
         let mut lines = body.split('\n');
         let mut next = |what| lines.next().ok_or(CheckpointError::MissingLine(what));
         let (origin, size, root) = (next("origin")?, next("size")?, next("root hash")?);
