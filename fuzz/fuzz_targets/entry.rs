@@ -1,0 +1,12 @@
+//! Entry parsing (SPEC §2): never panics; whatever parses is canonical.
+#![no_main]
+
+use btlog::entry::Entry;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(entry) = Entry::parse(data) {
+        assert_eq!(entry.encode(), data, "accepted a non-canonical entry");
+        let _ = entry.identity().key();
+    }
+});
