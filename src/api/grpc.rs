@@ -1,0 +1,263 @@
+//! gRPC front end (tonic, `btlog.v1.Log`): the same operations as the HTTP API (SPEC §6),
+//! translated to and from [`crate::log`]; errors map through [`crate::log::error::ErrorKind::grpc_code`].
+
+use super::pb::{self, log_server};
+use super::stop_signal;
+use crate::entry::{EntryFields, Identity};
+use crate::log::error::LogError;
+use crate::log::{self, Leaf, Log, SignedCheckpoint};
+use crate::merkle::tiles::{TileKind, MAX_LEVEL};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+/// Serves gRPC on `listener` until `stopped` turns true, then drains requests in flight.
+pub async fn serve(
+    log: Log,
+    listener: TcpListener,
+    stopped: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let limits = log.limits().clone();
+    let service = log_server::LogServer::new(GrpcLog {
+        log,
+        stopped: stopped.clone(),
+    })
+    .max_decoding_message_size(limits.max_body_bytes);
+    tonic::transport::Server::builder()
+        .timeout(limits.request_timeout())
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_signal(stopped))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The `btlog.v1.Log` service over a [`Log`].
+pub struct GrpcLog {
+    log: Log,
+    stopped: watch::Receiver<bool>,
+}
+
+impl GrpcLog {
+    /// Counts the outcome and turns a core error into a status with the kind's code.
+    fn reply<T>(&self, result: Result<T, LogError>) -> Result<Response<T>, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.kind.grpc_code(),
+        };
+        self.log
+            .metrics()
+            .record_request("grpc", format!("{code:?}"));
+        result
+            .map(Response::new)
+            .map_err(|e| Status::new(e.kind.grpc_code(), e.message))
+    }
+}
+
+fn checkpoint_msg(c: SignedCheckpoint) -> pb::Checkpoint {
+    pb::Checkpoint { checkpoint: c.note }
+}
+
+fn entry_fields(e: pb::EntryFields) -> Result<EntryFields, LogError> {
+    Ok(EntryFields {
+        kind: log::parse_kind(&e.kind)?,
+        package: e.package,
+        version: e.version,
+        file: e.file,
+        sha256: e.sha256,
+        sha512: e.sha512,
+        size: e.size,
+        publisher: e.publisher,
+        provenance: e.provenance,
+        time: e.time,
+    })
+}
+
+fn indexed(list: Vec<(u64, String)>) -> Vec<pb::IndexedEntry> {
+    list.into_iter()
+        .map(|(index, entry)| pb::IndexedEntry { index, entry })
+        .collect()
+}
+
+fn opt_size(size: u64) -> Option<u64> {
+    (size != 0).then_some(size)
+}
+
+#[tonic::async_trait]
+impl log_server::Log for GrpcLog {
+    async fn add_entries(
+        &self,
+        request: Request<pb::AddEntriesRequest>,
+    ) -> Result<Response<pb::AddEntriesResponse>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let entries = request
+            .into_inner()
+            .entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                entry_fields(e).map_err(|err| LogError::bad_input(format!("entry {i}: {err}")))
+            })
+            .collect();
+        let outcome = self.log.submit(authorization.as_deref(), entries).await;
+        self.reply(outcome.map(|o| {
+            pb::AddEntriesResponse {
+                checkpoint: o.checkpoint.note,
+                results: o
+                    .results
+                    .into_iter()
+                    .map(|r| pb::EntryResult {
+                        index: r.index,
+                        leaf_hash: r.leaf_hash.to_vec(),
+                        status: r.status.as_str().to_owned(),
+                        existing_index: r.existing_index,
+                    })
+                    .collect(),
+            }
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        _: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        self.reply(Ok(checkpoint_msg(self.log.checkpoint())))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        use pb::get_inclusion_proof_request::Leaf as PbLeaf;
+        let r = request.into_inner();
+        let result = async {
+            let leaf = match r.leaf {
+                Some(PbLeaf::Index(i)) => Leaf::Index(i),
+                Some(PbLeaf::LeafHash(h)) => Leaf::Hash(log::hash_from_bytes(&h)?),
+                None => return Err(LogError::bad_input("give index or leaf_hash")),
+            };
+            let p = self.log.inclusion_proof(leaf, opt_size(r.size)).await?;
+            Ok(pb::InclusionProof {
+                index: p.index,
+                size: p.size,
+                leaf_hash: p.leaf_hash.to_vec(),
+                proof: p.proof.iter().map(|h| h.to_vec()).collect(),
+            })
+        }
+        .await;
+        self.reply(result)
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        let r = request.into_inner();
+        let proof = self.log.consistency_proof(r.from, r.to).await;
+        self.reply(proof.map(|p| pb::ConsistencyProof {
+            from: r.from,
+            to: r.to,
+            proof: p.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_entries(
+        &self,
+        request: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let r = request.into_inner();
+        let list = self.log.entries(r.start, r.end).await;
+        self.reply(list.map(|l| pb::GetEntriesResponse {
+            entries: indexed(l),
+        }))
+    }
+
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        let r = request.into_inner();
+        let identity = Identity {
+            package: r.package,
+            version: r.version,
+            file: r.file,
+        };
+        let found = self.log.lookup(identity).await;
+        self.reply(found.map(|f| pb::LookupResponse {
+            index: f.index,
+            entry: f.entry,
+            proof: f.proof,
+        }))
+    }
+
+    async fn list_package(
+        &self,
+        request: Request<pb::ListPackageRequest>,
+    ) -> Result<Response<pb::ListPackageResponse>, Status> {
+        let r = request.into_inner();
+        let list = self.log.list_package(r.package, r.from).await;
+        self.reply(list.map(|l| pb::ListPackageResponse {
+            entries: indexed(l),
+        }))
+    }
+
+    async fn get_tile(
+        &self,
+        request: Request<pb::GetTileRequest>,
+    ) -> Result<Response<pb::TileData>, Status> {
+        let r = request.into_inner();
+        let level = u8::try_from(r.level)
+            .ok()
+            .filter(|l| *l <= MAX_LEVEL)
+            .ok_or_else(|| LogError::bad_input("tile level must be 0..=7"));
+        let data = match level {
+            Ok(level) => {
+                self.log
+                    .tile(TileKind::Hashes { level }, r.index, r.width)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.reply(data.map(|data| pb::TileData { data }))
+    }
+
+    async fn get_entry_bundle(
+        &self,
+        request: Request<pb::GetEntryBundleRequest>,
+    ) -> Result<Response<pb::TileData>, Status> {
+        let r = request.into_inner();
+        let data = self.log.tile(TileKind::Entries, r.index, r.width).await;
+        self.reply(data.map(|data| pb::TileData { data }))
+    }
+
+    type WatchCheckpointsStream = ReceiverStream<Result<pb::Checkpoint, Status>>;
+
+    /// Sends the current checkpoint, then each new one, until the client goes away or the
+    /// server shuts down (so a stream never holds up a graceful shutdown).
+    async fn watch_checkpoints(
+        &self,
+        _: Request<pb::WatchCheckpointsRequest>,
+    ) -> Result<Response<Self::WatchCheckpointsStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let mut checkpoints = self.log.watch();
+        let mut stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = checkpoint_msg(checkpoints.borrow_and_update().clone());
+                if tx.send(Ok(current)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = checkpoints.changed() => if changed.is_err() { return },
+                    _ = stopped.wait_for(|s| *s) => return,
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        self.reply(Ok(ReceiverStream::new(rx)))
+    }
+}

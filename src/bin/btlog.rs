@@ -1,0 +1,154 @@
+//! `btlog`: run a log server, manage its credentials and keys (SPEC §7).
+
+use anyhow::Context as _;
+use btlog::api::Server;
+use btlog::config::{self, Config};
+use btlog::keys;
+use btlog::log::auth;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// A binary transparency log for software package registries.
+#[derive(Parser)]
+#[command(name = "btlog", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the log server (HTTP tlog-tiles + /v1 JSON API, and gRPC).
+    Serve(ServeArgs),
+    /// Add a submitter credential for a registry; prints the token alone on stdout.
+    Token {
+        /// Data directory of the log.
+        #[arg(long, default_value = "btlog-data")]
+        data: PathBuf,
+        /// Registry name stamped into every entry submitted with this token.
+        #[arg(long)]
+        registry: String,
+        /// Purl prefix the token may write (repeatable; none means any package).
+        #[arg(long = "allow", value_name = "PURL-PREFIX")]
+        allow: Vec<String>,
+    },
+    /// Create a log signing key file (mode 0600); prints the vkey.
+    Keygen {
+        /// Log origin, which is also the key name.
+        #[arg(long)]
+        origin: String,
+        /// Private key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory [default: ./btlog-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    grpc: Option<SocketAddr>,
+    /// Log origin for a key created in the data directory [default: localhost/btlog].
+    #[arg(long)]
+    origin: Option<String>,
+    /// Private key file from `btlog keygen`; the origin is then the key's name.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        c.data = self.data.unwrap_or(c.data);
+        c.http = self.http.unwrap_or(c.http);
+        c.grpc = self.grpc.unwrap_or(c.grpc);
+        c.origin = self.origin.unwrap_or(c.origin);
+        c.key = self.key.or(c.key);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token {
+            data,
+            registry,
+            allow,
+        } => token(data, &registry, &allow),
+        Command::Keygen { origin, out } => keygen(&origin, &out),
+    };
+    if let Err(e) = result {
+        eprintln!("btlog: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn token(data: PathBuf, registry: &str, allow: &[String]) -> anyhow::Result<()> {
+    let token = auth::add_token(&config::tokens_path(&data), registry, allow)?;
+    println!("{token}");
+    Ok(())
+}
+
+fn keygen(origin: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    let signer = keys::generate(origin)?;
+    keys::write_private_key(out, &signer)?;
+    println!("{}", signer.verifier().vkey());
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let server = Server::start(&config).await?;
+    println!("{}", server.log().verifier().vkey());
+    tracing::info!(
+        vkey = %server.log().verifier().vkey(),
+        vkey_file = %config.vkey_path().display(),
+        http = %server.http_addr(),
+        grpc = %server.grpc_addr(),
+        "btlog serving"
+    );
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match server.log().reload_tokens() {
+                Ok(n) => tracing::info!(tokens = n, "reloaded tokens"),
+                Err(e) => tracing::error!(error = %e, "token reload failed; keeping the old tokens"),
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! A small Prometheus registry of atomics: tree size, appends, batch sizes and latency,
+//! request counts by status, queue depth.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The log's metrics; shared by the sequencer and the front ends.
+#[derive(Debug)]
+pub struct Metrics {
+    entries_appended: AtomicU64,
+    queue_depth: AtomicU64,
+    batch_entries: Histogram,
+    batch_seconds: Histogram,
+    requests: Mutex<BTreeMap<(&'static str, String), u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            entries_appended: AtomicU64::new(0),
+            queue_depth: AtomicU64::new(0),
+            batch_entries: Histogram::new(&[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
+            batch_seconds: Histogram::new(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            requests: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one committed batch of `entries` new entries that took `latency`.
+    pub fn record_batch(&self, entries: usize, latency: Duration) {
+        self.entries_appended
+            .fetch_add(entries as u64, Ordering::Relaxed);
+        self.batch_entries.observe(entries as f64);
+        self.batch_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// A submission entered the queue.
+    pub fn queued(&self) {
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A submission left the queue.
+    pub fn dequeued(&self) {
+        let _ = self
+            .queue_depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_sub(1))
+            });
+    }
+
+    /// Counts one finished request of front end `api` with `status`.
+    pub fn record_request(&self, api: &'static str, status: impl ToString) {
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((api, status.to_string())).or_insert(0) += 1;
+    }
+
+    /// The Prometheus text exposition, with the current `tree_size`.
+    pub fn render(&self, tree_size: u64) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# TYPE btlog_tree_size gauge\nbtlog_tree_size {tree_size}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE btlog_entries_appended_total counter\nbtlog_entries_appended_total {}",
+            self.entries_appended.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE btlog_queue_depth gauge\nbtlog_queue_depth {}",
+            self.queue_depth.load(Ordering::Relaxed)
+        );
+        self.batch_entries.render(&mut out, "btlog_batch_entries");
+        self.batch_seconds.render(&mut out, "btlog_batch_seconds");
+        let _ = writeln!(out, "# TYPE btlog_requests_total counter");
+        let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((api, status), n) in map.iter() {
+            let _ = writeln!(
+                out,
+                "btlog_requests_total{{api=\"{api}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Histogram {
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// Sum in millionths, to stay in an integer atomic.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &[f64]) -> Self {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if v <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.record_batch(3, Duration::from_millis(2));
+        m.record_request("http", 200);
+        let text = m.render(3);
+        assert!(text.contains("btlog_tree_size 3"));
+        assert!(text.contains("btlog_batch_entries_bucket{le=\"4\"} 1"));
+        assert!(text.contains("btlog_batch_entries_bucket{le=\"1\"} 0"));
+        assert!(text.contains("btlog_requests_total{api=\"http\",status=\"200\"} 1"));
+    }
+}
