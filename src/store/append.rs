@@ -1,0 +1,155 @@
+//! The log's single writer: stages a batch of entries (hashing, tiles, index keys) and
+//! commits it with its signed checkpoint in one synced RocksDB write.
+
+use super::tile::Frontier;
+use super::{
+    package_prefix, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES, CF_IDENTITIES, CF_META,
+    CF_PACKAGES, CF_TILES, META_SIZE,
+};
+use crate::merkle::{leaf_hash, Hash};
+use rocksdb::{WriteBatch, WriteOptions};
+
+/// An entry to append, with the index keys the log layer derived from it.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    /// The exact entry bytes (the leaf data).
+    pub data: Vec<u8>,
+    /// The identity key this entry claims, for entries that claim one.
+    pub identity: Option<Hash>,
+    /// The package this entry is listed under.
+    pub package: Option<String>,
+}
+
+/// A batch prepared but not yet written: the tree it would make, and its write.
+pub struct Staged {
+    frontier: Frontier,
+    batch: WriteBatch,
+    start: u64,
+    root: Hash,
+    leaves: Vec<Hash>,
+}
+
+impl Staged {
+    /// Index of the first staged entry.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Tree size once committed.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// Tree root once committed: what the checkpoint for this batch signs.
+    pub fn root(&self) -> Hash {
+        self.root
+    }
+
+    /// Leaf hashes of the staged entries, in order.
+    pub fn leaf_hashes(&self) -> &[Hash] {
+        &self.leaves
+    }
+}
+
+/// The single writer of a [`Store`]; obtained with [`Store::appender`].
+pub struct Appender {
+    store: Store,
+    frontier: Frontier,
+}
+
+impl Appender {
+    pub(super) fn new(store: Store, frontier: Frontier) -> Self {
+        Appender { store, frontier }
+    }
+
+    /// The store this writer appends to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Tree size as this writer sees it (equal to the store's after every commit).
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// The current root.
+    pub fn root(&self) -> Result<Hash, StoreError> {
+        self.frontier
+            .root()
+            .ok_or_else(|| StoreError::Corrupt("right edge of the tree incomplete".into()))
+    }
+
+    /// Prepares `entries` for appending after the current tree. Nothing is written and the
+    /// writer is unchanged until [`Appender::commit`].
+    pub fn stage(&self, entries: &[NewEntry]) -> Result<Staged, StoreError> {
+        let start = self.frontier.size();
+        let mut frontier = self.frontier.clone();
+        let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(&e.data)).collect();
+        let tiles = frontier.append(&leaves);
+        let store = &self.store;
+        let mut batch = WriteBatch::default();
+        for (i, e) in entries.iter().enumerate() {
+            let index = (start + i as u64).to_be_bytes();
+            batch.put_cf(store.cf(CF_ENTRIES), index, &e.data);
+            if let Some(id) = &e.identity {
+                batch.put_cf(store.cf(CF_IDENTITIES), id, index);
+            }
+            if let Some(p) = &e.package {
+                let mut key = package_prefix(p);
+                key.extend_from_slice(&index);
+                batch.put_cf(store.cf(CF_PACKAGES), key, []);
+            }
+        }
+        for (addr, value) in tiles {
+            batch.put_cf(store.cf(CF_TILES), addr.key(), value);
+        }
+        batch.put_cf(store.cf(CF_META), META_SIZE, frontier.size().to_be_bytes());
+        let root = frontier
+            .root()
+            .ok_or_else(|| StoreError::Corrupt("right edge of the tree incomplete".into()))?;
+        Ok(Staged {
+            frontier,
+            batch,
+            start,
+            root,
+            leaves,
+        })
+    }
+
+    /// Writes a staged batch together with the checkpoint signed for it, synced, in one
+    /// atomic write; only then does the new size become visible to readers. On error the
+    /// writer and the readable log are unchanged.
+    pub fn commit(&mut self, mut staged: Staged, checkpoint: &str) -> Result<(), StoreError> {
+        if staged.start != self.frontier.size() {
+            return Err(StoreError::Corrupt(
+                "staged batch does not follow the tree".into(),
+            ));
+        }
+        let size = staged.frontier.size();
+        staged.batch.put_cf(
+            self.store.cf(CF_CHECKPOINTS),
+            size.to_be_bytes(),
+            checkpoint,
+        );
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.store.db().write_opt(staged.batch, &opts)?;
+        self.frontier = staged.frontier;
+        self.store.publish_size(size);
+        Ok(())
+    }
+
+    /// Stores a checkpoint signed for the current size without appending (at start-up, when
+    /// the newest stored checkpoint was signed with another key or is missing).
+    pub fn put_checkpoint(&mut self, checkpoint: &str) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.store.db().put_cf_opt(
+            self.store.cf(CF_CHECKPOINTS),
+            self.size().to_be_bytes(),
+            checkpoint,
+            &opts,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,454 @@
+//! RocksDB storage for the log: entries, Merkle tiles, the identity and package indexes, and
+//! the history of signed checkpoints.
+//!
+//! Column families, each named for what it holds:
+//! - `entries`: big-endian u64 index → entry bytes.
+//! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]).
+//! - `identities`: 32-byte identity key → big-endian u64 index of the entry that claimed it.
+//! - `packages`: package purl, 0x00, big-endian u64 index → empty (one key per entry).
+//! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
+//! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size.
+//!
+//! Every append is one atomic, synced `WriteBatch` holding the entries, the tiles they changed,
+//! their index keys, the new size and the checkpoint signed for it: after a crash the store
+//! is exactly the state after some completed append. Readers only ever look at indexes below
+//! the published size, and everything below it is immutable, so reads never wait for writes.
+
+pub mod append;
+pub mod tile;
+
+use crate::merkle::tiles::TILE_WIDTH;
+use crate::merkle::{self, Hash, HashReader, NodeId, ProofError};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tile::TileAddr;
+
+pub use append::{Appender, NewEntry, Staged};
+
+/// The on-disk layout version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const CF_ENTRIES: &str = "entries";
+const CF_TILES: &str = "tiles";
+const CF_IDENTITIES: &str = "identities";
+const CF_PACKAGES: &str = "packages";
+const CF_CHECKPOINTS: &str = "checkpoints";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 6] = [
+    CF_ENTRIES,
+    CF_TILES,
+    CF_IDENTITIES,
+    CF_PACKAGES,
+    CF_CHECKPOINTS,
+    CF_META,
+];
+const META_FORMAT: &[u8] = b"format";
+const META_SIZE: &[u8] = b"size";
+
+/// What can go wrong reading or writing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed (I/O, corruption it detected, ...).
+    #[error("storage: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// The data directory was written by another layout version.
+    #[error(
+        "data directory has layout version {found}, this build reads version {FORMAT_VERSION}"
+    )]
+    Format {
+        /// The version found on disk.
+        found: u32,
+    },
+    /// Stored data is not what this layout says it must be.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// A proof or root was asked for sizes or indexes the tree does not have.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// A tree size beyond what the log holds was asked for.
+    #[error("tree size {asked} is beyond the log size {size}")]
+    BeyondLog {
+        /// The size asked for.
+        asked: u64,
+        /// The log size.
+        size: u64,
+    },
+    /// A second writer was requested; the log has exactly one.
+    #[error("the store already has a writer")]
+    WriterTaken,
+}
+
+impl From<tile::BadTile> for StoreError {
+    fn from(e: tile::BadTile) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// A handle on an open store; cheap to clone and shared by all readers.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DB,
+    size: AtomicU64,
+    writer_taken: AtomicBool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, refusing data of another layout version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = DB::open_cf_descriptors(&db_options(), dir, cf_descriptors())?;
+        let format = db
+            .get_cf(cf(&db, CF_META), META_FORMAT)?
+            .map(|v| be_u32(&v))
+            .transpose()?;
+        match format {
+            Some(FORMAT_VERSION) => {}
+            Some(found) => return Err(StoreError::Format { found }),
+            None => {
+                if db
+                    .iterator_cf(cf(&db, CF_ENTRIES), rocksdb::IteratorMode::Start)
+                    .next()
+                    .is_some()
+                {
+                    return Err(StoreError::Corrupt(
+                        "entries without a format marker".into(),
+                    ));
+                }
+                let mut opts = rocksdb::WriteOptions::default();
+                opts.set_sync(true);
+                db.put_cf_opt(
+                    cf(&db, CF_META),
+                    META_FORMAT,
+                    FORMAT_VERSION.to_be_bytes(),
+                    &opts,
+                )?;
+            }
+        }
+        let size = db
+            .get_cf(cf(&db, CF_META), META_SIZE)?
+            .map(|v| be_u64(&v))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                size: AtomicU64::new(size),
+                writer_taken: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The log's single writer. Loads the right edge of the tree; a second call fails.
+    pub fn appender(&self) -> Result<Appender, StoreError> {
+        if self.inner.writer_taken.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::WriterTaken);
+        }
+        let frontier = tile::Frontier::load(self.size(), |addr| {
+            self.inner
+                .db
+                .get_cf(self.cf(CF_TILES), addr.key())
+                .ok()
+                .flatten()
+        })?;
+        Ok(Appender::new(self.clone(), frontier))
+    }
+
+    /// The number of entries durably in the log.
+    pub fn size(&self) -> u64 {
+        self.inner.size.load(Ordering::Acquire)
+    }
+
+    fn publish_size(&self, size: u64) {
+        self.inner.size.store(size, Ordering::Release);
+    }
+
+    fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        cf(self.db(), name)
+    }
+
+    /// The entry at `index`, if the log has it.
+    pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if index >= self.size() {
+            return Ok(None);
+        }
+        Ok(self.db().get_cf(self.cf(CF_ENTRIES), index.to_be_bytes())?)
+    }
+
+    /// Entries `start..end` (clamped to the log size), in order.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let end = end.min(self.size());
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(end.to_be_bytes().to_vec());
+        let iter = self.db().iterator_cf_opt(
+            self.cf(CF_ENTRIES),
+            opts,
+            rocksdb::IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for (i, item) in iter.enumerate() {
+            let (k, v) = item?;
+            if be_u64(&k)? != start + i as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "entry {} missing",
+                    start + i as u64
+                )));
+            }
+            out.push(v.into_vec());
+        }
+        if out.len() as u64 != end - start {
+            return Err(StoreError::Corrupt(format!(
+                "entries {start}..{end} incomplete"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The tlog-tiles entry bundle `index` with `width` entries: each entry prefixed by its
+    /// big-endian u16 length. None when the log does not hold that many entries.
+    pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(start) = index.checked_mul(TILE_WIDTH) else {
+            return Ok(None);
+        };
+        let end = start + u64::from(width);
+        if end > self.size() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for e in self.entries(start, end)? {
+            let len = u16::try_from(e.len())
+                .map_err(|_| StoreError::Corrupt("entry longer than 65535 bytes".into()))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&e);
+        }
+        Ok(Some(out))
+    }
+
+    /// The tlog-tiles hash tile at `level`, `index` with `width` hashes (row 0 of the stored
+    /// tile, cut to `width`). None when the tree does not hold that many hashes there.
+    pub fn hash_tile(
+        &self,
+        level: u8,
+        index: u64,
+        width: u16,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let have = merkle::tiles::width_at(level, index, self.size());
+        if have.is_none_or(|h| h < width) {
+            return Ok(None);
+        }
+        let addr = TileAddr { level, index };
+        let stored = self
+            .db()
+            .get_pinned_cf(self.cf(CF_TILES), addr.key())?
+            .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} missing")))?;
+        let row = tile::row0(&stored)
+            .filter(|r| r.len() >= usize::from(width) * 32)
+            .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} malformed")))?;
+        Ok(Some(row[..usize::from(width) * 32].to_vec()))
+    }
+
+    /// The index of the entry that claimed `identity`, if any.
+    pub fn identity_index(&self, identity: &Hash) -> Result<Option<u64>, StoreError> {
+        self.db()
+            .get_pinned_cf(self.cf(CF_IDENTITIES), identity)?
+            .map(|v| be_u64(&v))
+            .transpose()
+    }
+
+    /// Indexes of the entries for `package`, in log order, from `from` on, at most `limit`.
+    pub fn package_indexes(
+        &self,
+        package: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let prefix = package_prefix(package);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&from.to_be_bytes());
+        let mut out = Vec::new();
+        let iter = self.db().iterator_cf(
+            self.cf(CF_PACKAGES),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            let Some(index) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if out.len() >= limit {
+                break;
+            }
+            out.push(be_u64(index)?);
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint signed for tree size `size`, if one was.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, StoreError> {
+        self.db()
+            .get_cf(self.cf(CF_CHECKPOINTS), size.to_be_bytes())?
+            .map(|v| {
+                String::from_utf8(v).map_err(|_| StoreError::Corrupt("checkpoint not UTF-8".into()))
+            })
+            .transpose()
+    }
+
+    /// The newest signed checkpoint and its size.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let mut iter = self
+            .db()
+            .iterator_cf(self.cf(CF_CHECKPOINTS), rocksdb::IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item?;
+                let note = String::from_utf8(v.into_vec())
+                    .map_err(|_| StoreError::Corrupt("checkpoint not UTF-8".into()))?;
+                Ok(Some((be_u64(&k)?, note)))
+            }
+        }
+    }
+
+    /// The root of the tree at `size` (≤ the log size).
+    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        self.check_size(size)?;
+        merkle::root(size, self)
+    }
+
+    /// Inclusion proof of `index` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(size)?;
+        merkle::inclusion_proof(index, size, self)
+    }
+
+    /// Consistency proof from `size1` to `size2`.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(size2)?;
+        merkle::consistency_proof(size1, size2, self)
+    }
+
+    /// The leaf hash of entry `index`.
+    pub fn leaf_hash(&self, index: u64) -> Result<Hash, StoreError> {
+        self.check_size(index.saturating_add(1))?;
+        Ok(self.read_hashes(&[NodeId::new(0, index)])?[0])
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), StoreError> {
+        let have = self.size();
+        if size > have {
+            return Err(StoreError::BeyondLog {
+                asked: size,
+                size: have,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl HashReader for Store {
+    type Error = StoreError;
+
+    /// Reads each stored tile once, however many of the nodes it holds.
+    fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        let located: Vec<_> = nodes.iter().map(|n| tile::locate(*n)).collect();
+        let mut addrs: Vec<TileAddr> = located.iter().map(|l| l.0).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let keys: Vec<[u8; 9]> = addrs.iter().map(TileAddr::key).collect();
+        let cf = self.cf(CF_TILES);
+        let values = self
+            .db()
+            .batched_multi_get_cf(cf, keys.iter().map(|k| &k[..]), true);
+        let mut tiles = HashMap::with_capacity(addrs.len());
+        for (addr, value) in addrs.iter().zip(values) {
+            if let Some(v) = value? {
+                tiles.insert(*addr, v);
+            }
+        }
+        located
+            .iter()
+            .zip(nodes)
+            .map(|((addr, row, offset), node)| {
+                tiles
+                    .get(addr)
+                    .and_then(|t| tile::read_node(t, *row, *offset))
+                    .ok_or_else(|| StoreError::Corrupt(format!("node {node:?} not stored")))
+            })
+            .collect()
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    // Every column family is created at open; a missing one is a bug, not bad input.
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} was not opened"))
+}
+
+fn package_prefix(package: &str) -> Vec<u8> {
+    let mut p = package.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+fn be_u64(b: &[u8]) -> Result<u64, StoreError> {
+    b.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("expected an 8-byte number".into()))
+}
+
+fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
+    b.try_into()
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("expected a 4-byte number".into()))
+}
+
+/// Memory is bounded by these, not by the log size: one shared block cache and one shared
+/// write-buffer budget across column families.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+const WRITE_BUFFER_BYTES: usize = 96 << 20;
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.set_db_write_buffer_size(WRITE_BUFFER_BYTES);
+    o.set_max_background_jobs(2);
+    o.set_bytes_per_sync(1 << 20);
+    o
+}
+
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    COLUMN_FAMILIES
+        .iter()
+        .map(|name| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(10.0, false);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_write_buffer_size(32 << 20);
+            if *name == CF_ENTRIES || *name == CF_CHECKPOINTS || *name == CF_PACKAGES {
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            } else {
+                // Hashes do not compress.
+                o.set_compression_type(rocksdb::DBCompressionType::None);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        })
+        .collect()
+}
