@@ -121,6 +121,17 @@ pub struct TlogProof {
 }
 
 impl TlogProof {
+    /// Assembles a proof from the entry bytes, its index, the inclusion proof (leaf sibling
+    /// first) and the signed checkpoint note text that the proof leads to (SPEC §5).
+    pub fn new(entry: Vec<u8>, index: u64, proof: Vec<Hash>, checkpoint: String) -> Self {
+        TlogProof {
+            entry,
+            index,
+            proof,
+            checkpoint,
+        }
+    }
+
     /// Formats the proof file text.
     pub fn format(&self) -> String {
         let mut out = format!(

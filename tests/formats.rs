@@ -658,12 +658,12 @@ fn proof_for(n: usize, index: usize) -> (TlogProof, Signer) {
         size: n as u64,
         root: mth(&leaves),
     };
-    let proof = TlogProof {
-        entry: entries[index].clone(),
-        index: index as u64,
-        proof: audit_path(index, &leaves),
-        checkpoint: cp.sign(&log).unwrap(),
-    };
+    let proof = TlogProof::new(
+        entries[index].clone(),
+        index as u64,
+        audit_path(index, &leaves),
+        cp.sign(&log).unwrap(),
+    );
     (proof, log)
 }
 
