@@ -1,0 +1,142 @@
+//! Fetching from a log over HTTP and verifying what it serves; shared by the `btlog` CLI and
+//! `btlog-monitor`. Nothing fetched is trusted until it is verified against a vkey or a root.
+//!
+//! - [`Http`]: a log's base URL and the GETs and POSTs every client makes.
+//! - `api`: the `/v1` JSON API (submit, lookup, proofs) and online verification.
+//! - `tiles`: the C2SP tlog-tiles read API (checkpoint, hash tiles, entry bundles).
+
+pub mod api;
+pub mod tiles;
+
+use std::time::Duration;
+
+/// Why talking to a log failed (before any verification).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The log could not be reached or the transfer failed.
+    #[error("cannot reach the log at {url}: {source}")]
+    Unreachable {
+        /// The URL asked for.
+        url: String,
+        /// What failed.
+        source: reqwest::Error,
+    },
+    /// The log answered with an error status.
+    #[error("{url}: HTTP {status}: {reason}")]
+    Status {
+        /// The URL asked for.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The one-line reason the log gave.
+        reason: String,
+    },
+    /// The base URL is not usable.
+    #[error("bad log URL {0:?}: expected http:// or https://")]
+    BadUrl(String),
+}
+
+/// A log's HTTP endpoint.
+#[derive(Clone, Debug)]
+pub struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+/// How long one request may take before the log counts as unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Http {
+    /// A client for the log at `base` (`http://host:port`, with or without a trailing slash).
+    pub fn new(base: &str) -> Result<Http, FetchError> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(FetchError::BadUrl(base.to_string()));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|source| FetchError::Unreachable {
+                url: base.to_string(),
+                source,
+            })?;
+        Ok(Http {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The full URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// GETs `path`; `Ok(None)` on 404, an error on any other non-success status.
+    pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        let url = self.url(path);
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| FetchError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Self::body(url, resp).await.map(Some)
+    }
+
+    /// POSTs a JSON body to `path` with an optional bearer token; the response body.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<Vec<u8>, FetchError> {
+        let url = self.url(path);
+        let mut req = self.client.post(&url).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|source| FetchError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+        Self::body(url, resp).await
+    }
+
+    async fn body(url: String, resp: reqwest::Response) -> Result<Vec<u8>, FetchError> {
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| FetchError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        Err(FetchError::Status {
+            url,
+            status: status.as_u16(),
+            reason: error_reason(&bytes),
+        })
+    }
+}
+
+/// The one-line reason in an error body: `{"error": "..."}` or plain text, cut to one line.
+fn error_reason(body: &[u8]) -> String {
+    let text = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    text.lines().next().unwrap_or("").chars().take(300).collect()
+}

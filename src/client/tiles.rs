@@ -1,0 +1,1 @@
+//! The tlog-tiles client (being written).
