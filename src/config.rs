@@ -18,12 +18,14 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this configuration.
-    #[error("{}: {source}", path.display())]
+    #[error("{}:{line}: {reason}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        source: Box<toml::de::Error>,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// What is wrong, on one line.
+        reason: String,
     },
     /// A value is out of its allowed range.
     #[error("invalid configuration: {0}")]
@@ -144,9 +146,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            source: Box::new(source),
+            line: e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            }),
+            reason: e.message().replace('\n', " "),
         })?;
         Ok(config)
     }

@@ -207,8 +207,11 @@ async fn submissions_proofs_tiles_and_lookup() {
     assert_eq!(c.get("/tile/0/bogus").await.status(), 404);
 
     // Gzip for bundles when accepted.
-    let gz = c
-        .http
+    let raw = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
+    let gz = raw
         .get(format!("{}/tile/entries/000.p/{size}", c.base))
         .header("accept-encoding", "gzip")
         .send()
@@ -423,5 +426,54 @@ async fn restart_keeps_the_log_and_stays_consistent() {
         .await;
     assert_eq!(st, 200);
     check_consistency(before.0, after.0, &hashes(&p["proof"]), &before.1, &after.1);
+    srv.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_tiles_are_immutable_and_reproduce_the_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = add_token(dir.path());
+    let srv = start(&config(dir.path())).await;
+    let vkey = srv.log().verifier().clone();
+    let c = Client::new(srv.http_addr(), &token);
+    let batch: Vec<Value> = (0..300)
+        .map(|i| {
+            let v = format!("{i}");
+            publish("pkg:npm/big", &v, "big.tgz", &digest(&v))
+        })
+        .collect();
+    let reply = c.submit(batch).await;
+    let (size, root) = verify_checkpoint(reply["checkpoint"].as_str().expect("cp"), &vkey);
+    assert_eq!(size, 300);
+    let full = c.get("/tile/0/000").await;
+    assert_eq!(
+        full.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let mut leaves: Vec<Hash> = full
+        .bytes()
+        .await
+        .expect("tile")
+        .chunks_exact(32)
+        .map(|h| h.try_into().expect("32"))
+        .collect();
+    let partial = c.get("/tile/0/001.p/44").await.bytes().await.expect("tile");
+    leaves.extend(
+        partial
+            .chunks_exact(32)
+            .map(|h| -> Hash { h.try_into().expect("32") }),
+    );
+    assert_eq!(leaves.len(), 300);
+    assert_eq!(common::naive_root(&leaves), root);
+    // The level-1 tile holds the root of the first full level-0 tile.
+    let level1 = c.get("/tile/1/000.p/1").await.bytes().await.expect("tile");
+    assert_eq!(&level1[..], &common::naive_root(&leaves[..256])[..]);
+    let bundle = c.get("/tile/entries/000").await;
+    assert_eq!(
+        bundle.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let entries = split_bundle(&bundle.bytes().await.expect("bundle"));
+    assert_eq!(entries.len(), 256);
     srv.shutdown().await.expect("clean shutdown");
 }

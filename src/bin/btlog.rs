@@ -1,6 +1,5 @@
 //! `btlog`: run a log server, manage its credentials and keys (SPEC §7).
 
-use anyhow::Context as _;
 use btlog::api::Server;
 use btlog::config::{self, Config};
 use btlog::keys;
@@ -95,7 +94,8 @@ fn main() {
         Command::Keygen { origin, out } => keygen(&origin, &out),
     };
     if let Err(e) = result {
-        eprintln!("btlog: {e:#}");
+        // Library errors already carry their causes in their one-line message.
+        eprintln!("btlog: {e}");
         std::process::exit(1);
     }
 }
@@ -117,11 +117,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(run(config))
 }
 
