@@ -12,6 +12,8 @@ pub mod entry;
 pub mod keys;
 pub mod log;
 pub mod merkle;
+pub mod monitor;
 pub mod note;
 pub mod proof_bundle;
 pub mod store;
+pub mod cli;

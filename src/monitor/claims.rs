@@ -1,0 +1,240 @@
+//! The binary transparency claims of SPEC §2, checked on every entry, and the identity index
+//! they need, rebuilt by the monitor from the entries themselves.
+//!
+//! The index is a small RocksDB database (`index/` in the log's state directory): it grows with
+//! the log (one record per artifact) and must not be held in memory or rewritten, and RocksDB
+//! is already a dependency. Records carry the leaf index that created them; a record at or
+//! beyond the committed audit position (left by a run that crashed before saving its state) is
+//! ignored and overwritten, so the index always agrees with `state.json` without a shared
+//! transaction.
+//!
+//! Rules: a `publish` binds (package, version, file) to one sha256 forever; `yank`, `unyank` and
+//! `delete` must name a published identity with its digest; `owner-add` and `owner-remove` must
+//! name a package with at least one earlier `publish`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::entry::{Entry, Kind};
+
+use super::alert::AlertKind;
+
+/// Why the index failed.
+#[derive(Debug, thiserror::Error)]
+#[error("identity index: {0}")]
+pub struct IndexError(#[from] rocksdb::Error);
+
+/// A claim violation found in one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which claim.
+    pub kind: AlertKind,
+    /// What was found, for a person.
+    pub details: String,
+}
+
+/// The identity index: identity → (sha256, index), package → first publish index.
+pub struct Index {
+    db: rocksdb::DB,
+    committed: u64,
+    pending: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Index {
+    /// Opens (or creates) the index in `dir`; records at or beyond `committed` are ignored.
+    pub fn open(dir: &Path, committed: u64) -> Result<Index, IndexError> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        Ok(Index {
+            db: rocksdb::DB::open(&opts, dir)?,
+            committed,
+            pending: HashMap::new(),
+        })
+    }
+
+    /// Checks `entry` at `index` against the claims and records what it establishes.
+    pub fn check(&mut self, index: u64, entry: &Entry) -> Result<Option<Violation>, IndexError> {
+        let id_key = [b"i".as_slice(), &entry.identity().key()].concat();
+        let pkg_key = [b"p".as_slice(), &Sha256::digest(entry.package.as_bytes())].concat();
+        let violation = match entry.kind {
+            Kind::Publish => {
+                self.put(pkg_key, [0; 32], index);
+                match self.get(&id_key)? {
+                    Some((digest, first)) if digest != entry.sha256 => Some(Violation {
+                        kind: AlertKind::Conflict,
+                        details: format!(
+                            "{} {} {} was published at index {first} with sha256 {}, now with {}",
+                            entry.package,
+                            entry.version,
+                            entry.file,
+                            hex::encode(digest),
+                            hex::encode(entry.sha256)
+                        ),
+                    }),
+                    Some(_) => None,
+                    None => {
+                        self.put(id_key, entry.sha256, index);
+                        None
+                    }
+                }
+            }
+            Kind::Yank | Kind::Unyank | Kind::Delete => match self.get(&id_key)? {
+                None => Some(Violation {
+                    kind: AlertKind::UnknownArtifact,
+                    details: format!(
+                        "{} names {} {} {}, which was never published",
+                        entry.kind, entry.package, entry.version, entry.file
+                    ),
+                }),
+                Some((digest, first)) if digest != entry.sha256 => Some(Violation {
+                    kind: AlertKind::DigestMismatch,
+                    details: format!(
+                        "{} names {} {} {} with sha256 {}, but index {first} published {}",
+                        entry.kind,
+                        entry.package,
+                        entry.version,
+                        entry.file,
+                        hex::encode(entry.sha256),
+                        hex::encode(digest)
+                    ),
+                }),
+                Some(_) => None,
+            },
+            Kind::OwnerAdd | Kind::OwnerRemove => match self.get(&pkg_key)? {
+                None => Some(Violation {
+                    kind: AlertKind::UnknownPackage,
+                    details: format!(
+                        "{} for {}, which has no earlier publish",
+                        entry.kind, entry.package
+                    ),
+                }),
+                Some(_) => None,
+            },
+        };
+        Ok(violation)
+    }
+
+    /// Writes the records of the checked entries durably; `position` becomes the committed
+    /// audit position once the caller saved its state.
+    pub fn commit(&mut self, position: u64) -> Result<(), IndexError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (k, v) in self.pending.drain() {
+            batch.put(k, v);
+        }
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        self.committed = position;
+        Ok(())
+    }
+
+    /// Forgets records not yet committed and any beyond `position` (a reset audit position).
+    pub fn rollback(&mut self, position: u64) {
+        self.pending.clear();
+        self.committed = position;
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<([u8; 32], u64)>, IndexError> {
+        let value = match self.pending.get(key) {
+            Some(v) => Some(v.clone()),
+            None => self.db.get(key)?,
+        };
+        Ok(value
+            .and_then(|v| decode(&v))
+            .filter(|(_, index)| *index < self.committed || self.pending.contains_key(key)))
+    }
+
+    fn put(&mut self, key: Vec<u8>, digest: [u8; 32], index: u64) {
+        if self.get(&key).ok().flatten().is_none() {
+            self.pending
+                .insert(key, [digest.as_slice(), &index.to_be_bytes()].concat());
+        }
+    }
+}
+
+fn decode(v: &[u8]) -> Option<([u8; 32], u64)> {
+    let digest = v.get(..32)?.try_into().ok()?;
+    let index = u64::from_be_bytes(v.get(32..40)?.try_into().ok()?);
+    Some((digest, index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryData;
+
+    fn entry(kind: Kind, package: &str, version: &str, digest: u8) -> Entry {
+        let owner = kind.is_owner();
+        Entry::new(EntryData {
+            kind,
+            registry: "registry.example".into(),
+            package: package.into(),
+            version: if owner { "-".into() } else { version.into() },
+            file: if owner {
+                "-".into()
+            } else {
+                format!("{version}.tgz")
+            },
+            sha256: [digest; 32],
+            sha512: None,
+            size: None,
+            publisher: None,
+            provenance: None,
+            time: None,
+        })
+        .expect("valid entry")
+    }
+
+    #[test]
+    fn claims_are_enforced_and_survive_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut idx = Index::open(dir.path(), 0).expect("open");
+        let kind = |v: Option<Violation>| v.map(|v| v.kind);
+        let pkg = "pkg:npm/a";
+        assert_eq!(
+            kind(idx.check(0, &entry(Kind::OwnerAdd, pkg, "-", 9)).unwrap()),
+            Some(AlertKind::UnknownPackage)
+        );
+        assert_eq!(
+            kind(idx.check(1, &entry(Kind::Publish, pkg, "1", 1)).unwrap()),
+            None
+        );
+        assert_eq!(
+            kind(idx.check(2, &entry(Kind::Publish, pkg, "1", 1)).unwrap()),
+            None
+        );
+        assert_eq!(
+            kind(idx.check(3, &entry(Kind::Publish, pkg, "1", 2)).unwrap()),
+            Some(AlertKind::Conflict)
+        );
+        assert_eq!(
+            kind(idx.check(4, &entry(Kind::Yank, pkg, "2", 1)).unwrap()),
+            Some(AlertKind::UnknownArtifact)
+        );
+        assert_eq!(
+            kind(idx.check(5, &entry(Kind::Delete, pkg, "1", 3)).unwrap()),
+            Some(AlertKind::DigestMismatch)
+        );
+        assert_eq!(
+            kind(idx.check(6, &entry(Kind::OwnerAdd, pkg, "-", 9)).unwrap()),
+            None
+        );
+        idx.commit(7).expect("commit");
+        drop(idx);
+        // Reopened at a committed position below the records: they are not trusted.
+        let mut idx = Index::open(dir.path(), 1).expect("reopen");
+        assert_eq!(
+            kind(idx.check(1, &entry(Kind::Publish, pkg, "1", 5)).unwrap()),
+            None
+        );
+        idx.rollback(1);
+        drop(idx);
+        let mut idx = Index::open(dir.path(), 7).expect("reopen");
+        assert_eq!(
+            kind(idx.check(7, &entry(Kind::Publish, pkg, "1", 2)).unwrap()),
+            Some(AlertKind::Conflict)
+        );
+    }
+}
