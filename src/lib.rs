@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod entry;
@@ -16,4 +17,3 @@ pub mod monitor;
 pub mod note;
 pub mod proof_bundle;
 pub mod store;
-pub mod cli;

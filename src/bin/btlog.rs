@@ -42,6 +42,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Log artifacts (one, or a JSON Lines batch) and keep their .tlog-proof files.
+    Submit(btlog::cli::submit::SubmitArgs),
+    /// Print the entry at an index.
+    Get(btlog::cli::fetch::GetArgs),
+    /// Print a .tlog-proof of the entry at an index for the latest checkpoint.
+    Prove(btlog::cli::fetch::ProveArgs),
+    /// Verify an artifact is logged under its identity, online (--log) or offline (--proof).
+    Verify(btlog::cli::verify::VerifyArgs),
 }
 
 #[derive(Args)]
@@ -92,6 +100,10 @@ fn main() {
             allow,
         } => token(data, &registry, &allow),
         Command::Keygen { origin, out } => keygen(&origin, &out),
+        Command::Submit(args) => btlog::cli::exit(btlog::cli::submit::run(args)),
+        Command::Get(args) => btlog::cli::exit(btlog::cli::fetch::get(args)),
+        Command::Prove(args) => btlog::cli::exit(btlog::cli::fetch::prove(args)),
+        Command::Verify(args) => btlog::cli::exit(btlog::cli::verify::run(args)),
     };
     if let Err(e) = result {
         // Library errors already carry their causes in their one-line message.

@@ -1,0 +1,147 @@
+//! `btlog verify`: is this artifact file proven logged under this identity by this log?
+//! Online (`--log`) or offline (`--proof`); see [`crate::client::api::verify`] for the
+//! checkpoint policy of online verification.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use super::{api, block_on, hash_file, read_vkey, CliError, Exit, EXIT_CODES};
+use crate::client::api::state::CheckpointState;
+use crate::client::api::verify::{verify_online, VerifyError};
+use crate::note::Verifier;
+use crate::proof_bundle::{
+    ArtifactClaim, ProofBundleError, TlogProof, VerifiedProof, MAX_PROOF_BYTES,
+};
+
+/// Verify that an artifact file is logged under exactly this package, version and file,
+/// online (--log) or offline (--proof). Exit 0 only when it is.
+#[derive(clap::Args, Debug)]
+#[command(after_help = EXIT_CODES)]
+pub struct VerifyArgs {
+    /// Base URL of the log, to verify online.
+    #[arg(long, required_unless_present = "proof", conflicts_with = "proof")]
+    pub log: Option<String>,
+    /// A .tlog-proof file, to verify offline.
+    #[arg(long)]
+    pub proof: Option<PathBuf>,
+    /// The log's vkey, or a file holding it.
+    #[arg(long)]
+    pub vkey: String,
+    /// Package URL (purl, without version).
+    #[arg(long)]
+    pub package: String,
+    /// The registry's version string.
+    #[arg(long)]
+    pub version: String,
+    /// The registry's file name.
+    #[arg(long)]
+    pub file: String,
+    /// The artifact file; its SHA-256 is computed here.
+    #[arg(long)]
+    pub artifact: PathBuf,
+    /// Directory keeping the newest verified checkpoint of each log (online only)
+    /// [default: $XDG_STATE_HOME/btlog or ~/.local/state/btlog].
+    #[arg(long, conflicts_with = "proof")]
+    pub state: Option<PathBuf>,
+}
+
+/// Runs `btlog verify`.
+pub fn run(args: VerifyArgs) -> Result<(), CliError> {
+    let vkey = read_vkey(&args.vkey)?;
+    let (sha256, _) = hash_file(&args.artifact)?;
+    let claim = ArtifactClaim {
+        package: args.package,
+        version: args.version,
+        file: args.file,
+        sha256,
+    };
+    let (index, verified) = match (&args.log, &args.proof) {
+        (_, Some(path)) => offline(path, &vkey, &claim)?,
+        (Some(url), None) => {
+            let state = match args.state {
+                Some(dir) => CheckpointState::new(dir),
+                None => CheckpointState::new(
+                    CheckpointState::default_dir().map_err(|e| CliError::usage(e.to_string()))?,
+                ),
+            };
+            let api = api(url)?;
+            block_on(async {
+                verify_online(&api, &vkey, &claim, &state)
+                    .await
+                    .map_err(|e| online_error(e, &vkey))
+            })?
+        }
+        (None, None) => return Err(CliError::usage("give --log URL or --proof FILE")),
+    };
+    println!(
+        "ok: {} {} {} (sha256 {}) is logged at index {} in {} (tree size {})",
+        claim.package,
+        claim.version,
+        claim.file,
+        hex::encode(claim.sha256),
+        index,
+        verified.checkpoint.origin,
+        verified.checkpoint.size
+    );
+    Ok(())
+}
+
+fn offline(
+    path: &Path,
+    vkey: &Verifier,
+    claim: &ArtifactClaim,
+) -> Result<(u64, VerifiedProof), CliError> {
+    let fail = |e: std::io::Error| CliError::usage(format!("--proof {}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(fail)?
+        .take(MAX_PROOF_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    let proof = TlogProof::parse(&bytes).map_err(|e| proof_error(e, vkey))?;
+    let verified = proof
+        .verify_offline(vkey, claim)
+        .map_err(|e| proof_error(e, vkey))?;
+    Ok((proof.index, verified))
+}
+
+/// Why the proof does not prove the claim, for a person.
+fn proof_error(e: ProofBundleError, vkey: &Verifier) -> CliError {
+    let detail = match &e {
+        ProofBundleError::Mismatch {
+            field: "sha256",
+            expected,
+            logged,
+        } => format!(
+            "the artifact's SHA-256 is {expected} but the log has {logged} for this identity: \
+             the file is not the one that was published"
+        ),
+        ProofBundleError::Mismatch { .. } => format!("the proof is for another artifact: {e}"),
+        ProofBundleError::Checkpoint(_) => format!(
+            "{e} (expected a checkpoint signed by {}+{:08x})",
+            vkey.name(),
+            vkey.key_id()
+        ),
+        _ => e.to_string(),
+    };
+    CliError::new(Exit::NotProven, format!("verification failed: {detail}"))
+}
+
+fn online_error(e: VerifyError, vkey: &Verifier) -> CliError {
+    match e {
+        VerifyError::NotLogged { .. } => {
+            CliError::new(Exit::NotProven, format!("verification failed: {e}"))
+        }
+        VerifyError::Proof(p) => proof_error(p, vkey),
+        VerifyError::Api(a) => a.into(),
+        VerifyError::State(s) => CliError::usage(s.to_string()),
+        VerifyError::Inconsistent(i) => CliError {
+            code: Exit::Inconsistent,
+            message: format!("{i}; refusing to trust this log"),
+            evidence: Some(format!(
+                "checkpoint verified before:\n{}\ncheckpoint served now:\n{}",
+                i.stored, i.served
+            )),
+        },
+    }
+}
