@@ -110,7 +110,9 @@ pub struct State {
 #[serde(deny_unknown_fields)]
 struct StateFile {
     format: String,
-    checkpoint: String,
+    /// Absent until a first checkpoint was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<String>,
     verified_frontier: Vec<String>,
     position: u64,
     frontier: Vec<String>,
@@ -152,8 +154,13 @@ impl State {
         if file.format != FORMAT {
             return Err(corrupt(format!("unknown format {:?}", file.format)));
         }
-        let (checkpoint, _) = Checkpoint::verify(file.checkpoint.as_bytes(), vkey)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let mut state = State::empty(vkey.name());
+        if let Some(note) = file.checkpoint {
+            let (checkpoint, _) =
+                Checkpoint::verify(note.as_bytes(), vkey).map_err(|e| corrupt(e.to_string()))?;
+            state.checkpoint = SignedCheckpoint { checkpoint, note };
+        }
+        let checkpoint = &state.checkpoint.checkpoint;
         let verified = frontier(checkpoint.size, &file.verified_frontier)
             .ok_or_else(|| corrupt("bad verified frontier".into()))?;
         if verified.root() != checkpoint.root {
@@ -164,14 +171,9 @@ impl State {
         let progress = frontier(file.position, &file.frontier)
             .filter(|p| p.size >= checkpoint.size)
             .ok_or_else(|| corrupt("bad frontier".into()))?;
-        Ok(State {
-            checkpoint: SignedCheckpoint {
-                checkpoint,
-                note: file.checkpoint,
-            },
-            verified,
-            progress,
-        })
+        state.verified = verified;
+        state.progress = progress;
+        Ok(state)
     }
 
     /// Writes the state atomically to `dir/state.json`, refusing to move the verified
@@ -186,7 +188,7 @@ impl State {
         }
         let file = StateFile {
             format: FORMAT.into(),
-            checkpoint: self.checkpoint.note.clone(),
+            checkpoint: (!self.checkpoint.note.is_empty()).then(|| self.checkpoint.note.clone()),
             verified_frontier: self.verified.hashes.iter().map(|h| B64.encode(h)).collect(),
             position: self.progress.size,
             frontier: self.progress.hashes.iter().map(|h| B64.encode(h)).collect(),
