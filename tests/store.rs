@@ -120,6 +120,14 @@ fn appends_reads_and_proofs_agree_with_naive_tree() {
         Some(77)
     );
     assert_eq!(store.identity_index(&naive_leaf(b"absent")).unwrap(), None);
+    let leaf300 = naive_leaf(&test_entry(300));
+    assert_eq!(store.find_leaf(&leaf300, n).unwrap(), Some(300));
+    assert_eq!(
+        store.find_leaf(&leaf300, 300).unwrap(),
+        None,
+        "beyond the asked size"
+    );
+    assert_eq!(store.find_leaf(&naive_leaf(b"absent"), n).unwrap(), None);
     assert_eq!(
         store.package_indexes("pkg:test/p1", 0, 4).unwrap(),
         vec![1, 4, 7, 10]
@@ -167,19 +175,8 @@ fn refuses_other_layout_versions() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     {
-        let db = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            dir.path(),
-            [
-                "entries",
-                "tiles",
-                "identities",
-                "packages",
-                "checkpoints",
-                "meta",
-            ],
-        )
-        .unwrap();
+        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
         db.put_cf(
             db.cf_handle("meta").unwrap(),
             b"format",

@@ -224,7 +224,8 @@ impl Log {
         self.blocking(move |store| {
             let index = match leaf {
                 Leaf::Index(i) => i,
-                Leaf::Hash(h) => find_leaf(store, &h, size)?
+                Leaf::Hash(h) => store
+                    .find_leaf(&h, size)?
                     .ok_or_else(|| LogError::not_found("no entry with that leaf hash"))?,
             };
             if index >= size {
@@ -380,19 +381,4 @@ pub fn hash_from_bytes(b: &[u8]) -> Result<Hash, LogError> {
 
 fn entry_text(bytes: Vec<u8>) -> Result<String, LogError> {
     String::from_utf8(bytes).map_err(|_| LogError::internal(&"stored entry is not UTF-8"))
-}
-
-/// Finds the index of a leaf hash below `size` by scanning the level-0 tiles.
-fn find_leaf(store: &Store, hash: &Hash, size: u64) -> Result<Option<u64>, LogError> {
-    let tiles = size.div_ceil(TILE_WIDTH);
-    for t in 0..tiles {
-        let width = crate::merkle::tiles::width_at(0, t, size).unwrap_or(0);
-        let Some(row) = store.hash_tile(0, t, width)? else {
-            break;
-        };
-        if let Some(pos) = row.chunks_exact(32).position(|h| h == hash) {
-            return Ok(Some(t * TILE_WIDTH + pos as u64));
-        }
-    }
-    Ok(None)
 }

@@ -3,8 +3,8 @@
 
 use super::tile::Frontier;
 use super::{
-    package_prefix, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES, CF_IDENTITIES, CF_META,
-    CF_PACKAGES, CF_TILES, META_SIZE,
+    leaf_key, package_prefix, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES, CF_IDENTITIES,
+    CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
 use crate::merkle::{leaf_hash, Hash};
 use rocksdb::{WriteBatch, WriteOptions};
@@ -88,9 +88,10 @@ impl Appender {
         let tiles = frontier.append(&leaves);
         let store = &self.store;
         let mut batch = WriteBatch::default();
-        for (i, e) in entries.iter().enumerate() {
+        for (i, (e, leaf)) in entries.iter().zip(&leaves).enumerate() {
             let index = (start + i as u64).to_be_bytes();
             batch.put_cf(store.cf(CF_ENTRIES), index, &e.data);
+            batch.put_cf(store.cf(CF_LEAVES), leaf_key(leaf, start + i as u64), []);
             if let Some(id) = &e.identity {
                 batch.put_cf(store.cf(CF_IDENTITIES), id, index);
             }

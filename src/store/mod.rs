@@ -5,6 +5,8 @@
 //! - `entries`: big-endian u64 index → entry bytes.
 //! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]).
 //! - `identities`: 32-byte identity key → big-endian u64 index of the entry that claimed it.
+//! - `leaves`: first 8 bytes of the leaf hash, then the big-endian u64 index → empty. A short
+//!   prefix keeps this index small; candidates are confirmed against the stored leaf hash.
 //! - `packages`: package purl, 0x00, big-endian u64 index → empty (one key per entry).
 //! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
 //! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size.
@@ -35,13 +37,15 @@ const CF_ENTRIES: &str = "entries";
 const CF_TILES: &str = "tiles";
 const CF_IDENTITIES: &str = "identities";
 const CF_PACKAGES: &str = "packages";
+const CF_LEAVES: &str = "leaves";
 const CF_CHECKPOINTS: &str = "checkpoints";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 6] = [
+const COLUMN_FAMILIES: [&str; 7] = [
     CF_ENTRIES,
     CF_TILES,
     CF_IDENTITIES,
     CF_PACKAGES,
+    CF_LEAVES,
     CF_CHECKPOINTS,
     CF_META,
 ];
@@ -267,6 +271,31 @@ impl Store {
             .transpose()
     }
 
+    /// The lowest index below `size` whose leaf hash is `leaf`, if any: one prefix scan of the
+    /// leaf index, each candidate confirmed against the tree.
+    pub fn find_leaf(&self, leaf: &Hash, size: u64) -> Result<Option<u64>, StoreError> {
+        let size = size.min(self.size());
+        let prefix = &leaf[..LEAF_PREFIX];
+        let iter = self.db().iterator_cf(
+            self.cf(CF_LEAVES),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            let Some(index) = k.strip_prefix(prefix) else {
+                break;
+            };
+            let index = be_u64(index)?;
+            if index >= size {
+                break;
+            }
+            if self.read_hashes(&[NodeId::new(0, index)])?[0] == *leaf {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+
     /// Indexes of the entries for `package`, in log order, from `from` on, at most `limit`.
     pub fn package_indexes(
         &self,
@@ -396,6 +425,17 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .unwrap_or_else(|| panic!("column family {name} was not opened"))
 }
 
+/// Bytes of a leaf hash that key the leaf index.
+const LEAF_PREFIX: usize = 8;
+
+/// The leaf index key of the entry at `index` with leaf hash `leaf`.
+fn leaf_key(leaf: &Hash, index: u64) -> [u8; LEAF_PREFIX + 8] {
+    let mut k = [0u8; LEAF_PREFIX + 8];
+    k[..LEAF_PREFIX].copy_from_slice(&leaf[..LEAF_PREFIX]);
+    k[LEAF_PREFIX..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
 fn package_prefix(package: &str) -> Vec<u8> {
     let mut p = package.as_bytes().to_vec();
     p.push(0);
@@ -442,7 +482,7 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
             o.set_write_buffer_size(32 << 20);
-            if *name == CF_ENTRIES || *name == CF_CHECKPOINTS || *name == CF_PACKAGES {
+            if [CF_ENTRIES, CF_CHECKPOINTS, CF_PACKAGES].contains(name) {
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             } else {
                 // Hashes do not compress.
