@@ -1,0 +1,410 @@
+//! `btlog-load`: a load generator for a running btlog, over gRPC or HTTP.
+//!
+//! - `btlog-load ingest (--grpc ADDR | --http URL) --token T --entries N --batch B --concurrency C [--rate R]`
+//!   submits N distinct entries, B per request, from C concurrent clients (optionally paced to
+//!   R entries/s in total) and prints one JSON line: entries, seconds, entries_per_s and the
+//!   latency percentiles from send to the reply carrying the signed checkpoint.
+//! - `btlog-load read --http URL --kind proofs|tiles|lookups --requests N --concurrency C`
+//!   does the same for reads.
+//!
+//! Every reply is checked (status, result count, statuses, checkpoint size, proof validity,
+//! tile sizes), so a fast but wrong server cannot score: any bad reply aborts the run.
+
+use anyhow::{bail, ensure, Context, Result};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use btlog::api::pb;
+use btlog::checkpoint::Checkpoint;
+use btlog::merkle::{self, Hash};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Load generator for btlog.
+#[derive(Parser)]
+#[command(name = "btlog-load", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit distinct entries and measure ingest rate and latency.
+    Ingest {
+        /// gRPC address of the log (host:port).
+        #[arg(long, conflicts_with = "http", required_unless_present = "http")]
+        grpc: Option<String>,
+        /// HTTP base URL of the log.
+        #[arg(long)]
+        http: Option<String>,
+        /// Submitter token (from `btlog token`).
+        #[arg(long)]
+        token: String,
+        /// Entries to submit in total.
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        /// Entries per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u64,
+        /// Offered load in entries/s across all clients (open loop); unpaced when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Issue read requests and measure their rate and latency.
+    Read {
+        /// HTTP base URL of the log.
+        #[arg(long)]
+        http: String,
+        /// What to read.
+        #[arg(long, value_enum)]
+        kind: ReadKind,
+        /// Requests in total.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReadKind {
+    /// Inclusion proofs by index at the latest checkpoint, each verified.
+    Proofs,
+    /// Full level-0 hash tiles, each checked to be 8 KiB.
+    Tiles,
+    /// `/v1/lookup` of entries this tool submitted (run `ingest` first).
+    Lookups,
+}
+
+/// Entry number `i` of run `run`: distinct across runs, so every submission is new.
+fn entry_json(run: u64, i: u64) -> Value {
+    let sha: [u8; 32] = Sha256::digest([run.to_be_bytes(), i.to_be_bytes()].concat()).into();
+    json!({
+        "kind": "publish",
+        "package": format!("pkg:npm/btlog-load-{run:x}-{}", i / 16),
+        "version": format!("1.0.{}", i % 16),
+        "file": "package.tgz",
+        "sha256": hex::encode(sha),
+        "size": 1000 + i % 1000,
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[at].as_secs_f64() * 1000.0
+}
+
+fn report(kind: &str, count: u64, secs: f64, mut lat: Vec<Duration>) {
+    lat.sort_unstable();
+    println!(
+        "{}",
+        json!({
+            "kind": kind,
+            "count": count,
+            "seconds": (secs * 1000.0).round() / 1000.0,
+            "per_s": (count as f64 / secs).round(),
+            "latency_ms": {
+                "p50": percentile(&lat, 0.50),
+                "p90": percentile(&lat, 0.90),
+                "p99": percentile(&lat, 0.99),
+                "max": percentile(&lat, 1.0),
+            }
+        })
+    );
+}
+
+/// Checks one submission reply: one `new` result per entry, all inside the signed size.
+fn check_results(checkpoint: &str, statuses: &[(u64, &str)], want: usize) -> Result<()> {
+    ensure!(
+        statuses.len() == want,
+        "{} results for {want} entries",
+        statuses.len()
+    );
+    let (cp, _) =
+        Checkpoint::parse(checkpoint.as_bytes()).context("reply checkpoint does not parse")?;
+    for (index, status) in statuses {
+        ensure!(
+            *status == "new",
+            "entry {index} came back {status}, not new"
+        );
+        ensure!(
+            *index < cp.size,
+            "index {index} not covered by checkpoint size {}",
+            cp.size
+        );
+    }
+    Ok(())
+}
+
+enum Submitter {
+    Grpc(pb::log_client::LogClient<tonic::transport::Channel>, String),
+    Http(btlog::client::Http, String),
+}
+
+impl Submitter {
+    async fn submit(&mut self, entries: Vec<Value>) -> Result<()> {
+        let want = entries.len();
+        match self {
+            Submitter::Http(http, token) => {
+                let body = http
+                    .post_json("/v1/entries", Some(token), &json!({ "entries": entries }))
+                    .await?;
+                let v: Value = serde_json::from_slice(&body)?;
+                let results = v["results"].as_array().context("no results")?;
+                let statuses: Vec<(u64, &str)> = results
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["index"].as_u64().unwrap_or(u64::MAX),
+                            r["status"].as_str().unwrap_or(""),
+                        )
+                    })
+                    .collect();
+                check_results(v["checkpoint"].as_str().unwrap_or(""), &statuses, want)
+            }
+            Submitter::Grpc(client, token) => {
+                let fields = entries
+                    .iter()
+                    .map(|e| pb::EntryFields {
+                        kind: "publish".into(),
+                        package: e["package"].as_str().unwrap_or("").into(),
+                        version: e["version"].as_str().unwrap_or("").into(),
+                        file: e["file"].as_str().unwrap_or("").into(),
+                        sha256: e["sha256"].as_str().unwrap_or("").into(),
+                        size: e["size"].as_u64(),
+                        ..Default::default()
+                    })
+                    .collect();
+                let mut req = tonic::Request::new(pb::AddEntriesRequest { entries: fields });
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse()?);
+                let resp = client.add_entries(req).await?.into_inner();
+                let statuses: Vec<(u64, &str)> = resp
+                    .results
+                    .iter()
+                    .map(|r| (r.index, r.status.as_str()))
+                    .collect();
+                check_results(&resp.checkpoint, &statuses, want)
+            }
+        }
+    }
+}
+
+async fn ingest(
+    grpc: Option<String>,
+    http: Option<String>,
+    token: String,
+    total: u64,
+    batch: u64,
+    concurrency: u64,
+    rate: Option<f64>,
+) -> Result<()> {
+    ensure!(
+        batch > 0 && concurrency > 0,
+        "--batch and --concurrency must be positive"
+    );
+    let run: u64 = rand::random();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    // Open-loop pacing: request k of the whole run is due at k·batch/rate seconds.
+    let interval = rate.map(|r| Duration::from_secs_f64(batch as f64 / r));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let mut sub = match (&grpc, &http) {
+            (Some(addr), _) => {
+                let url = if addr.contains("://") {
+                    addr.clone()
+                } else {
+                    format!("http://{addr}")
+                };
+                Submitter::Grpc(
+                    pb::log_client::LogClient::connect(url).await?,
+                    token.clone(),
+                )
+            }
+            (None, Some(url)) => Submitter::Http(btlog::client::Http::new(url)?, token.clone()),
+            (None, None) => bail!("give --grpc or --http"),
+        };
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let from = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                if from >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until((start + iv.mul_f64((from / batch) as f64)).into())
+                        .await;
+                }
+                let entries: Vec<Value> = (from..(from + batch).min(total))
+                    .map(|i| entry_json(run, i))
+                    .collect();
+                let t = Instant::now();
+                sub.submit(entries).await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    report("ingest", total, start.elapsed().as_secs_f64(), lat);
+    Ok(())
+}
+
+/// The latest checkpoint's size and root, as the server signs it.
+async fn latest(http: &btlog::client::Http) -> Result<(u64, Hash)> {
+    let note = http.get("/checkpoint").await?.context("no checkpoint")?;
+    let (cp, _) = Checkpoint::parse(&note).context("checkpoint does not parse")?;
+    Ok((cp.size, cp.root))
+}
+
+async fn read_one(
+    http: &btlog::client::Http,
+    kind: ReadKind,
+    size: u64,
+    root: &Hash,
+    i: u64,
+) -> Result<()> {
+    match kind {
+        ReadKind::Proofs => {
+            let index = i % size;
+            let body = http
+                .get(&format!("/v1/proof/inclusion?index={index}&size={size}"))
+                .await?
+                .context("proof not found")?;
+            let v: Value = serde_json::from_slice(&body)?;
+            let b64 = |v: &Value| -> Result<Hash> {
+                let raw = STANDARD.decode(v.as_str().context("not a string")?)?;
+                raw.try_into().map_err(|_| anyhow::anyhow!("not 32 bytes"))
+            };
+            let leaf = b64(&v["leaf_hash"])?;
+            let proof: Vec<Hash> = v["proof"]
+                .as_array()
+                .context("no proof")?
+                .iter()
+                .map(b64)
+                .collect::<Result<_>>()?;
+            merkle::verify_inclusion(&leaf, index, size, &proof, root)
+                .context("served proof does not verify")
+        }
+        ReadKind::Tiles => {
+            let full = size / 256;
+            ensure!(full > 0, "the log has no full tile yet");
+            let tile = merkle::tiles::encode_index(i % full);
+            let body = http
+                .get(&format!("/tile/0/{tile}"))
+                .await?
+                .context("tile not found")?;
+            ensure!(body.len() == 256 * 32, "tile of {} bytes", body.len());
+            Ok(())
+        }
+        ReadKind::Lookups => {
+            let index = i % size;
+            let body = http
+                .get(&format!("/v1/entries?start={index}&end={}", index + 1))
+                .await?
+                .context("entry not found")?;
+            let v: Value = serde_json::from_slice(&body)?;
+            let text = v["entries"][0]["entry"].as_str().context("no entry")?;
+            let entry = btlog::entry::Entry::parse(text.as_bytes())?;
+            let q = |s: &str| -> String {
+                s.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                            char::from(b).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect()
+            };
+            let body = http
+                .get(&format!(
+                    "/v1/lookup?package={}&version={}&file={}",
+                    q(&entry.package),
+                    q(&entry.version),
+                    q(&entry.file)
+                ))
+                .await?
+                .context("lookup not found")?;
+            let v: Value = serde_json::from_slice(&body)?;
+            ensure!(v["index"].as_u64().is_some(), "lookup without an index");
+            Ok(())
+        }
+    }
+}
+
+async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Result<()> {
+    let http = btlog::client::Http::new(&url)?;
+    let (size, root) = latest(&http).await?;
+    ensure!(size > 0, "the log is empty");
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (http, next) = (http.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                // Spread reads over the log with a multiplicative hash of the request number.
+                read_one(
+                    &http,
+                    kind,
+                    size,
+                    &root,
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+                .await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let name = match kind {
+        ReadKind::Proofs => "proofs",
+        ReadKind::Tiles => "tiles",
+        ReadKind::Lookups => "lookups",
+    };
+    report(name, total, start.elapsed().as_secs_f64(), lat);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Ingest {
+            grpc,
+            http,
+            token,
+            entries,
+            batch,
+            concurrency,
+            rate,
+        } => ingest(grpc, http, token, entries, batch, concurrency, rate).await,
+        Command::Read {
+            http,
+            kind,
+            requests,
+            concurrency,
+        } => read(http, kind, requests, concurrency).await,
+    }
+}
