@@ -78,15 +78,15 @@ impl Http {
     /// GETs `path`; `Ok(None)` on 404, an error on any other non-success status.
     pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
         let url = self.url(path);
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| FetchError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let resp =
+            self.client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| FetchError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -138,5 +138,10 @@ fn error_reason(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    text.lines().next().unwrap_or("").chars().take(300).collect()
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
 }
