@@ -239,6 +239,34 @@ async fn fork_is_caught_with_checkable_evidence() {
     c.server.shutdown().await.expect("shutdown");
 }
 
+/// A webhook receiver: its URL and the request bodies it got.
+async fn webhook() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The alert is one JSON object: read until its closing brace.
+            while !buf.ends_with(b"}") {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+            bodies.lock().expect("lock").push(body);
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (url, got)
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
