@@ -6,9 +6,10 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::{api, block_on, hash_file, read_vkey, CliError, Exit, EXIT_CODES};
+use crate::checkpoint::CheckpointError;
 use crate::client::api::state::CheckpointState;
 use crate::client::api::verify::{verify_online, VerifyError};
-use crate::note::Verifier;
+use crate::note::{NoteError, Verifier};
 use crate::proof_bundle::{
     ArtifactClaim, ProofBundleError, TlogProof, VerifiedProof, MAX_PROOF_BYTES,
 };
@@ -117,6 +118,13 @@ fn proof_error(e: ProofBundleError, vkey: &Verifier) -> CliError {
              the file is not the one that was published"
         ),
         ProofBundleError::Mismatch { .. } => format!("the proof is for another artifact: {e}"),
+        ProofBundleError::Checkpoint(CheckpointError::Signature(NoteError::NoKnownSignature)) => {
+            format!(
+                "the checkpoint is not signed by {}+{:08x}: a proof from another log, or the wrong --vkey",
+                vkey.name(),
+                vkey.key_id()
+            )
+        }
         ProofBundleError::Checkpoint(_) => format!(
             "{e} (expected a checkpoint signed by {}+{:08x})",
             vkey.name(),

@@ -77,15 +77,8 @@ impl CheckpointState {
 
     /// The file that holds the checkpoint of `origin`.
     pub fn path(&self, origin: &str) -> PathBuf {
-        let safe: String = origin
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
-                _ => '_',
-            })
-            .collect();
-        let tag = hex::encode(&Sha256::digest(origin.as_bytes())[..4]);
-        self.dir.join(format!("{safe}-{tag}.checkpoint"))
+        self.dir
+            .join(format!("{}.checkpoint", origin_file_name(origin)))
     }
 
     /// The stored checkpoint of the log of `log`'s key name, verified with `log`.
@@ -127,6 +120,22 @@ impl CheckpointState {
             .map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))
     }
+}
+
+/// A file name for `origin`: safe characters kept, others replaced by `_`, and 8 hex digits of
+/// SHA-256(origin) so that different origins never share a name.
+pub fn origin_file_name(origin: &str) -> String {
+    let safe: String = origin
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect();
+    format!(
+        "{safe}-{}",
+        hex::encode(&Sha256::digest(origin.as_bytes())[..4])
+    )
 }
 
 #[cfg(test)]
