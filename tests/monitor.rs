@@ -130,14 +130,18 @@ async fn honest_log_passes_and_watched_publications_alert() {
     let index = reply["results"][0]["index"].as_u64().expect("index");
     log.publish_many("more", 10).await;
 
-    // A watch hit is reported and is not a problem.
+    // A watch hit is reported (stdout and webhook) and is not a problem.
+    let (hook, posted) = webhook().await;
     let run = once(
         &log.url(),
         &log.vkey,
         &state,
-        &["--watch", "pkg:npm/@acme/*"],
+        &["--watch", "pkg:npm/@acme/*", "--webhook", &hook],
     )
     .await;
+    let posted = posted.lock().expect("lock").clone();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert!(posted[0].contains("\"kind\":\"watch\""), "{posted:?}");
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(kinds(&run), ["watch"], "{}", run.stdout);
     assert_eq!(run.alerts[0]["index"], json!(index));
