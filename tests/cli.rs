@@ -418,4 +418,13 @@ fn rolled_back_or_forked_log_is_refused() {
     let out = c.verify_online(&state, "5", "x-5.tgz", &fork_art);
     refused(&out, 4, "tree size 4 is not a prefix of tree size 5");
     assert!(stderr(&out).contains("checkpoint served now:\ntest.example/log\n5\n"));
+    drop(c);
+
+    // Same key, same size, another root.
+    let d = Log::start(Some(&key));
+    for v in ["1", "2", "3", "4"] {
+        ok(&publish(&d, v, &format!("x-{v}.tgz"), &fork_art));
+    }
+    let out = d.verify_online(&state, "4", "x-4.tgz", &fork_art);
+    refused(&out, 4, "two checkpoints of size 4 with different roots");
 }
