@@ -4,8 +4,12 @@
 //! The stores of 1M and 10M leaves are built once and kept under
 //! `$CARGO_TARGET_DIR/btlog-bench/` (or `target/btlog-bench/`) for later runs.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use btlog::merkle::leaf_hash;
 use btlog::store::{NewEntry, Store};
+use common::Rfc6962Node;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -86,20 +90,6 @@ impl Lcg {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         (self.0 >> 11) % n
-    }
-}
-
-#[derive(Clone)]
-struct Rfc6962Node;
-impl rs_merkle::Hasher for Rfc6962Node {
-    type Hash = [u8; 32];
-    fn hash(data: &[u8]) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::new()
-            .chain_update([1u8])
-            .chain_update(data)
-            .finalize()
-            .into()
     }
 }
 

@@ -5,54 +5,9 @@
 
 mod common;
 
-use btlog::merkle::{self, Hash, HashReader, NodeId, ProofError};
-use common::{naive_consistency, naive_leaf, naive_node, naive_path, naive_root};
+use btlog::merkle::{self, Hash};
+use common::{naive_consistency, naive_leaf, naive_path, naive_root, Levels, Rfc6962Node};
 use proptest::prelude::*;
-
-/// Every complete subtree hash, level by level, built from the naive node hash.
-struct Levels(Vec<Vec<Hash>>);
-
-impl Levels {
-    fn new(leaves: &[Hash]) -> Levels {
-        let mut levels = vec![leaves.to_vec()];
-        while levels.last().unwrap().len() > 1 {
-            let up = levels
-                .last()
-                .unwrap()
-                .chunks_exact(2)
-                .map(|p| naive_node(&p[0], &p[1]))
-                .collect();
-            levels.push(up);
-        }
-        Levels(levels)
-    }
-}
-
-impl HashReader for Levels {
-    type Error = ProofError;
-    fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, ProofError> {
-        Ok(nodes
-            .iter()
-            .map(|n| self.0[n.level as usize][n.index as usize])
-            .collect())
-    }
-}
-
-#[derive(Clone)]
-struct Rfc6962Node;
-
-impl rs_merkle::Hasher for Rfc6962Node {
-    type Hash = [u8; 32];
-    /// rs_merkle calls this on `left || right`; leaves are passed in already hashed.
-    fn hash(data: &[u8]) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::new()
-            .chain_update([1u8])
-            .chain_update(data)
-            .finalize()
-            .into()
-    }
-}
 
 fn leaves(n: usize, seed: u64) -> Vec<Hash> {
     (0..n as u64)

@@ -1,7 +1,10 @@
 //! Known-answer tests: every vector under ../shared/vectors/merkle/, read from that path.
 
 use base64::{engine::general_purpose::STANDARD, Engine};
-use btlog::merkle::{self, Hash, HashReader, NodeId, ProofError};
+mod common;
+
+use btlog::merkle::{self, Hash};
+use common::Levels;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -62,18 +65,11 @@ fn load(kind: &str) -> Vec<(PathBuf, Value)> {
         .collect()
 }
 
-#[test]
-fn inclusion_vectors() {
+/// Runs `verify` on every vector of `kind`; it must fail exactly on the `wantErr` ones.
+fn check_vectors(kind: &str, verify: impl Fn(&Value) -> Result<(), String>) {
     let (mut ok, mut err) = (0, 0);
-    for (path, v) in load("inclusion") {
-        let result = (|| -> Result<(), String> {
-            let leaf = hash(&v["leafHash"]).ok_or("bad leaf hash")?;
-            let root = hash(&v["root"]).ok_or("bad root")?;
-            let proof = proof(&v["proof"]).ok_or("bad proof hash")?;
-            let index = v["leafIdx"].as_u64().ok_or("bad index")?;
-            let size = v["treeSize"].as_u64().ok_or("bad size")?;
-            merkle::verify_inclusion(&leaf, index, size, &proof, &root).map_err(|e| e.to_string())
-        })();
+    for (path, v) in load(kind) {
+        let result = verify(&v);
         let want_err = v["wantErr"].as_bool().unwrap();
         assert_eq!(result.is_err(), want_err, "{}: {result:?}", path.display());
         if want_err {
@@ -82,63 +78,31 @@ fn inclusion_vectors() {
             ok += 1
         }
     }
-    assert!(ok > 3 && err > 20, "ok {ok}, err {err}");
+    assert!(ok > 3 && err > 20, "{kind}: ok {ok}, err {err}");
+}
+
+#[test]
+fn inclusion_vectors() {
+    check_vectors("inclusion", |v| {
+        let leaf = hash(&v["leafHash"]).ok_or("bad leaf hash")?;
+        let root = hash(&v["root"]).ok_or("bad root")?;
+        let proof = proof(&v["proof"]).ok_or("bad proof hash")?;
+        let index = v["leafIdx"].as_u64().ok_or("bad index")?;
+        let size = v["treeSize"].as_u64().ok_or("bad size")?;
+        merkle::verify_inclusion(&leaf, index, size, &proof, &root).map_err(|e| e.to_string())
+    });
 }
 
 #[test]
 fn consistency_vectors() {
-    let (mut ok, mut err) = (0, 0);
-    for (path, v) in load("consistency") {
-        let result = (|| -> Result<(), String> {
-            let root1 = opaque_root(&v["root1"]).ok_or("bad root1")?;
-            let root2 = opaque_root(&v["root2"]).ok_or("bad root2")?;
-            let proof = proof(&v["proof"]).ok_or("bad proof hash")?;
-            let size1 = v["size1"].as_u64().ok_or("bad size1")?;
-            let size2 = v["size2"].as_u64().ok_or("bad size2")?;
-            merkle::verify_consistency(size1, size2, &proof, &root1, &root2)
-                .map_err(|e| e.to_string())
-        })();
-        let want_err = v["wantErr"].as_bool().unwrap();
-        assert_eq!(result.is_err(), want_err, "{}: {result:?}", path.display());
-        if want_err {
-            err += 1
-        } else {
-            ok += 1
-        }
-    }
-    assert!(ok > 3 && err > 20, "ok {ok}, err {err}");
-}
-
-/// An in-memory tree that stores every complete subtree hash.
-struct Levels(Vec<Vec<Hash>>);
-
-impl Levels {
-    fn new(leaves: &[Vec<u8>]) -> Levels {
-        let mut levels = vec![leaves
-            .iter()
-            .map(|l| merkle::leaf_hash(l))
-            .collect::<Vec<_>>()];
-        while levels.last().unwrap().len() > 1 {
-            let up = levels
-                .last()
-                .unwrap()
-                .chunks_exact(2)
-                .map(|p| merkle::node_hash(&p[0], &p[1]))
-                .collect();
-            levels.push(up);
-        }
-        Levels(levels)
-    }
-}
-
-impl HashReader for Levels {
-    type Error = ProofError;
-    fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, ProofError> {
-        Ok(nodes
-            .iter()
-            .map(|n| self.0[n.level as usize][n.index as usize])
-            .collect())
-    }
+    check_vectors("consistency", |v| {
+        let root1 = opaque_root(&v["root1"]).ok_or("bad root1")?;
+        let root2 = opaque_root(&v["root2"]).ok_or("bad root2")?;
+        let proof = proof(&v["proof"]).ok_or("bad proof hash")?;
+        let size1 = v["size1"].as_u64().ok_or("bad size1")?;
+        let size2 = v["size2"].as_u64().ok_or("bad size2")?;
+        merkle::verify_consistency(size1, size2, &proof, &root1, &root2).map_err(|e| e.to_string())
+    });
 }
 
 #[test]
@@ -155,7 +119,8 @@ fn reference_tree_roots() {
         .collect();
     let roots = v["root_hex_by_size"].as_array().unwrap();
     assert_eq!(roots.len(), leaves.len() + 1);
-    let tree = Levels::new(&leaves);
+    let hashes: Vec<Hash> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    let tree = Levels::new(&hashes);
     for (size, want) in roots.iter().enumerate() {
         let got = merkle::root(size as u64, &tree).unwrap();
         assert_eq!(hex::encode(got), want.as_str().unwrap(), "size {size}");

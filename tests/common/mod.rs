@@ -1,9 +1,53 @@
 //! Helpers shared by the integration tests: an independent, naive RFC 6962 tree.
 #![allow(dead_code)]
 
+use btlog::merkle::{HashReader, NodeId, ProofError};
 use sha2::{Digest, Sha256};
 
 pub type Hash = [u8; 32];
+
+/// Every complete subtree hash of a tree, level by level, built with the naive node hash.
+pub struct Levels(Vec<Vec<Hash>>);
+
+impl Levels {
+    pub fn new(leaves: &[Hash]) -> Levels {
+        let mut levels = vec![leaves.to_vec()];
+        while let Some(up) = levels.last().filter(|l| l.len() > 1).map(|l| {
+            l.chunks_exact(2)
+                .map(|p| naive_node(&p[0], &p[1]))
+                .collect::<Vec<_>>()
+        }) {
+            levels.push(up);
+        }
+        Levels(levels)
+    }
+}
+
+impl HashReader for Levels {
+    type Error = ProofError;
+    fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, ProofError> {
+        Ok(nodes
+            .iter()
+            .map(|n| self.0[n.level as usize][n.index as usize])
+            .collect())
+    }
+}
+
+/// rs_merkle's hasher for RFC 6962 interior nodes: it is called on `left || right`, and the
+/// leaves are handed to rs_merkle already hashed with the 0x00 prefix.
+#[derive(Clone)]
+pub struct Rfc6962Node;
+
+impl rs_merkle::Hasher for Rfc6962Node {
+    type Hash = [u8; 32];
+    fn hash(data: &[u8]) -> [u8; 32] {
+        Sha256::new()
+            .chain_update([1u8])
+            .chain_update(data)
+            .finalize()
+            .into()
+    }
+}
 
 /// SHA-256(0x00 || data), written here independently of btlog.
 pub fn naive_leaf(data: &[u8]) -> Hash {
