@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Build scripts are single-threaded, so setting the variable here is sound.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/btlog/v1/log.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/btlog/v1/log.proto"], &["proto"])?;
+    // A request that does not decode is bad input, not a server failure (src/api/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::api::codec::ProstCodec")
+        .compile_protos(&["proto/btlog/v1/log.proto"], &["proto"])?;
     Ok(())
 }

@@ -85,6 +85,9 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Longest a request may take, in seconds.
     pub request_timeout_secs: u64,
+    /// Longest an HTTP/1 client may take to send a request's headers, in seconds (slow
+    /// clients that hold connections open are cut off after this).
+    pub header_read_timeout_secs: u64,
     /// Most entries returned by one read page (`/v1/entries`, `/v1/packages`).
     pub max_page: u64,
 }
@@ -101,6 +104,7 @@ impl Default for Limits {
             rate_per_second: 50.0,
             rate_burst: 100,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
             max_page: 1000,
         }
     }
@@ -110,6 +114,11 @@ impl Limits {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The HTTP/1 header read timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
 
     /// The batch gathering delay as a duration.
@@ -128,8 +137,13 @@ impl Limits {
         if self.batch_max_entries < self.max_entries_per_request {
             return bad("batch_max_entries must be at least max_entries_per_request");
         }
-        if self.queue_depth == 0 || self.request_timeout_secs == 0 {
-            return bad("queue_depth and request_timeout_secs must be positive");
+        if self.queue_depth == 0
+            || self.request_timeout_secs == 0
+            || self.header_read_timeout_secs == 0
+        {
+            return bad(
+                "queue_depth, request_timeout_secs and header_read_timeout_secs must be positive",
+            );
         }
         if !(self.rate_per_second.is_finite() && self.rate_per_second > 0.0) || self.rate_burst == 0
         {

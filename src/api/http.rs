@@ -17,6 +17,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
@@ -29,15 +33,49 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const BINARY: &str = "application/octet-stream";
 
 /// Serves HTTP on `listener` until `stopped` turns true, then drains requests in flight.
+///
+/// One hyper connection per client (HTTP/1 or HTTP/2), with an HTTP/1 header read timeout
+/// (`limits.header_read_timeout_secs`) so slow-loris clients cannot hold connections open;
+/// `axum::serve` sets no such timeout. Request bodies and handlers are bounded by the request
+/// timeout of [`router`].
 pub async fn serve(
     log: Log,
     listener: TcpListener,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    axum::serve(listener, router(log))
-        .with_graceful_shutdown(stop_signal(stopped))
-        .await
-        .map_err(|e| e.to_string())
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(log.limits().header_read_timeout());
+    let service = TowerToHyperService::new(router(log));
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop_signal(stopped));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection closed with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// The routes, with the body limit, request timeout and request counting applied.

@@ -1,6 +1,7 @@
 //! The front ends of the log service: HTTP (tlog-tiles and `/v1` JSON) and gRPC. Both only
 //! translate between their wire format and [`crate::log::Log`]; [`Server`] runs them together.
 
+pub mod codec;
 pub mod grpc;
 pub mod http;
 

@@ -16,7 +16,7 @@ pub enum ErrorKind {
     TooLarge,
     /// Over a rate limit (429 / RESOURCE_EXHAUSTED).
     RateLimited,
-    /// Queue full, timed out or shutting down (503 / UNAVAILABLE).
+    /// Queue full, timed out, shutting down or storage failing (503 / UNAVAILABLE).
     Overloaded,
     /// A server-side failure (500 / INTERNAL).
     Internal,
@@ -88,6 +88,20 @@ impl From<StoreError> for LogError {
         match e {
             StoreError::Proof(p) => LogError::bad_input(p.to_string()),
             StoreError::BeyondLog { .. } => LogError::bad_input(e.to_string()),
+            StoreError::WriteFailed(_) => {
+                tracing::error!(error = %e, "append failed");
+                LogError::new(
+                    ErrorKind::Overloaded,
+                    "storage write failed; nothing of this batch was logged; retry later",
+                )
+            }
+            StoreError::WriterPoisoned => {
+                tracing::error!(error = %e, "append refused");
+                LogError::new(
+                    ErrorKind::Overloaded,
+                    "the log stopped appending after a storage failure; retry later",
+                )
+            }
             other => LogError::internal(&other),
         }
     }

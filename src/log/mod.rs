@@ -122,6 +122,11 @@ impl Log {
         &self.inner.verifier
     }
 
+    /// The store this log reads and (through its sequencer) writes.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits

@@ -55,11 +55,16 @@ impl Staged {
 pub struct Appender {
     store: Store,
     frontier: Frontier,
+    poisoned: bool,
 }
 
 impl Appender {
     pub(super) fn new(store: Store, frontier: Frontier) -> Self {
-        Appender { store, frontier }
+        Appender {
+            store,
+            frontier,
+            poisoned: false,
+        }
     }
 
     /// The store this writer appends to.
@@ -119,8 +124,14 @@ impl Appender {
 
     /// Writes a staged batch together with the checkpoint signed for it, synced, in one
     /// atomic write; only then does the new size become visible to readers. On error the
-    /// writer and the readable log are unchanged.
+    /// writer and the readable log are unchanged ([`StoreError::WriteFailed`]). If the failed
+    /// write may still have reached the disk (the stored size moved), the writer refuses every
+    /// later append ([`StoreError::WriterPoisoned`]) rather than sign another tree at the same
+    /// size.
     pub fn commit(&mut self, mut staged: Staged, checkpoint: &str) -> Result<(), StoreError> {
+        if self.poisoned {
+            return Err(StoreError::WriterPoisoned);
+        }
         if staged.start != self.frontier.size() {
             return Err(StoreError::Corrupt(
                 "staged batch does not follow the tree".into(),
@@ -134,10 +145,38 @@ impl Appender {
         );
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.store.db().write_opt(staged.batch, &opts)?;
+        let written = if self.store.take_injected_failure() {
+            Err("injected write failure".to_owned())
+        } else {
+            self.store
+                .db()
+                .write_opt(staged.batch, &opts)
+                .map_err(|e| e.to_string())
+        };
+        if let Err(reason) = written {
+            if self.stored_size() != Some(staged.start) {
+                self.poisoned = true;
+                tracing::error!(%reason, "append failed and the stored size moved; writer stopped");
+                return Err(StoreError::WriterPoisoned);
+            }
+            return Err(StoreError::WriteFailed(reason));
+        }
         self.frontier = staged.frontier;
         self.store.publish_size(size);
         Ok(())
+    }
+
+    /// The tree size recorded on disk, or None if it cannot be read.
+    fn stored_size(&self) -> Option<u64> {
+        let v = self
+            .store
+            .db()
+            .get_cf(self.store.cf(CF_META), META_SIZE)
+            .ok()?;
+        match v {
+            None => Some(0),
+            Some(v) => v.try_into().ok().map(u64::from_be_bytes),
+        }
     }
 
     /// Stores a checkpoint signed for the current size without appending (at start-up, when

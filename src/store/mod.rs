@@ -24,7 +24,7 @@ use crate::merkle::{self, Hash, HashReader, NodeId, ProofError};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tile::TileAddr;
 
@@ -83,6 +83,14 @@ pub enum StoreError {
     /// A second writer was requested; the log has exactly one.
     #[error("the store already has a writer")]
     WriterTaken,
+    /// An append's synced write failed: nothing of that batch is in the log, and the writer
+    /// (in memory and on disk) is still at the tree before it.
+    #[error("append not written: {0}")]
+    WriteFailed(String),
+    /// An earlier append failed in a way that left the disk state unknown; the writer refuses
+    /// to append until the store is reopened (a restart reloads the tree from disk).
+    #[error("the writer stopped after a failed append; restart the log")]
+    WriterPoisoned,
 }
 
 impl From<tile::BadTile> for StoreError {
@@ -101,6 +109,8 @@ struct Inner {
     db: DB,
     size: AtomicU64,
     writer_taken: AtomicBool,
+    /// Appends still to fail on purpose; see [`Store::inject_write_failures`].
+    failures: AtomicU32,
 }
 
 impl Store {
@@ -144,6 +154,7 @@ impl Store {
                 db,
                 size: AtomicU64::new(size),
                 writer_taken: AtomicBool::new(false),
+                failures: AtomicU32::new(0),
             }),
         })
     }
@@ -166,6 +177,23 @@ impl Store {
     /// The number of entries durably in the log.
     pub fn size(&self) -> u64 {
         self.inner.size.load(Ordering::Acquire)
+    }
+
+    /// Test and operations hook: the next `n` appends fail at the storage boundary, in place of
+    /// their synced write, as a failing disk would make them. It exercises the failure path of
+    /// the writer on a live log (nothing of a failed batch is written or published, and the
+    /// next append succeeds); a runtime call rather than a cargo feature so the binary under
+    /// test is the one that ships, at the cost of one atomic load per batch.
+    pub fn inject_write_failures(&self, n: u32) {
+        self.inner.failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Takes one injected failure, if any are pending.
+    fn take_injected_failure(&self) -> bool {
+        self.inner
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn publish_size(&self, size: u64) {
