@@ -310,6 +310,14 @@ async fn refusals_leave_the_log_unchanged() {
         .submit_as(Some(&token), &json!({"entries": [good.clone(), yank]}))
         .await;
     assert_eq!(st, 400, "{body}");
+    // 400: owner changes only for a package that has a publish, as monitors check.
+    let owner = json!({"kind": "owner-add", "package": "pkg:npm/never-published", "version": "-",
+        "file": "-", "sha256": digest("account")});
+    let (st, body) = c
+        .submit_as(Some(&token), &json!({"entries": [owner]}))
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.to_string().contains("no earlier publish"), "{body}");
     // 413: too many entries, too large a body.
     let (st, _) = c
         .submit_as(Some(&token), &json!({"entries": vec![good.clone(); 4]}))

@@ -11,7 +11,7 @@ use crate::entry::{Entry, Kind};
 use crate::merkle::{self, Hash};
 use crate::note::Signer;
 use crate::store::{Appender, NewEntry, Store};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -175,6 +175,8 @@ struct Claim {
 #[derive(Default)]
 struct Pending {
     claims: HashMap<Hash, Claim>,
+    /// Packages published by an entry of this batch.
+    published: HashSet<String>,
     entries: Vec<NewEntry>,
 }
 
@@ -256,6 +258,12 @@ impl Writer {
         let mut local = Pending::default();
         let mut results = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
+            if entry.kind.is_owner() && !self.published(&entry.package, &[&local, pending])? {
+                return Err(LogError::bad_input(format!(
+                    "entry {i}: {} names {}, which has no earlier publish",
+                    entry.kind, entry.package
+                )));
+            }
             let key = entry.identity().key();
             let claim = match local.claims.get(&key).or_else(|| pending.claims.get(&key)) {
                 _ if entry.kind.is_owner() => None,
@@ -291,6 +299,7 @@ impl Writer {
                     let index = base + (pending.entries.len() + local.entries.len()) as u64;
                     let identity = (kind == Kind::Publish).then_some(key);
                     if identity.is_some() {
+                        local.published.insert(entry.package.clone());
                         let sha256 = entry.sha256;
                         local.claims.insert(
                             key,
@@ -317,8 +326,19 @@ impl Writer {
             results.push(result);
         }
         pending.claims.extend(local.claims);
+        pending.published.extend(local.published);
         pending.entries.extend(local.entries);
         Ok(results)
+    }
+
+    /// Whether `package` has a publish in the log or in the batches being built. Every entry
+    /// of a package is refused until it has a publish, so any logged entry implies one.
+    fn published(&self, package: &str, batches: &[&Pending]) -> Result<bool, LogError> {
+        if batches.iter().any(|b| b.published.contains(package)) {
+            return Ok(true);
+        }
+        let store: &Store = self.appender.store();
+        Ok(!store.package_indexes(package, 0, 1)?.is_empty())
     }
 
     /// The logged claim on an identity, from the store.
