@@ -81,7 +81,7 @@ impl LogMonitor {
         show_progress: bool,
     ) -> Result<LogMonitor, MonitorError> {
         let origin = spec.vkey.name().to_owned();
-        let dir = state_root.join(dir_name(&origin));
+        let dir = state_root.join(crate::client::api::state::origin_file_name(&origin));
         std::fs::create_dir_all(&dir).map_err(|source| StateError::Io {
             path: dir.clone(),
             source,
@@ -244,19 +244,4 @@ impl LogMonitor {
     fn save(&self) -> Result<(), MonitorError> {
         Ok(self.state.save(&self.dir, &self.vkey)?)
     }
-}
-
-/// The state directory name of an origin: safe characters kept, others replaced, and a short
-/// hash so different origins never share a directory.
-fn dir_name(origin: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let safe: String = origin
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
-            _ => '_',
-        })
-        .collect();
-    let hash = Sha256::digest(origin.as_bytes());
-    format!("{safe}-{}", hex::encode(&hash[..4]))
 }
