@@ -214,6 +214,7 @@ async fn acknowledged_entries_and_signed_checkpoints_survive_sigkill() {
 
     let began = Instant::now();
     let acks = Arc::new(Mutex::new(Vec::new()));
+    let mut all = Vec::new();
     let mut signed = BTreeMap::new();
     let mut rng = rand::thread_rng();
     let mut vkey = None;
@@ -223,7 +224,7 @@ async fn acknowledged_entries_and_signed_checkpoints_survive_sigkill() {
             let text = std::fs::read_to_string(data.join("log.vkey")).expect("vkey");
             btlog::keys::parse_vkey(&text).expect("parse vkey")
         });
-        check_log(&base, vk, &acks.lock().expect("acks"), &mut signed).await;
+        check_log(&base, vk, &all, &mut signed).await;
         if round == ROUNDS {
             child.kill().expect("kill");
             child.wait().expect("wait");
@@ -238,8 +239,9 @@ async fn acknowledged_entries_and_signed_checkpoints_survive_sigkill() {
         for t in tasks {
             t.await.expect("writer");
         }
+        all.append(&mut acks.lock().expect("acks"));
     }
-    let acked = acks.lock().expect("acks").len();
+    let acked = all.len();
     assert!(acked > 50, "only {acked} entries acknowledged");
     eprintln!(
         "{ROUNDS} crashes, {acked} acknowledged entries, {} checkpoints checked, {:.1} s",

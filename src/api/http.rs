@@ -31,11 +31,14 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const SHORT: &str = "public, max-age=2";
 const TEXT: &str = "text/plain; charset=utf-8";
 const BINARY: &str = "application/octet-stream";
+/// Largest HTTP/1 request head (request line and headers) read into memory.
+const MAX_HEAD_BYTES: usize = 64 << 10;
 
 /// Serves HTTP on `listener` until `stopped` turns true, then drains requests in flight.
 ///
 /// One hyper connection per client (HTTP/1 or HTTP/2), with an HTTP/1 header read timeout
-/// (`limits.header_read_timeout_secs`) so slow-loris clients cannot hold connections open;
+/// (`limits.header_read_timeout_secs`) so slow-loris clients cannot hold connections open, and
+/// a bound on the request head;
 /// `axum::serve` sets no such timeout. Request bodies and handlers are bounded by the request
 /// timeout of [`router`].
 pub async fn serve(
@@ -47,7 +50,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(log.limits().header_read_timeout());
+        .header_read_timeout(log.limits().header_read_timeout())
+        // Bounds the request line and headers (431 beyond); bodies are streamed past it.
+        .max_buf_size(MAX_HEAD_BYTES);
     let service = TowerToHyperService::new(router(log));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop_signal(stopped));
@@ -92,6 +97,13 @@ pub fn router(log: Log) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { text_error(LogError::not_found("not found")) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::CONTENT_TYPE, TEXT)],
+                "method not allowed\n",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(log.clone(), guard))
         .with_state(log)
