@@ -1,0 +1,242 @@
+//! Abuse: floods against the per-token rate limit and the bounded queue (honest traffic from
+//! another token still gets through), slow-loris clients cut off by the header read timeout,
+//! tokens kept out of the server's log output, and a readable private key refused.
+
+mod common;
+#[path = "common/server.rs"]
+mod server;
+
+use serde_json::json;
+use server::*;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+fn body(tag: &str, i: usize) -> serde_json::Value {
+    let id = format!("{tag}-{i}");
+    json!({"entries": [publish(&format!("pkg:npm/{id}"), "1", "f", &digest(&id))]})
+}
+
+/// `n` submissions from `n` separate connections at once; the count of each status.
+async fn flood(base: &str, token: &str, tag: &str, n: usize) -> BTreeMap<u16, usize> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            // A client per request: a connection per request.
+            let req = reqwest::Client::new()
+                .post(format!("{base}/v1/entries"))
+                .bearer_auth(token)
+                .json(&body(tag, i));
+            tokio::spawn(async move { req.send().await.expect("answered").status().as_u16() })
+        })
+        .collect();
+    let mut counts = BTreeMap::new();
+    for t in tasks {
+        *counts.entry(t.await.expect("task")).or_default() += 1;
+    }
+    counts
+}
+
+/// Submissions from another token, paced, while the flood runs: all must be accepted.
+async fn honest(base: String, token: String) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    for i in 0..4 {
+        let resp = client
+            .post(format!("{base}/v1/entries"))
+            .bearer_auth(&token)
+            .json(&body("honest", i))
+            .send()
+            .await
+            .expect("answered");
+        out.push(resp.status().as_u16());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_under_a_flood_and_honest_tokens_get_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flooder = add_token(dir.path());
+    let registry = add_token(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.limits.rate_per_second = 5.0;
+    cfg.limits.rate_burst = 10;
+    let srv = start(&cfg).await;
+    let base = format!("http://{}", srv.http_addr());
+    let good = tokio::spawn(honest(base.clone(), registry));
+    let counts = flood(&base, &flooder, "flood", 200).await;
+    assert!(counts.get(&429).copied().unwrap_or(0) >= 150, "{counts:?}");
+    assert!(
+        counts.keys().all(|s| [200, 429, 503].contains(s)),
+        "{counts:?}"
+    );
+    assert_eq!(good.await.expect("honest"), [200; 4]);
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_queue_refuses_with_503_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flooder = add_token(dir.path());
+    let registry = add_token(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.limits.queue_depth = 2;
+    cfg.limits.batch_delay_ms = 200;
+    cfg.limits.rate_burst = 1000;
+    let srv = start(&cfg).await;
+    let base = format!("http://{}", srv.http_addr());
+    let counts = flood(&base, &flooder, "flood", 100).await;
+    assert!(counts.get(&503).copied().unwrap_or(0) > 0, "{counts:?}");
+    assert!(counts.get(&200).copied().unwrap_or(0) > 0, "{counts:?}");
+    assert!(counts.keys().all(|s| [200, 503].contains(s)), "{counts:?}");
+    // Once the flood is over, another registry is served at once.
+    assert_eq!(honest(base, registry).await, [200; 4]);
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_is_disconnected_after_the_header_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.limits.header_read_timeout_secs = 2;
+    let srv = start(&cfg).await;
+    let mut s = tokio::net::TcpStream::connect(srv.http_addr())
+        .await
+        .expect("connect");
+    let began = Instant::now();
+    let request = b"GET /checkpoint HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaa\r\n\r\n";
+    let mut answer = Vec::new();
+    for byte in request {
+        if s.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        // One byte a second, watching for the server closing the connection meanwhile.
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        assert!(began.elapsed() < Duration::from_secs(6), "still connected");
+    }
+    let held = began.elapsed();
+    assert!(held < Duration::from_secs(4), "held for {held:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains(" 200 "), "slow request was served: {text}");
+    // Everyone else is still served.
+    let cp = reqwest::get(format!("http://{}/checkpoint", srv.http_addr()))
+        .await
+        .expect("checkpoint");
+    assert_eq!(cp.status(), 200);
+    srv.shutdown().await.expect("shutdown");
+}
+
+fn btlog() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_btlog"))
+}
+
+/// Waits for `child` to exit, killing it after `limit`.
+fn wait_exit(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `btlog serve` on `http` and any gRPC port, its stderr going to `stderr`.
+fn serve(data: &Path, http: &str, stderr: &Path, extra: &[&str]) -> Child {
+    btlog()
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--http", http, "--grpc", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .env("RUST_LOG", "debug")
+        .spawn()
+        .expect("spawn btlog serve")
+}
+
+#[test]
+fn private_key_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("log.key");
+    let out = btlog()
+        .args(["keygen", "--origin", "example.com/log", "--out"])
+        .arg(&key)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let key_arg = key.to_str().expect("utf-8 path");
+    let stderr = dir.path().join("stderr");
+    let child = serve(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &stderr,
+        &["--key", key_arg],
+    );
+    let out = wait_exit(child, Duration::from_secs(20));
+    assert!(!out.status.success(), "served with a 0644 key");
+    let err = std::fs::read_to_string(&stderr).expect("stderr");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_server_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = add_token(&data);
+    let wrong = format!("{}x", &token[..token.len() - 1]);
+    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = http.local_addr().expect("addr").port();
+    drop(http);
+    let stderr = dir.path().join("stderr");
+    let child = serve(&data, &format!("127.0.0.1:{port}"), &stderr, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut statuses = Vec::new();
+    for (t, b) in [
+        (&token, body("a", 0)),
+        (&wrong, body("b", 0)),
+        (&token, json!({"x": 1})),
+    ] {
+        let resp = client
+            .post(format!("{base}/v1/entries"))
+            .bearer_auth(t)
+            .json(&b)
+            .send()
+            .await
+            .expect("answered");
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 401, 400]);
+    // SIGTERM: a graceful stop, so every log line is flushed.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    assert!(wait_exit(child, Duration::from_secs(20)).status.success());
+    let log = std::fs::read_to_string(&stderr).expect("stderr");
+    assert!(log.contains("btlog serving"), "{log}");
+    for secret in [token.as_str(), wrong.as_str(), &token["btlog_".len()..]] {
+        assert!(!log.contains(secret), "token in the log:\n{log}");
+    }
+}
