@@ -7,6 +7,10 @@
 //! - `btlog-load read --http URL --kind proofs|tiles|lookups --requests N --concurrency C`
 //!   does the same for reads.
 //!
+//! - `btlog-load soak --http URL --token T --pid PID --minutes M [--sample-secs S]` runs mixed
+//!   load (one ingest client, proof and tile readers) for M minutes and prints, every S seconds,
+//!   one JSON line with the server's RSS (`VmRSS`) and open file descriptors, from `/proc/PID`.
+//!
 //! Every reply is checked (status, result count, statuses, checkpoint size, proof validity,
 //! tile sizes), so a fast but wrong server cannot score: any bad reply aborts the run.
 
@@ -69,6 +73,24 @@ enum Command {
         /// Concurrent clients.
         #[arg(long, default_value_t = 8)]
         concurrency: u64,
+    },
+    /// Mixed reads and writes for a while, sampling the server's memory and descriptors.
+    Soak {
+        /// HTTP base URL of the log.
+        #[arg(long)]
+        http: String,
+        /// Submitter token (from `btlog token`).
+        #[arg(long)]
+        token: String,
+        /// Process id of the server, for /proc/PID/status and /proc/PID/fd.
+        #[arg(long)]
+        pid: u32,
+        /// How long to run.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        sample_secs: u64,
     },
 }
 
@@ -388,6 +410,87 @@ async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Resu
     Ok(())
 }
 
+/// The server's resident memory in KiB and its open descriptor count.
+fn sample(pid: u32) -> Result<(u64, usize)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("no process {pid}"))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    Ok((rss, fds))
+}
+
+async fn soak(url: String, token: String, pid: u32, minutes: f64, every: u64) -> Result<()> {
+    let http = btlog::client::Http::new(&url)?;
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(minutes * 60.0);
+    let run: u64 = rand::random();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (mut sub, done) = (Submitter::Http(http.clone(), token), done.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                sub.submit((i..i + 20).map(|k| entry_json(run, k)).collect())
+                    .await?;
+                i += 20;
+                done.fetch_add(20, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    };
+    let mut readers = Vec::new();
+    for kind in [ReadKind::Proofs, ReadKind::Proofs, ReadKind::Tiles] {
+        let http = http.clone();
+        readers.push(tokio::spawn(async move {
+            let mut i: u64 = 0;
+            while Instant::now() < until {
+                let (size, root) = latest(&http).await?;
+                if size >= 256 || matches!(kind, ReadKind::Proofs) && size > 0 {
+                    read_one(
+                        &http,
+                        kind,
+                        size,
+                        &root,
+                        i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    )
+                    .await?;
+                }
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(i)
+        }));
+    }
+    while Instant::now() < until {
+        let (rss_kib, fds) = sample(pid)?;
+        let (size, _) = latest(&http).await?;
+        println!(
+            "{}",
+            json!({"t_s": start.elapsed().as_secs(), "rss_mib": rss_kib / 1024, "fds": fds,
+                   "tree_size": size, "entries_submitted": done.load(std::sync::atomic::Ordering::Relaxed)})
+        );
+        tokio::time::sleep(
+            Duration::from_secs(every).min(until.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+    writer.await??;
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await??;
+    }
+    let (rss_kib, fds) = sample(pid)?;
+    println!(
+        "{}",
+        json!({"t_s": start.elapsed().as_secs(), "rss_mib": rss_kib / 1024, "fds": fds, "reads": reads,
+               "entries_submitted": done.load(std::sync::atomic::Ordering::Relaxed)})
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
@@ -406,5 +509,12 @@ async fn main() -> Result<()> {
             requests,
             concurrency,
         } => read(http, kind, requests, concurrency).await,
+        Command::Soak {
+            http,
+            token,
+            pid,
+            minutes,
+            sample_secs,
+        } => soak(http, token, pid, minutes, sample_secs.max(1)).await,
     }
 }
