@@ -125,6 +125,11 @@ async fn get_json(client: &reqwest::Client, url: String) -> Value {
     resp.json().await.expect("json")
 }
 
+async fn served_checkpoint(client: &reqwest::Client, base: &str) -> String {
+    let resp = client.get(format!("{base}/checkpoint")).send().await;
+    resp.expect("checkpoint").text().await.expect("text")
+}
+
 fn hashes(v: &Value) -> Vec<Hash> {
     v.as_array()
         .expect("proof array")
@@ -136,15 +141,7 @@ fn hashes(v: &Value) -> Vec<Hash> {
 /// Checks the restarted log against everything acknowledged and signed before.
 async fn check_log(base: &str, vkey: &Verifier, acks: &[Ack], signed: &mut BTreeMap<u64, Hash>) {
     let client = reqwest::Client::new();
-    let note = client
-        .get(format!("{base}/checkpoint"))
-        .send()
-        .await
-        .expect("checkpoint")
-        .text()
-        .await
-        .expect("text");
-    let (size, root) = verify_checkpoint(&note, vkey);
+    let (size, root) = verify_checkpoint(&served_checkpoint(&client, base).await, vkey);
     for ack in acks {
         let (s, r) = verify_checkpoint(&ack.checkpoint, vkey);
         assert!(ack.index < s, "reply checkpoint does not cover its entry");
@@ -313,15 +310,7 @@ async fn failed_storage_write_fails_the_batch_and_signs_nothing() {
     assert_eq!(log.checkpoint(), before);
     assert_eq!(log.store().size(), 1);
     assert_eq!(log.store().checkpoint(2).expect("read"), None);
-    let served = client
-        .get(format!("{base}/checkpoint"))
-        .send()
-        .await
-        .expect("checkpoint")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(served, before.note);
+    assert_eq!(served_checkpoint(&client, &base).await, before.note);
 
     // The next batch succeeds, right after the tree before the failure, and the failed entry
     // was never logged (it comes back new, not duplicate).

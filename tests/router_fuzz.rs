@@ -141,7 +141,7 @@ fn fixture() -> Fixture {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases.max(2000), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn no_request_gets_a_5xx(path in path(), post in any::<bool>(), auth in 0u8..3, body in body()) {

@@ -367,6 +367,11 @@ async fn read_one(
     }
 }
 
+/// Spreads reads over the log: a multiplicative hash of the request number.
+fn spread(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Result<()> {
     let http = btlog::client::Http::new(&url)?;
     let (size, root) = latest(&http).await?;
@@ -384,15 +389,7 @@ async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Resu
                     return Ok::<_, anyhow::Error>(lat);
                 }
                 let t = Instant::now();
-                // Spread reads over the log with a multiplicative hash of the request number.
-                read_one(
-                    &http,
-                    kind,
-                    size,
-                    &root,
-                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                )
-                .await?;
+                read_one(&http, kind, size, &root, spread(i)).await?;
                 lat.push(t.elapsed());
             }
         }));
@@ -450,14 +447,7 @@ async fn soak(url: String, token: String, pid: u32, minutes: f64, every: u64) ->
             while Instant::now() < until {
                 let (size, root) = latest(&http).await?;
                 if size >= 256 || matches!(kind, ReadKind::Proofs) && size > 0 {
-                    read_one(
-                        &http,
-                        kind,
-                        size,
-                        &root,
-                        i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                    )
-                    .await?;
+                    read_one(&http, kind, size, &root, spread(i)).await?;
                 }
                 i += 1;
             }
