@@ -429,8 +429,11 @@ async fn soak(url: String, token: String, pid: u32, minutes: f64, every: u64) ->
     let writer = {
         let (mut sub, done) = (Submitter::Http(http.clone(), token), done.clone());
         tokio::spawn(async move {
+            // 10 requests/s of 20 entries: under the default per-token rate limit (50/s).
+            let mut pace = tokio::time::interval(Duration::from_millis(100));
             let mut i = 0;
             while Instant::now() < until {
+                pace.tick().await;
                 sub.submit((i..i + 20).map(|k| entry_json(run, k)).collect())
                     .await?;
                 i += 20;
