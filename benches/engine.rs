@@ -1,8 +1,8 @@
 //! Engine benchmarks: synced appends into the RocksDB store, and inclusion / consistency proof
 //! generation at 1M and 10M leaves, beside rs_merkle and ct-merkle doing the same in memory.
 //!
-//! The stores of 1M and 10M leaves are built once and kept under
-//! `$CARGO_TARGET_DIR/btlog-bench/` (or `target/btlog-bench/`) for later runs.
+//! The stores of 1M and 10M leaves are built once and kept under `$BTLOG_BENCH_DIR` (default
+//! `/tmp/btlog-bench`) for later runs.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -35,22 +35,22 @@ fn append_all(store: &Store, total: u64) {
 }
 
 fn bench_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    std::env::var_os("BTLOG_BENCH_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    target.join("btlog-bench")
+        .unwrap_or_else(|| std::env::temp_dir().join("btlog-bench"))
 }
 
 /// A store of `n` bench entries, built on first use and kept for later runs.
 fn store_of(n: u64) -> Store {
     let dir = bench_dir().join(format!("store-{n}"));
+    std::fs::create_dir_all(&dir).expect("create bench dir");
     let store = Store::open(&dir).expect("open bench store");
     if store.size() != n {
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(&dir).expect("open bench store");
         append_all(&store, n);
-        return Store::open(&dir).expect("reopen bench store");
+        return store;
     }
     store
 }

@@ -46,6 +46,13 @@ fn appends_reads_and_proofs_agree_with_naive_tree() {
         assert_eq!(size, next);
         assert_eq!(root, naive_root(&leaves));
         assert_eq!(store.size(), next);
+        // Reads between appends: cached right-edge tiles must not hide newer nodes.
+        assert_eq!(store.root(size).unwrap(), root);
+        let last = (size - 1) as usize;
+        assert_eq!(
+            store.inclusion_proof(size - 1, size).unwrap(),
+            naive_path(last, &leaves)
+        );
         assert_eq!(
             store.checkpoint(size).unwrap().unwrap(),
             format!("test\n{size}\n{}\n", hex::encode(root))

@@ -18,6 +18,7 @@
 
 pub mod append;
 pub mod tile;
+pub mod tile_cache;
 
 use crate::merkle::tiles::TILE_WIDTH;
 use crate::merkle::{self, Hash, HashReader, NodeId, ProofError};
@@ -111,6 +112,8 @@ struct Inner {
     writer_taken: AtomicBool,
     /// Appends still to fail on purpose; see [`Store::inject_write_failures`].
     failures: AtomicU32,
+    /// Full upper-level tiles, for proofs.
+    tile_cache: tile_cache::TileCache,
 }
 
 impl Store {
@@ -155,6 +158,7 @@ impl Store {
                 size: AtomicU64::new(size),
                 writer_taken: AtomicBool::new(false),
                 failures: AtomicU32::new(0),
+                tile_cache: tile_cache::TileCache::new(tile_cache::SLOTS),
             }),
         })
     }
@@ -417,29 +421,61 @@ impl Store {
 impl HashReader for Store {
     type Error = StoreError;
 
-    /// Reads each stored tile once, however many of the nodes it holds.
+    /// Reads each stored tile once, however many of the nodes it holds. Upper-level tiles and
+    /// the right edge, which every proof climbs through, come from the tile cache when it holds
+    /// all the nodes asked for (a cached partial tile may predate newer nodes).
     fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
         let located: Vec<_> = nodes.iter().map(|n| tile::locate(*n)).collect();
         let mut addrs: Vec<TileAddr> = located.iter().map(|l| l.0).collect();
         addrs.sort_unstable();
         addrs.dedup();
-        let keys: Vec<[u8; 9]> = addrs.iter().map(TileAddr::key).collect();
-        let cf = self.cf(CF_TILES);
-        let values = self
-            .db()
-            .batched_multi_get_cf(cf, keys.iter().map(|k| &k[..]), true);
-        let mut tiles = HashMap::with_capacity(addrs.len());
-        for (addr, value) in addrs.iter().zip(values) {
+        let size = self.size();
+        let cacheable = |a: &TileAddr| {
+            a.level >= 1
+                || merkle::tiles::width_at(a.level, a.index, size) != Some(TILE_WIDTH as u16)
+        };
+        let holds_all = |addr: &TileAddr, t: &[u8]| {
+            located
+                .iter()
+                .filter(|l| l.0 == *addr)
+                .all(|(_, row, offset)| tile::read_node(t, *row, *offset).is_some())
+        };
+        let mut tiles: HashMap<TileAddr, Arc<[u8]>> = HashMap::with_capacity(addrs.len());
+        let mut missing = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let cached = cacheable(&addr)
+                .then(|| self.inner.tile_cache.get(addr))
+                .flatten()
+                .filter(|t| holds_all(&addr, t));
+            match cached {
+                Some(t) => {
+                    tiles.insert(addr, t);
+                }
+                None => missing.push(addr),
+            }
+        }
+        let keys: Vec<[u8; 9]> = missing.iter().map(TileAddr::key).collect();
+        let values =
+            self.db()
+                .batched_multi_get_cf(self.cf(CF_TILES), keys.iter().map(|k| &k[..]), true);
+        let mut pinned = HashMap::with_capacity(missing.len());
+        for (addr, value) in missing.iter().zip(values) {
             if let Some(v) = value? {
-                tiles.insert(*addr, v);
+                if cacheable(addr) {
+                    let v: Arc<[u8]> = Arc::from(&v[..]);
+                    self.inner.tile_cache.put(*addr, v.clone());
+                    tiles.insert(*addr, v);
+                } else {
+                    pinned.insert(*addr, v);
+                }
             }
         }
         located
             .iter()
             .zip(nodes)
             .map(|((addr, row, offset), node)| {
-                tiles
-                    .get(addr)
+                let tile = tiles.get(addr).map(|t| &t[..]);
+                tile.or_else(|| pinned.get(addr).map(|t| &t[..]))
                     .and_then(|t| tile::read_node(t, *row, *offset))
                     .ok_or_else(|| StoreError::Corrupt(format!("node {node:?} not stored")))
             })
