@@ -541,7 +541,15 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_bloom_filter(10.0, false);
+            // Index and filter blocks live in the bounded block cache, partitioned so a lookup
+            // loads one small partition, not a filter of megabytes for a large table (whole
+            // filters were re-read and checksummed on every dedup lookup past ~300k entries).
+            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_partition_filters(true);
+            table.set_metadata_block_size(4096);
             table.set_cache_index_and_filter_blocks(true);
+            table.set_cache_index_and_filter_blocks_with_high_priority(true);
+            table.set_pin_top_level_index_and_filter(true);
             table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
