@@ -42,10 +42,14 @@ pub struct Index {
     pending: HashMap<Vec<u8>, Vec<u8>>,
 }
 
+/// Block cache of the monitor's index: bounded, whatever the log size.
+const INDEX_CACHE_BYTES: usize = 32 << 20;
+
 impl Index {
     /// Opens (or creates) the index in `dir`; records at or beyond `committed` are ignored.
     pub fn open(dir: &Path, committed: u64) -> Result<Index, IndexError> {
-        let mut opts = rocksdb::Options::default();
+        let cache = rocksdb::Cache::new_lru_cache(INDEX_CACHE_BYTES);
+        let mut opts = crate::store::random_key_index_options(&cache);
         opts.create_if_missing(true);
         Ok(Index {
             db: rocksdb::DB::open(&opts, dir)?,

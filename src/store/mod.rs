@@ -533,36 +533,55 @@ fn db_options() -> Options {
     o
 }
 
+/// Table options for a column family reading through `cache`.
+fn table_options(cache: &Cache) -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    // Index and filter blocks live in the bounded block cache, partitioned so a lookup loads one
+    // small partition, not a filter of megabytes for a large table (whole filters were re-read
+    // and checksummed on every dedup lookup past ~300k entries).
+    table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_metadata_block_size(4096);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_cache_index_and_filter_blocks_with_high_priority(true);
+    table.set_pin_top_level_index_and_filter(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table
+}
+
+/// Options for a RocksDB index of random keys (hashes) read by point lookups: this store's
+/// identity and leaf indexes, and the monitor's identity index. Such indexes get small
+/// memtables: inserting into a large skiplist costs a cache miss per level, and this topped
+/// the append profile. Hashes do not compress.
+pub fn random_key_index_options(cache: &Cache) -> Options {
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table_options(cache));
+    o.set_write_buffer_size(4 << 20);
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    o
+}
+
 fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     COLUMN_FAMILIES
         .iter()
         .map(|name| {
-            let mut table = BlockBasedOptions::default();
-            table.set_block_cache(&cache);
-            table.set_bloom_filter(10.0, false);
-            // Index and filter blocks live in the bounded block cache, partitioned so a lookup
-            // loads one small partition, not a filter of megabytes for a large table (whole
-            // filters were re-read and checksummed on every dedup lookup past ~300k entries).
-            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-            table.set_partition_filters(true);
-            table.set_metadata_block_size(4096);
-            table.set_cache_index_and_filter_blocks(true);
-            table.set_cache_index_and_filter_blocks_with_high_priority(true);
-            table.set_pin_top_level_index_and_filter(true);
-            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-            let mut o = Options::default();
-            o.set_block_based_table_factory(&table);
-            // Random-keyed indexes get small memtables: inserting into a large skiplist costs a
-            // cache miss per level, and this was the top of the append profile.
-            let random_keys = [CF_IDENTITIES, CF_LEAVES].contains(name);
-            o.set_write_buffer_size(if random_keys { 4 << 20 } else { 32 << 20 });
-            if [CF_ENTRIES, CF_CHECKPOINTS, CF_PACKAGES].contains(name) {
-                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            let o = if [CF_IDENTITIES, CF_LEAVES].contains(name) {
+                random_key_index_options(&cache)
             } else {
-                // Hashes do not compress.
-                o.set_compression_type(rocksdb::DBCompressionType::None);
-            }
+                let mut o = Options::default();
+                o.set_block_based_table_factory(&table_options(&cache));
+                o.set_write_buffer_size(32 << 20);
+                // Tiles are hashes, which do not compress; entries and notes do.
+                o.set_compression_type(if *name == CF_TILES {
+                    rocksdb::DBCompressionType::None
+                } else {
+                    rocksdb::DBCompressionType::Lz4
+                });
+                o
+            };
             ColumnFamilyDescriptor::new(*name, o)
         })
         .collect()
