@@ -522,6 +522,7 @@ fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
 /// write-buffer budget across column families.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const WRITE_BUFFER_BYTES: usize = 96 << 20;
+const MAX_OPEN_FILES: i32 = 512;
 
 fn db_options() -> Options {
     let mut o = Options::default();
@@ -529,6 +530,9 @@ fn db_options() -> Options {
     o.create_missing_column_families(true);
     o.set_db_write_buffer_size(WRITE_BUFFER_BYTES);
     o.set_max_background_jobs(2);
+    // Open table files are cached up to this many descriptors, so the server's descriptor
+    // count is bounded however many SST files the log grows to.
+    o.set_max_open_files(MAX_OPEN_FILES);
     o.set_bytes_per_sync(1 << 20);
     o
 }
