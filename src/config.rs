@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Why a configuration file could not be used.
+/// Why a TOML file could not be read into a configuration.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum TomlFileError {
     /// The file could not be read.
     #[error("{}: {source}", path.display())]
     Read {
@@ -27,6 +27,29 @@ pub enum ConfigError {
         /// What is wrong, on one line.
         reason: String,
     },
+}
+
+/// Reads a TOML file into `T`, with errors that name the file and the line.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TomlFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TomlFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| TomlFileError::Parse {
+        path: path.to_owned(),
+        line: e.span().map_or(1, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        }),
+        reason: e.message().replace('\n', " "),
+    })
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] TomlFileError),
     /// A value is out of its allowed range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -156,18 +179,7 @@ impl Limits {
 impl Config {
     /// Reads a TOML file; keys it omits keep their defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            line: e.span().map_or(1, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            }),
-            reason: e.message().replace('\n', " "),
-        })?;
-        Ok(config)
+        Ok(read_toml(path)?)
     }
 
     /// Checks that the limits make sense together.

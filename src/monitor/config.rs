@@ -29,22 +29,9 @@ use super::LogSpec;
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("{}: {reason}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] crate::config::TomlFileError),
     /// A vkey is neither a readable vkey file nor vkey text.
     #[error("vkey {0:?}: {1}")]
     Vkey(String, String),
@@ -86,14 +73,7 @@ pub struct LogEntry {
 impl FileConfig {
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            reason: e.message().to_owned(),
-        })
+        Ok(crate::config::read_toml(path)?)
     }
 
     /// The logs, with their vkeys loaded.
