@@ -255,14 +255,19 @@ impl Identity {
     /// package, version and file in turn, by the value's byte length as a big-endian u64 and
     /// the value's bytes. Length prefixes make the encoding unambiguous for any strings.
     pub fn key(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(IDENTITY_DOMAIN);
-        for part in [&self.package, &self.version, &self.file] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        h.finalize().into()
+        identity_key([&self.package, &self.version, &self.file])
     }
+}
+
+/// [`Identity::key`] of (package, version, file).
+fn identity_key(parts: [&str; 3]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(IDENTITY_DOMAIN);
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
 }
 
 impl Entry {
@@ -282,12 +287,12 @@ impl Entry {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(HEADER.as_bytes());
         out.push(b'\n');
-        for (key, value) in self.lines() {
+        self.for_each_line(|key, value| {
             out.extend_from_slice(key.as_bytes());
             out.push(b' ');
             out.extend_from_slice(value.as_bytes());
             out.push(b'\n');
-        }
+        });
         out
     }
 
@@ -304,6 +309,11 @@ impl Entry {
             return Err(EntryError::NonCanonical);
         }
         Ok(entry)
+    }
+
+    /// The index key of the entry's identity, [`Identity::key`].
+    pub fn identity_key(&self) -> [u8; 32] {
+        identity_key([&self.package, &self.version, &self.file])
     }
 
     /// The (package, version, file) identity (SPEC §2).
@@ -330,35 +340,37 @@ impl Entry {
         self.0
     }
 
-    /// The (key, value) lines after the header, in canonical order.
-    fn lines(&self) -> Vec<(&'static str, String)> {
+    /// Calls `f` with each (key, value) line after the header, in canonical order, without
+    /// allocating: hex values are written to stack buffers.
+    fn for_each_line(&self, mut f: impl FnMut(&str, &str)) {
         let d = &self.0;
-        let mut lines = vec![
-            ("kind", d.kind.as_str().to_owned()),
-            ("registry", d.registry.clone()),
-            ("package", d.package.clone()),
-            ("version", d.version.clone()),
-            ("file", d.file.clone()),
-            ("sha256", hex::encode(d.sha256)),
-        ];
-        let optional = [
-            ("sha512", d.sha512.map(hex::encode)),
-            ("size", d.size.map(|s| s.to_string())),
-            ("publisher", d.publisher.clone()),
-            ("provenance", d.provenance.map(format_provenance)),
-            ("time", d.time.clone()),
-        ];
-        lines.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
-        lines
+        f("kind", d.kind.as_str());
+        f("registry", &d.registry);
+        f("package", &d.package);
+        f("version", &d.version);
+        f("file", &d.file);
+        f("sha256", hex_str(&d.sha256, &mut [0; 64]));
+        if let Some(sha512) = &d.sha512 {
+            f("sha512", hex_str(sha512, &mut [0; 128]));
+        }
+        if let Some(size) = d.size {
+            f("size", &size.to_string());
+        }
+        if let Some(publisher) = &d.publisher {
+            f("publisher", publisher);
+        }
+        if let Some(provenance) = d.provenance {
+            f("provenance", &format_provenance(provenance));
+        }
+        if let Some(time) = &d.time {
+            f("time", time);
+        }
     }
 
     fn encoded_len(&self) -> usize {
-        let body: usize = self
-            .lines()
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum();
-        HEADER.len() + 1 + body
+        let mut len = HEADER.len() + 1;
+        self.for_each_line(|k, v| len += k.len() + v.len() + 2);
+        len
     }
 }
 
@@ -459,6 +471,16 @@ fn parse_provenance(s: &str) -> Result<[u8; 32], EntryError> {
         .strip_prefix(PROVENANCE_PREFIX)
         .ok_or_else(|| invalid("provenance", "must be `sha256:<64 lowercase hex>`"))?;
     parse_hex("provenance", digest)
+}
+
+/// `bytes` as lowercase hex, written into `buf` (twice as long as `bytes`).
+fn hex_str<'a>(bytes: &[u8], buf: &'a mut [u8]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in buf.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 fn format_provenance(digest: [u8; 32]) -> String {

@@ -264,7 +264,7 @@ impl Writer {
                     entry.kind, entry.package
                 )));
             }
-            let key = entry.identity().key();
+            let key = entry.identity_key();
             let claim = match local.claims.get(&key).or_else(|| pending.claims.get(&key)) {
                 _ if entry.kind.is_owner() => None,
                 Some(c) => Some(*c),
