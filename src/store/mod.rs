@@ -222,34 +222,46 @@ impl Store {
 
     /// Entries `start..end` (clamped to the log size), in order.
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_entry(start, end, |e| {
+            out.push(e.to_vec());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with entries `start..end` (clamped to the log size) in order, straight from
+    /// RocksDB's iterator without copying each entry first.
+    fn for_each_entry(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let end = end.min(self.size());
         if start >= end {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_iterate_upper_bound(end.to_be_bytes().to_vec());
-        let iter = self.db().iterator_cf_opt(
-            self.cf(CF_ENTRIES),
-            opts,
-            rocksdb::IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward),
-        );
-        let mut out = Vec::with_capacity((end - start) as usize);
-        for (i, item) in iter.enumerate() {
-            let (k, v) = item?;
-            if be_u64(&k)? != start + i as u64 {
-                return Err(StoreError::Corrupt(format!(
-                    "entry {} missing",
-                    start + i as u64
-                )));
+        let mut iter = self.db().raw_iterator_cf_opt(self.cf(CF_ENTRIES), opts);
+        iter.seek(start.to_be_bytes());
+        let mut next = start;
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if be_u64(k)? != next {
+                return Err(StoreError::Corrupt(format!("entry {next} missing")));
             }
-            out.push(v.into_vec());
+            f(v)?;
+            next += 1;
+            iter.next();
         }
-        if out.len() as u64 != end - start {
+        iter.status()?;
+        if next != end {
             return Err(StoreError::Corrupt(format!(
                 "entries {start}..{end} incomplete"
             )));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The tlog-tiles entry bundle `index` with `width` entries: each entry prefixed by its
@@ -263,12 +275,13 @@ impl Store {
             return Ok(None);
         }
         let mut out = Vec::new();
-        for e in self.entries(start, end)? {
+        self.for_each_entry(start, end, |e| {
             let len = u16::try_from(e.len())
                 .map_err(|_| StoreError::Corrupt("entry longer than 65535 bytes".into()))?;
             out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&e);
-        }
+            out.extend_from_slice(e);
+            Ok(())
+        })?;
         Ok(Some(out))
     }
 
@@ -558,11 +571,15 @@ fn table_options(cache: &Cache) -> BlockBasedOptions {
 /// Options for a RocksDB index of random keys (hashes) read by point lookups: this store's
 /// identity and leaf indexes, and the monitor's identity index. Such indexes get small
 /// memtables: inserting into a large skiplist costs a cache miss per level, and this topped
-/// the append profile. Hashes do not compress.
+/// the append profile. Most lookups are for keys not there (a new artifact), so the memtable
+/// gets a whole-key bloom filter too: a miss then skips the skiplist search. Hashes do not
+/// compress.
 pub fn random_key_index_options(cache: &Cache) -> Options {
     let mut o = Options::default();
     o.set_block_based_table_factory(&table_options(cache));
     o.set_write_buffer_size(4 << 20);
+    o.set_memtable_whole_key_filtering(true);
+    o.set_memtable_prefix_bloom_ratio(0.1);
     o.set_compression_type(rocksdb::DBCompressionType::None);
     o
 }
