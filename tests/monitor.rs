@@ -401,3 +401,77 @@ async fn bad_arguments_exit_2_with_one_line() {
     let run = monitor(&["verify-evidence", "/nonexistent/evidence.json"]).await;
     assert_eq!(run.code, 2, "{}", run.stdout);
 }
+
+/// A static tlog-tiles log of arbitrary (non-btlog) entries, as another kind of log would
+/// serve it: a signed checkpoint, one entry bundle and one level-0 tile (at most 256 entries).
+/// With `tamper`, one entry differs from the one its tile hash was made from.
+async fn static_log(entries: &[Vec<u8>], tamper: bool) -> (SocketAddr, String) {
+    use axum::routing::get;
+    use btlog::merkle::leaf_hash;
+    let signer = btlog::keys::generate("example.com/other-log").expect("key");
+    let mut frontier = btlog::monitor::state::Frontier::default();
+    let (mut bundle, mut tile) = (Vec::new(), Vec::new());
+    for (i, e) in entries.iter().enumerate() {
+        frontier.push(leaf_hash(e));
+        tile.extend_from_slice(&leaf_hash(e));
+        let served = if tamper && i == 1 {
+            b"forged".to_vec()
+        } else {
+            e.clone()
+        };
+        bundle.extend_from_slice(&u16::try_from(served.len()).expect("short").to_be_bytes());
+        bundle.extend_from_slice(&served);
+    }
+    let checkpoint = btlog::checkpoint::Checkpoint {
+        origin: "example.com/other-log".into(),
+        size: entries.len() as u64,
+        root: frontier.root(),
+    }
+    .sign(&signer)
+    .expect("sign");
+    let partial = format!(".p/{}", entries.len());
+    let app = axum::Router::new()
+        .route("/checkpoint", get(move || async move { checkpoint }))
+        .route(
+            &format!("/tile/entries/000{partial}"),
+            get(move || async move { bundle }),
+        )
+        .route(
+            &format!("/tile/0/000{partial}"),
+            get(move || async move { tile }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, signer.verifier().vkey())
+}
+
+#[tokio::test]
+async fn opaque_entries_of_other_logs_are_audited_as_a_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("record {i}\n").into_bytes())
+        .collect();
+    let (addr, vkey) = static_log(&entries, false).await;
+    let url = format!("http://{addr}");
+    // Read as btlog entries, every one is malformed.
+    let run = once(&url, &vkey, &dir.path().join("as-btlog"), &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), vec!["bad-entry"; 5], "{}", run.stdout);
+    // As opaque entries the tree verifies, with no alert.
+    let opaque = ["--entries", "opaque"];
+    let run = once(&url, &vkey, &dir.path().join("opaque"), &opaque).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.alerts.is_empty(), "{}", run.stdout);
+    // An entry that does not match its tile is still caught.
+    let (addr, vkey) = static_log(&entries, true).await;
+    let run = once(
+        &format!("http://{addr}"),
+        &vkey,
+        &dir.path().join("t"),
+        &opaque,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), vec!["tile-mismatch"], "{}", run.stdout);
+}

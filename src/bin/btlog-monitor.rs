@@ -16,7 +16,7 @@ use btlog::monitor::alert::Sink;
 use btlog::monitor::config::{load_vkey, parse_duration, FileConfig};
 use btlog::monitor::evidence::Evidence;
 use btlog::monitor::watch::{WatchRule, Watcher};
-use btlog::monitor::{LogMonitor, LogSpec};
+use btlog::monitor::{EntryFormat, LogMonitor, LogSpec};
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -76,6 +76,10 @@ struct RunArgs {
     /// Serve Prometheus `/metrics` on this address (daemon mode).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// What the `--log` entries are: `opaque` audits another kind of tlog-tiles log (tree and
+    /// checkpoints only; no claims, no watch rules).
+    #[arg(long, value_enum, default_value_t = EntryFormat::Btlog)]
+    entries: EntryFormat,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -129,6 +133,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         (Some(vkey), false) => logs.push(LogSpec {
             urls: args.logs.clone(),
             vkey: load_vkey(vkey)?,
+            entries: args.entries,
         }),
         (None, false) => bail!("--log needs --vkey"),
         (Some(_), true) => bail!("--vkey needs --log"),

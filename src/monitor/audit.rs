@@ -2,6 +2,10 @@
 //! every entry against its tile hash, the claims and the watch rules, fold the new leaves into
 //! the stored frontier, and compare the result with the signed root. Matching proves both that
 //! the new tree extends the verified one and that the entries read are the log's.
+//!
+//! The work is a pipeline: up to [`CONCURRENCY`] bundles are fetched, hashed, parsed and matched
+//! against the watch rules by tasks of their own (on every core), while this task takes them in
+//! order and does what must be sequential: the frontier, the identity index and the alerts.
 
 use futures_util::stream::{self, StreamExt as _};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,11 +16,14 @@ use crate::merkle::tiles::TILE_WIDTH;
 use crate::merkle::{leaf_hash, Hash};
 
 use super::alert::AlertKind;
+use super::claims::Claim;
+use super::state::Frontier;
+use super::watch::Watcher;
 use super::{LogMonitor, MonitorError};
 
-/// Entry bundles read (and committed to the state) per step.
+/// Entry bundles checked between commits of the state.
 const CHUNK_BUNDLES: u64 = 64;
-/// Tiles fetched concurrently.
+/// Bundles fetched and prepared concurrently.
 const CONCURRENCY: usize = 8;
 
 /// How an audit towards a checkpoint ended.
@@ -30,7 +37,29 @@ pub enum Outcome {
     BadData,
 }
 
-type Fetched = Result<(u64, Vec<Vec<u8>>, Vec<Hash>), TilesError>;
+/// One entry bundle, fetched and checked as far as it can be on its own.
+struct Bundle {
+    /// Bundle index.
+    index: u64,
+    /// Leaf hashes of all its entries.
+    leaves: Vec<Hash>,
+    /// Alerts found in it, by leaf index: tile mismatches, unparsable entries, watch rules.
+    alerts: Vec<(u64, AlertKind, String)>,
+    /// Whether an entry did not hash to its level-0 tile hash.
+    mismatch: bool,
+    /// The parsed entries at or past the audit start.
+    claims: Vec<Claim>,
+}
+
+/// What a bundle's entries are checked for.
+#[derive(Clone)]
+struct Checks {
+    /// Leaf index the audit starts at: entries before it were audited already.
+    start: u64,
+    /// Parse entries as btlog entries (false for logs of other entry formats).
+    entries: bool,
+    watcher: std::sync::Arc<Watcher>,
+}
 
 impl LogMonitor {
     /// Audits from the stored position up to `cp`, served by source `src`.
@@ -45,46 +74,12 @@ impl LogMonitor {
         }
         let start = self.state.progress.size();
         let bar = self.progress_bar(n - start);
-        let client = self.sources[src].clone();
-        let mut bundle = start / TILE_WIDTH;
-        let end = n.div_ceil(TILE_WIDTH);
-        while bundle < end {
-            let last = (bundle + CHUNK_BUNDLES).min(end);
-            let fetched: Vec<Fetched> = stream::iter(bundle..last)
-                .map(|b| fetch_pair(&client, b, n))
-                .buffered(CONCURRENCY)
-                .collect()
-                .await;
-            let saved = self.state.progress.clone();
-            let before = saved.size();
-            for item in fetched {
-                let ok = match item {
-                    Ok((b, entries, tile)) => self.check_bundle(b, &entries, &tile).await?,
-                    Err(TilesError::Malformed { path, reason }) => {
-                        let details = format!("{}/{path}: {reason}", client.base());
-                        self.alert(AlertKind::TileMismatch, None, details).await;
-                        false
-                    }
-                    Err(e) => {
-                        self.restore(&saved);
-                        return Err(e.into());
-                    }
-                };
-                if !ok {
-                    self.restore(&saved);
-                    bar.abandon();
-                    return Ok(Outcome::BadData);
-                }
-            }
-            self.index.commit(self.state.progress.size())?;
-            self.save()?;
-            let done = self.state.progress.size() - before;
-            self.sink.add_checked(&self.origin, done);
-            bar.inc(done);
-            if bar.is_hidden() {
-                tracing::info!(log = %self.origin, position = self.state.progress.size(), target = n, "audited");
-            }
-            bundle = last;
+        let saved = self.state.progress.clone();
+        let result = self.read_bundles(src, n, &bar).await;
+        if !matches!(result, Ok(true)) {
+            self.restore(&saved);
+            bar.abandon();
+            return result.map(|_| Outcome::BadData);
         }
         bar.finish_and_clear();
         if self.state.progress.root() != cp.checkpoint.root {
@@ -99,51 +94,78 @@ impl LogMonitor {
         Ok(Outcome::Verified)
     }
 
-    /// Checks one bundle against its level-0 tile and audits the entries past the position.
-    /// False when the bundle and the tile disagree (alerted).
-    async fn check_bundle(
+    /// Reads and checks every bundle from the position up to size `n`, committing the state
+    /// every [`CHUNK_BUNDLES`]. False when a bundle was bad (alerted); on false or an error the
+    /// caller rolls back to the last commit.
+    async fn read_bundles(
         &mut self,
-        b: u64,
-        entries: &[Vec<u8>],
-        tile: &[Hash],
+        src: usize,
+        n: u64,
+        bar: &ProgressBar,
     ) -> Result<bool, MonitorError> {
-        let first = b * TILE_WIDTH;
-        let mut ok = true;
-        for ((i, bytes), want) in (first..).zip(entries).zip(tile) {
-            let leaf = leaf_hash(bytes);
-            if &leaf != want {
-                let details =
-                    format!("entry {i} in bundle {b} does not hash to its level-0 tile hash");
-                self.alert(AlertKind::TileMismatch, Some(i), details).await;
-                ok = false;
-                continue;
+        let client = self.sources[src].clone();
+        let checks = Checks {
+            start: self.state.progress.size(),
+            entries: self.parse_entries,
+            watcher: self.watcher.clone(),
+        };
+        let mut bundles = stream::iter(checks.start / TILE_WIDTH..n.div_ceil(TILE_WIDTH))
+            .map(|b| tokio::spawn(prepare(client.clone(), b, n, checks.clone())))
+            .buffered(CONCURRENCY);
+        let mut committed = self.state.progress.size();
+        while let Some(joined) = bundles.next().await {
+            let bundle = match joined {
+                Ok(fetched) => fetched,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            let bundle = match bundle {
+                Ok(bundle) => bundle,
+                Err(TilesError::Malformed { path, reason }) => {
+                    let details = format!("{}/{path}: {reason}", client.base());
+                    self.alert(AlertKind::TileMismatch, None, details).await;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !self.check_bundle(bundle).await? {
+                return Ok(false);
             }
-            if !ok || i < self.state.progress.size() {
-                continue;
+            let position = self.state.progress.size();
+            if position - committed >= CHUNK_BUNDLES * TILE_WIDTH || position == n {
+                self.index.commit(position)?;
+                self.save()?;
+                self.sink.add_checked(&self.origin, position - committed);
+                bar.inc(position - committed);
+                if bar.is_hidden() {
+                    tracing::info!(log = %self.origin, position, target = n, "audited");
+                }
+                committed = position;
             }
-            self.state.progress.push(leaf);
-            self.check_entry(i, bytes).await?;
         }
-        Ok(ok)
+        Ok(true)
     }
 
-    /// The claims and watch rules on one entry.
-    async fn check_entry(&mut self, i: u64, bytes: &[u8]) -> Result<(), MonitorError> {
-        let entry = match Entry::parse(bytes) {
-            Ok(e) => e,
-            Err(e) => {
-                self.alert(AlertKind::BadEntry, Some(i), e.to_string())
-                    .await;
-                return Ok(());
+    /// Folds a prepared bundle into the frontier and checks its entries' claims. False when
+    /// the bundle and its tile disagree (alerted).
+    async fn check_bundle(&mut self, bundle: Bundle) -> Result<bool, MonitorError> {
+        let mut alerts = Vec::new();
+        if !bundle.mismatch {
+            let first = bundle.index * TILE_WIDTH;
+            let skip = self.state.progress.size().saturating_sub(first);
+            for leaf in bundle.leaves.iter().skip(skip as usize) {
+                self.state.progress.push(*leaf);
             }
-        };
-        if let Some(v) = self.index.check(i, &entry)? {
-            self.alert(v.kind, Some(i), v.details).await;
+            for (i, v) in self.index.check_all(&bundle.claims)? {
+                alerts.push((i, v.kind, v.details));
+            }
         }
-        if let Some((kind, details)) = self.watcher.check(&entry) {
+        // Per entry: its claim violations, then what the bundle's own checks found.
+        alerts.extend(bundle.alerts);
+        alerts.sort_by_key(|(i, ..)| *i);
+        for (i, kind, details) in alerts {
             self.alert(kind, Some(i), details).await;
         }
-        Ok(())
+        Ok(!bundle.mismatch)
     }
 
     /// Drops unconfirmed progress: back to the verified checkpoint.
@@ -153,7 +175,7 @@ impl LogMonitor {
     }
 
     /// Drops the progress of an unfinished step, back to the frontier it started from.
-    fn restore(&mut self, saved: &crate::monitor::state::Frontier) {
+    fn restore(&mut self, saved: &Frontier) {
         self.index.rollback(saved.size());
         self.state.progress = saved.clone();
     }
@@ -173,7 +195,41 @@ impl LogMonitor {
     }
 }
 
-async fn fetch_pair(client: &TileClient, b: u64, n: u64) -> Fetched {
-    let (entries, tile) = tokio::join!(client.entry_bundle(b, n), client.hash_tile(0, b, n));
-    Ok((b, entries?, tile?))
+/// Fetches bundle `b` of the tree of size `n` and its level-0 tile, checks every entry against
+/// its tile hash, and parses and watches the entries at or past the audit start.
+async fn prepare(client: TileClient, b: u64, n: u64, checks: Checks) -> Result<Bundle, TilesError> {
+    let (raw, tile) = tokio::join!(client.entry_bundle(b, n), client.hash_tile(0, b, n));
+    let (raw, tile) = (raw?, tile?);
+    let first = b * TILE_WIDTH;
+    let leaves: Vec<Hash> = raw.iter().map(|e| leaf_hash(e)).collect();
+    let mut alerts = Vec::new();
+    for ((i, leaf), want) in (first..).zip(&leaves).zip(&tile) {
+        if leaf != want {
+            let details = format!("entry {i} in bundle {b} does not hash to its level-0 tile hash");
+            alerts.push((i, AlertKind::TileMismatch, details));
+        }
+    }
+    let mismatch = !alerts.is_empty();
+    let mut claims = Vec::new();
+    if checks.entries && !mismatch {
+        let skip = checks.start.saturating_sub(first) as usize;
+        for (i, bytes) in (first..).zip(&raw).skip(skip) {
+            match Entry::parse(bytes) {
+                Ok(entry) => {
+                    if let Some((kind, details)) = checks.watcher.check(&entry) {
+                        alerts.push((i, kind, details));
+                    }
+                    claims.push(Claim::new(i, entry));
+                }
+                Err(e) => alerts.push((i, AlertKind::BadEntry, e.to_string())),
+            }
+        }
+    }
+    Ok(Bundle {
+        index: b,
+        leaves,
+        alerts,
+        mismatch,
+        claims,
+    })
 }

@@ -9,6 +9,7 @@
 //! [[log]]
 //! urls = ["https://log.example", "https://mirror.example"]  # mirrors of one origin
 //! vkey = "log.example/btlog+1234abcd+AU..."                  # vkey text, or a vkey file path
+//! entries = "btlog"    # optional; "opaque" for another log's entries: tree checks only
 //!
 //! [[watch]]
 //! pattern = "pkg:npm/@acme/*"
@@ -24,7 +25,7 @@ use serde::Deserialize;
 use crate::note::Verifier;
 
 use super::watch::WatchRule;
-use super::LogSpec;
+use super::{EntryFormat, LogSpec};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,9 @@ pub struct LogEntry {
     pub urls: Vec<String>,
     /// vkey text or the path of a vkey file.
     pub vkey: String,
+    /// `btlog` (the default) or `opaque` for logs of other entry formats: tree checks only.
+    #[serde(default)]
+    pub entries: EntryFormat,
 }
 
 impl FileConfig {
@@ -84,6 +88,7 @@ impl FileConfig {
                 Ok(LogSpec {
                     urls: l.urls.clone(),
                     vkey: load_vkey(&l.vkey)?,
+                    entries: l.entries,
                 })
             })
             .collect()

@@ -56,6 +56,20 @@ pub struct LogSpec {
     pub urls: Vec<String>,
     /// The log's verifier key; its name is the origin.
     pub vkey: Verifier,
+    /// What the log's entries are.
+    pub entries: EntryFormat,
+}
+
+/// What a log's entries are, which decides how far the monitor checks them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryFormat {
+    /// btlog entries (SPEC §2): the tree, the claims of every entry and the watch rules.
+    #[default]
+    Btlog,
+    /// Entries of another format, from any tlog-tiles log: the tree only (every entry hashes
+    /// to its tile, the tiles reproduce the signed roots, checkpoints are consistent).
+    Opaque,
 }
 
 /// The monitor of one log.
@@ -69,6 +83,7 @@ pub struct LogMonitor {
     watcher: Arc<Watcher>,
     sink: Arc<Sink>,
     show_progress: bool,
+    parse_entries: bool,
 }
 
 impl LogMonitor {
@@ -104,6 +119,7 @@ impl LogMonitor {
             watcher,
             sink,
             show_progress,
+            parse_entries: spec.entries == EntryFormat::Btlog,
         })
     }
 

@@ -46,6 +46,9 @@ impl Watcher {
 
     /// The alert an entry raises, if any: its kind and details.
     pub fn check(&self, entry: &Entry) -> Option<(AlertKind, String)> {
+        if self.rules.is_empty() {
+            return None;
+        }
         let package = normalize(&entry.package);
         let (_, rule) = self.rules.iter().find(|(p, _)| glob(p, &package))?;
         let what = format!(
