@@ -328,13 +328,15 @@ impl Store {
         Ok(None)
     }
 
-    /// Indexes of the entries for `package`, in log order, from `from` on, at most `limit`.
+    /// Indexes of the entries for `package` in the log, in log order, from `from` on, at most
+    /// `limit`.
     pub fn package_indexes(
         &self,
         package: &str,
         from: u64,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
+        let size = self.size();
         let prefix = package_prefix(package);
         let mut start = prefix.clone();
         start.extend_from_slice(&from.to_be_bytes());
@@ -351,7 +353,12 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            out.push(be_u64(index)?);
+            let index = be_u64(index)?;
+            // Keys of a batch written but not (yet, or ever) published are not in the log.
+            if index >= size {
+                break;
+            }
+            out.push(index);
         }
         Ok(out)
     }
