@@ -94,7 +94,7 @@ pub fn router(log: Log) -> Router {
         .route("/v1/proof/consistency", get(consistency))
         .route("/v1/lookup", get(lookup))
         .route("/v1/packages/{*purl}", get(list_package))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { text_error(LogError::not_found("not found")) })
         .method_not_allowed_fallback(|| async {
@@ -451,6 +451,14 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `ok`, or 503 with the reason once the log cannot append.
+async fn health(State(log): State<Log>) -> Response {
+    match log.health() {
+        Ok(()) => "ok\n".into_response(),
+        Err(e) => text_error(e),
+    }
 }
 
 async fn metrics(State(log): State<Log>) -> Response {
