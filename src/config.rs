@@ -108,8 +108,9 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Longest a request may take, in seconds.
     pub request_timeout_secs: u64,
-    /// Longest an HTTP/1 client may take to send a request's headers, in seconds (slow
-    /// clients that hold connections open are cut off after this).
+    /// Longest an HTTP/1 client may take to send a request's headers, and longest any HTTP
+    /// connection may go without a request in flight, in seconds (slow or idle clients that
+    /// hold connections open are cut off after this).
     pub header_read_timeout_secs: u64,
     /// Most entries returned by one read page (`/v1/entries`, `/v1/packages`).
     pub max_page: u64,

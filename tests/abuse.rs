@@ -1,5 +1,6 @@
 //! Abuse: floods against the per-token rate limit and the bounded queue (honest traffic from
 //! another token still gets through), slow-loris clients cut off by the header read timeout,
+//! idle and stalled HTTP/2 connections (and ones that send nothing) closed,
 //! tokens kept out of the server's log output, and a readable private key refused.
 
 mod common;
@@ -129,6 +130,116 @@ async fn slow_loris_is_disconnected_after_the_header_timeout() {
     assert!(!text.contains(" 200 "), "slow request was served: {text}");
     // Everyone else is still served.
     let cp = reqwest::get(format!("http://{}/checkpoint", srv.http_addr()))
+        .await
+        .expect("checkpoint");
+    assert_eq!(cp.status(), 200);
+    srv.shutdown().await.expect("shutdown");
+}
+
+/// Seconds until the server closes `stream`, which sends nothing more; panics past `limit`.
+async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> Duration {
+    let began = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((began + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return began.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("connection still open after {limit:?}"),
+        }
+    }
+}
+
+/// An HTTP/2 client session on `stream` with flow-control `window`, and a task that drives the
+/// connection and returns how long until the server closed it; panics past `limit`.
+async fn h2_session(
+    stream: tokio::net::TcpStream,
+    window: u32,
+    limit: Duration,
+) -> (
+    h2::client::SendRequest<axum::body::Bytes>,
+    tokio::task::JoinHandle<Duration>,
+) {
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake(stream)
+        .await
+        .expect("h2 handshake");
+    let task = tokio::spawn(async move {
+        let began = Instant::now();
+        let closed = tokio::time::timeout(limit, conn).await;
+        assert!(closed.is_ok(), "h2 connection still open after {limit:?}");
+        began.elapsed()
+    });
+    (client, task)
+}
+
+/// Slow clients speaking HTTP/2, or nothing at all, are bounded like HTTP/1 ones: a connection
+/// that sends no bytes, an HTTP/2 session that opens no stream, one whose request body never
+/// ends (answered by the request timeout) and one that never reads its response are all closed
+/// once no request has been in flight for the header read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_stalled_http2_connections_are_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.limits.header_read_timeout_secs = 2;
+    cfg.limits.request_timeout_secs = 2;
+    let srv = start(&cfg).await;
+    let addr = srv.http_addr();
+    let connect = || async move { tokio::net::TcpStream::connect(addr).await.expect("connect") };
+    let limit = Duration::from_secs(8);
+
+    // No bytes at all: not even enough to tell HTTP/1 from HTTP/2.
+    let silent = tokio::spawn(closed_within(connect().await, limit));
+
+    // An HTTP/2 session (preface and settings) that never opens a stream.
+    let (_idle_client, idle) = h2_session(connect().await, 65_535, limit).await;
+
+    // An HTTP/2 stream whose body never ends.
+    let (mut client, stalled) = h2_session(connect().await, 65_535, limit).await;
+    let request = axum::http::Request::post(format!("http://{addr}/v1/entries"))
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("stream");
+    body.send_data(axum::body::Bytes::from_static(b"{\"entries\":["), false)
+        .expect("send");
+    let response = tokio::time::timeout(limit, response)
+        .await
+        .expect("answered in time")
+        .expect("response");
+    assert_eq!(
+        response.status(),
+        503,
+        "the request timeout answers the stream"
+    );
+
+    // An HTTP/2 client that never reads a response body (its flow-control window stays 0).
+    let (mut client, unread) = h2_session(connect().await, 0, limit).await;
+    let request = axum::http::Request::get(format!("http://{addr}/checkpoint"))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("stream");
+    let response = tokio::time::timeout(limit, response)
+        .await
+        .expect("answered in time")
+        .expect("response");
+    assert_eq!(response.status(), 200);
+
+    for (what, task) in [
+        ("silent", silent),
+        ("idle h2", idle),
+        ("stalled h2", stalled),
+        ("unread h2", unread),
+    ] {
+        let held = task.await.expect(what);
+        assert!(
+            held < Duration::from_secs(6),
+            "{what} connection held for {held:?}"
+        );
+    }
+    // Everyone else is still served.
+    let cp = reqwest::get(format!("http://{addr}/checkpoint"))
         .await
         .expect("checkpoint");
     assert_eq!(cp.status(), 200);

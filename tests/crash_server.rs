@@ -1,18 +1,21 @@
 //! Crash safety end to end. The real `btlog` binary runs under concurrent write load and is
 //! killed with SIGKILL at random moments, then restarted: every acknowledged entry must be at
 //! its index with its leaf hash, and every checkpoint handed out before any crash must verify
-//! and be consistent with the log after it. A second test fails the storage write of a batch
-//! (the store's injection hook) and checks that the batch fails for its submitters, nothing is
-//! signed or published for it, and the log carries on.
+//! and be consistent with the log after it. Two more tests inject storage failures (the store's
+//! hook): a write that fails before it reaches the disk fails its batch, nothing is signed or
+//! published for it, and the log carries on; a write that lands but reports an error stops the
+//! writer (appends refused, reads served) until a restart picks the batch up consistently.
 
 mod common;
 #[path = "common/server.rs"]
 mod server;
 
 use base64::Engine as _;
+use btlog::api::pb;
 use btlog::checkpoint::Checkpoint;
 use btlog::merkle::{self, Hash};
 use btlog::note::Verifier;
+use btlog::store::InjectedFailure;
 use rand::Rng as _;
 use serde_json::{json, Value};
 use server::*;
@@ -256,54 +259,23 @@ async fn failed_storage_write_fails_the_batch_and_signs_nothing() {
     let vkey = log.verifier().clone();
     let client = reqwest::Client::new();
     let base = format!("http://{}", server.http_addr());
-    let submit = |name: &str| {
-        let body =
-            json!({"entries": [publish(&format!("pkg:npm/{name}"), "1", "f", &digest(name))]});
-        client
-            .post(format!("{base}/v1/entries"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    let first: Value = submit("first")
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (status, first) = submit_http(&client, &base, &token, "first").await;
+    assert_eq!(status, 200, "{first}");
     let before = log.checkpoint();
     assert_eq!(before.size, 1, "{first}");
 
     // HTTP: the write fails; the submitter gets 503 with a reason.
-    log.store().inject_write_failures(1);
-    let resp = submit("lost").await.expect("send");
-    assert_eq!(resp.status(), 503);
-    let body: Value = resp.json().await.expect("json");
-    assert!(
-        body["error"].as_str().expect("reason").contains("storage"),
-        "{body}"
-    );
+    log.store()
+        .inject_write_failures(InjectedFailure::BeforeWrite, 1);
+    let (status, body) = submit_http(&client, &base, &token, "lost").await;
+    assert_eq!(status, 503);
+    assert_reason(body["error"].as_str().expect("reason"), "storage");
     // gRPC: the same, as UNAVAILABLE.
-    log.store().inject_write_failures(1);
-    let mut grpc =
-        btlog::api::pb::log_client::LogClient::connect(format!("http://{}", server.grpc_addr()))
-            .await
-            .expect("grpc");
-    let mut req = tonic::Request::new(btlog::api::pb::AddEntriesRequest {
-        entries: vec![btlog::api::pb::EntryFields {
-            kind: "publish".into(),
-            package: "pkg:npm/lost2".into(),
-            version: "1".into(),
-            file: "f".into(),
-            sha256: digest("lost2"),
-            ..Default::default()
-        }],
-    });
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("meta"),
-    );
-    let err = grpc.add_entries(req).await.expect_err("write fails");
+    log.store()
+        .inject_write_failures(InjectedFailure::BeforeWrite, 1);
+    let err = submit_grpc(server.grpc_addr(), &token, "lost2")
+        .await
+        .expect_err("write fails");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
 
     // Nothing was published, stored or signed for the failed batches.
@@ -314,12 +286,7 @@ async fn failed_storage_write_fails_the_batch_and_signs_nothing() {
 
     // The next batch succeeds, right after the tree before the failure, and the failed entry
     // was never logged (it comes back new, not duplicate).
-    let again: Value = submit("lost")
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, again) = submit_http(&client, &base, &token, "lost").await;
     assert_eq!(again["results"][0]["status"], "new", "{again}");
     assert_eq!(again["results"][0]["index"], 1);
     let note = again["checkpoint"].as_str().expect("checkpoint");
@@ -336,6 +303,207 @@ async fn failed_storage_write_fails_the_batch_and_signs_nothing() {
         base64::engine::general_purpose::STANDARD.encode(log.store().root(2).expect("root"))
     );
     server.shutdown().await.expect("shutdown");
+}
+
+/// The front end that submits the batch whose write lands but reports a failure.
+#[derive(Clone, Copy, Debug)]
+enum Front {
+    Http,
+    Grpc,
+}
+
+/// A write that reaches the disk but reports an error leaves the disk state unknown to the
+/// writer: its submitter is told the append failed, the writer stops (every later append is
+/// refused, nothing is signed, reads go on), and a restart picks the landed batch up with a
+/// checkpoint consistent with every one signed before. Run once per front end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_failing_after_it_landed_stops_appends_until_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = add_token(dir.path());
+    let client = reqwest::Client::new();
+    let mut signed = BTreeMap::new();
+    // The size and name of the batch that landed in the previous round.
+    let mut landed: Option<(u64, String)> = None;
+    for front in [Some(Front::Http), Some(Front::Grpc), None] {
+        let server = start_server(dir.path()).await;
+        let base = format!("http://{}", server.http_addr());
+        let vkey = server.log().verifier().clone();
+        check_log(&base, &vkey, &[], &mut signed).await;
+        let (size, _) = verify_checkpoint(&served_checkpoint(&client, &base).await, &vkey);
+        if let Some((landed_size, name)) = &landed {
+            // After the restart the landed batch is in the log, and the log appends again.
+            assert_eq!(size, landed_size + 1, "the landed batch is in the log");
+            let (status, body) = submit_http(&client, &base, &token, name).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["results"][0]["status"], "duplicate", "{body}");
+            assert_eq!(body["results"][0]["index"], *landed_size, "{body}");
+            assert_eq!(get(&client, &base, "/healthz").await.0, 200);
+        }
+        let Some(front) = front else {
+            server.shutdown().await.expect("shutdown");
+            break;
+        };
+        for i in 0..2 {
+            let (status, body) =
+                submit_http(&client, &base, &token, &format!("{front:?}-{i}")).await;
+            assert_eq!(status, 200, "{body}");
+            let (s, r) = verify_checkpoint(body["checkpoint"].as_str().expect("cp"), &vkey);
+            assert!(signed.insert(s, r).is_none_or(|p| p == r));
+        }
+        let before = served_checkpoint(&client, &base).await;
+        let (size, root) = verify_checkpoint(&before, &vkey);
+        let store = server.log().store().clone();
+
+        // The submitter of the batch whose write landed is told it failed.
+        store.inject_write_failures(InjectedFailure::AfterWrite, 1);
+        let name = format!("{front:?}-landed");
+        refused(&client, &base, server.grpc_addr(), &token, &name, front).await;
+        assert!(store.writer_stopped());
+        let stored = store.latest_checkpoint().expect("read").map(|(s, _)| s);
+        assert_eq!(
+            stored,
+            Some(size + 1),
+            "the batch landed with its checkpoint"
+        );
+
+        // Every later append is refused on both front ends, a retry of the landed batch
+        // included, and nothing new is signed, stored or served.
+        for later in [name.as_str(), "later"] {
+            for front in [Front::Http, Front::Grpc] {
+                refused(&client, &base, server.grpc_addr(), &token, later, front).await;
+            }
+        }
+        assert_eq!(served_checkpoint(&client, &base).await, before);
+        assert_eq!(server.log().checkpoint().size, size);
+        assert_eq!(store.size(), size);
+        let stored = store.latest_checkpoint().expect("read").map(|(s, _)| s);
+        assert_eq!(
+            stored,
+            Some(size + 1),
+            "nothing stored after the landed batch"
+        );
+
+        // Health and metrics say the writer stopped.
+        let (status, reason) = get(&client, &base, "/healthz").await;
+        assert_eq!(status, 503);
+        assert_reason(&reason, "restart");
+        let (_, metrics) = get(&client, &base, "/metrics").await;
+        assert!(metrics.contains("btlog_writer_stopped 1"), "{metrics}");
+
+        // Reads of the published tree go on; the landed batch is not visible.
+        for path in [
+            format!("/tile/0/000.p/{size}"),
+            format!("/tile/entries/000.p/{size}"),
+        ] {
+            let (status, _) = get(&client, &base, &path).await;
+            assert_eq!(status, 200, "{path}");
+        }
+        let (status, _) = get(&client, &base, &format!("/tile/0/000.p/{}", size + 1)).await;
+        assert_eq!(status, 404);
+        let proof = get_json(
+            &client,
+            format!("{base}/v1/proof/inclusion?index=0&size={size}"),
+        )
+        .await;
+        let leaf = b64_hash(proof["leaf_hash"].as_str().expect("leaf hash"));
+        check_inclusion(&leaf, 0, size, &hashes(&proof["proof"]), &root);
+        let pkg = get_json(&client, format!("{base}/v1/packages/pkg:npm/{name}")).await;
+        assert_eq!(pkg["entries"], json!([]), "{pkg}");
+        let lookup = format!("/v1/lookup?package=pkg:npm/{name}&version=1&file=f");
+        assert_eq!(get(&client, &base, &lookup).await.0, 404);
+        check_log(&base, &vkey, &[], &mut signed).await;
+
+        drop(store);
+        server.shutdown().await.expect("shutdown");
+        landed = Some((size, name));
+    }
+}
+
+/// Submits publish entry `name` over `front` and checks it is refused as unavailable, with a
+/// one-line reason.
+async fn refused(
+    client: &reqwest::Client,
+    base: &str,
+    grpc: std::net::SocketAddr,
+    token: &str,
+    name: &str,
+    front: Front,
+) {
+    match front {
+        Front::Http => {
+            let (status, body) = submit_http(client, base, token, name).await;
+            assert_eq!(status, 503, "{body}");
+            assert_reason(body["error"].as_str().expect("reason"), "stopped");
+        }
+        Front::Grpc => {
+            let err = submit_grpc(grpc, token, name).await.expect_err("refused");
+            assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+            assert_reason(err.message(), "stopped");
+        }
+    }
+}
+
+/// Checks that an error reason is one non-empty line mentioning `want`.
+fn assert_reason(reason: &str, want: &str) {
+    let line = reason.strip_suffix('\n').unwrap_or(reason);
+    assert!(!line.is_empty() && !line.contains('\n'), "{reason:?}");
+    assert!(line.contains(want), "{reason:?}");
+}
+
+/// GET `path`: status and body text.
+async fn get(client: &reqwest::Client, base: &str, path: &str) -> (u16, String) {
+    let resp = client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("get");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("text"))
+}
+
+/// Submits publish entry `name` over HTTP: status and JSON body.
+async fn submit_http(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> (u16, Value) {
+    let body = json!({"entries": [publish(&format!("pkg:npm/{name}"), "1", "f", &digest(name))]});
+    let resp = client
+        .post(format!("{base}/v1/entries"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json"))
+}
+
+/// Submits publish entry `name` over gRPC, on a connection of its own.
+async fn submit_grpc(
+    addr: std::net::SocketAddr,
+    token: &str,
+    name: &str,
+) -> Result<tonic::Response<pb::AddEntriesResponse>, tonic::Status> {
+    let mut grpc = pb::log_client::LogClient::connect(format!("http://{addr}"))
+        .await
+        .expect("grpc");
+    let mut req = tonic::Request::new(pb::AddEntriesRequest {
+        entries: vec![pb::EntryFields {
+            kind: "publish".into(),
+            package: format!("pkg:npm/{name}"),
+            version: "1".into(),
+            file: "f".into(),
+            sha256: digest(name),
+            ..Default::default()
+        }],
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("meta"),
+    );
+    grpc.add_entries(req).await
 }
 
 async fn start_server(dir: &Path) -> btlog::api::Server {

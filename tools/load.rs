@@ -11,6 +11,11 @@
 //!   load (one ingest client, proof and tile readers) for M minutes and prints, every S seconds,
 //!   one JSON line with the server's RSS (`VmRSS`) and open file descriptors, from `/proc/PID`.
 //!
+//! - `btlog-load limits --dir DIR [--seconds S]` needs no server: it measures this machine's
+//!   ceilings (SHA-256 node and leaf hashes on one core, synced RocksDB batches of 1000 and of 1
+//!   in fresh databases under DIR, 4 KiB appends with fdatasync), S seconds each, prints them as
+//!   one JSON line and removes what it created under DIR (see `limits.rs`).
+//!
 //! Every reply is checked (status, result count, statuses, checkpoint size, proof validity,
 //! tile sizes), so a fast but wrong server cannot score: any bad reply aborts the run.
 
@@ -24,6 +29,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+// The crate root is tools/load.rs, so its modules would otherwise be looked up in tools/.
+#[path = "load/limits.rs"]
+mod limits;
 
 /// Load generator for btlog.
 #[derive(Parser)]
@@ -91,6 +100,15 @@ enum Command {
         /// Seconds between samples.
         #[arg(long, default_value_t = 30)]
         sample_secs: u64,
+    },
+    /// Measure this machine's hashing, synced-write and fsync rates (no server needed).
+    Limits {
+        /// Directory for the scratch databases and file (on the disk the log would use).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Seconds to measure each figure.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
 }
 
@@ -509,5 +527,6 @@ async fn main() -> Result<()> {
             minutes,
             sample_secs,
         } => soak(http, token, pid, minutes, sample_secs.max(1)).await,
+        Command::Limits { dir, seconds } => limits::run(&dir, seconds),
     }
 }

@@ -7,10 +7,12 @@ use crate::entry::{EntryFields, Identity};
 use crate::log::error::LogError;
 use crate::log::{self, Leaf, Log, SignedCheckpoint};
 use crate::merkle::tiles::{TileKind, MAX_LEVEL};
+use axum::http::{self, HeaderValue};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tower::util::MapResponseLayer;
 
 /// Serves gRPC on `listener` until `stopped` turns true, then drains requests in flight.
 pub async fn serve(
@@ -26,11 +28,30 @@ pub async fn serve(
     .max_decoding_message_size(limits.max_body_bytes);
     tonic::transport::Server::builder()
         .timeout(limits.request_timeout())
+        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_signal(stopped))
         .await
         .map_err(|e| e.to_string())
 }
+
+/// tonic refuses a request message over `max_decoding_message_size` before the service runs,
+/// with OUT_OF_RANGE; the gRPC status code guide, and SPEC §6 (413 maps to RESOURCE_EXHAUSTED),
+/// want RESOURCE_EXHAUSTED. The service never answers OUT_OF_RANGE itself, so that code is
+/// rewritten in the (trailers-only) error response; tonic's one-line message is kept.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = HeaderValue::from(Code::OutOfRange as i32);
+    if headers.get(GRPC_STATUS) == Some(&out_of_range) {
+        headers.insert(
+            GRPC_STATUS,
+            HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
+    response
+}
+
+const GRPC_STATUS: &str = "grpc-status";
 
 /// The `btlog.v1.Log` service over a [`Log`].
 pub struct GrpcLog {

@@ -24,8 +24,11 @@ use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const SHORT: &str = "public, max-age=2";
@@ -38,22 +41,25 @@ const MAX_HEAD_BYTES: usize = 64 << 10;
 ///
 /// One hyper connection per client (HTTP/1 or HTTP/2), with an HTTP/1 header read timeout
 /// (`limits.header_read_timeout_secs`) so slow-loris clients cannot hold connections open, and
-/// a bound on the request head;
-/// `axum::serve` sets no such timeout. Request bodies and handlers are bounded by the request
-/// timeout of [`router`].
+/// a bound on the request head; `axum::serve` sets no such timeout. Whatever the protocol, a
+/// connection with no request in flight for that same timeout is closed: one that sends nothing
+/// (not even enough to tell HTTP/1 from HTTP/2), an HTTP/2 session without streams, or one
+/// whose responses the client never reads. Request bodies and handlers are bounded by the
+/// request timeout of [`router`], and HTTP/2 streams per connection by hyper's default of 200.
 pub async fn serve(
     log: Log,
     listener: TcpListener,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    let idle = log.limits().header_read_timeout();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(log.limits().header_read_timeout())
+        .header_read_timeout(idle)
         // Bounds the request line and headers (431 beyond); bodies are streamed past it.
         .max_buf_size(MAX_HEAD_BYTES);
-    let service = TowerToHyperService::new(router(log));
+    let router = router(log);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop_signal(stopped));
     loop {
@@ -69,18 +75,79 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
+        let activity = Activity::new();
+        let counting = activity.clone();
+        let counted =
+            ServiceExt::<Request<hyper::body::Incoming>>::map_future(router.clone(), move |call| {
+                let in_flight = counting.begin();
+                async move {
+                    let response = call.await;
+                    drop(in_flight);
+                    response
+                }
+            });
+        let service = TowerToHyperService::new(counted);
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP connection closed with an error");
+            tokio::select! {
+                result = conn => if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP connection closed with an error");
+                },
+                () = activity.idle_for(idle) => {
+                    tracing::debug!(?idle, "closing an HTTP connection with no request in flight");
+                }
             }
         });
     }
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The requests in flight on one connection, and since when it has had none.
+#[derive(Clone)]
+struct Activity(Arc<Mutex<(usize, Instant)>>);
+
+/// One request in flight on a connection, until dropped.
+struct InFlight(Activity);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Arc::new(Mutex::new((0, Instant::now()))))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self) -> InFlight {
+        self.state().0 += 1;
+        InFlight(self.clone())
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let wait = match *self.state() {
+                (0, since) => idle.saturating_sub(since.elapsed()),
+                _ => idle,
+            };
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.0 -= 1;
+        state.1 = Instant::now();
+    }
 }
 
 /// The routes, with the body limit, request timeout and request counting applied.
@@ -94,7 +161,7 @@ pub fn router(log: Log) -> Router {
         .route("/v1/proof/consistency", get(consistency))
         .route("/v1/lookup", get(lookup))
         .route("/v1/packages/{*purl}", get(list_package))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { text_error(LogError::not_found("not found")) })
         .method_not_allowed_fallback(|| async {
@@ -451,6 +518,14 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `ok`, or 503 with the reason once the log cannot append.
+async fn health(State(log): State<Log>) -> Response {
+    match log.health() {
+        Ok(()) => "ok\n".into_response(),
+        Err(e) => text_error(e),
+    }
 }
 
 async fn metrics(State(log): State<Log>) -> Response {

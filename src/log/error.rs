@@ -95,13 +95,11 @@ impl From<StoreError> for LogError {
                     "storage write failed; nothing of this batch was logged; retry later",
                 )
             }
-            StoreError::WriterPoisoned => {
-                tracing::error!(error = %e, "append refused");
-                LogError::new(
-                    ErrorKind::Overloaded,
-                    "the log stopped appending after a storage failure; retry later",
-                )
-            }
+            // The store logged the failure once, at error level, when the writer stopped.
+            StoreError::WriterPoisoned => LogError::new(
+                ErrorKind::Overloaded,
+                "the log stopped appending after a storage failure (the last batch may be logged); retry once the log is restarted",
+            ),
             other => LogError::internal(&other),
         }
     }

@@ -1,5 +1,5 @@
 //! A small Prometheus registry of atomics: tree size, appends, batch sizes and latency,
-//! request counts by status, queue depth.
+//! request counts by status, queue depth, and whether the writer stopped.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,12 +58,18 @@ impl Metrics {
         *map.entry((api, status.to_string())).or_insert(0) += 1;
     }
 
-    /// The Prometheus text exposition, with the current `tree_size`.
-    pub fn render(&self, tree_size: u64) -> String {
+    /// The Prometheus text exposition, with the current `tree_size` and whether the writer
+    /// stopped after a storage failure (`btlog_writer_stopped` 1 until a restart).
+    pub fn render(&self, tree_size: u64, writer_stopped: bool) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
             "# TYPE btlog_tree_size gauge\nbtlog_tree_size {tree_size}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE btlog_writer_stopped gauge\nbtlog_writer_stopped {}",
+            u8::from(writer_stopped)
         );
         let _ = writeln!(
             out,
@@ -144,8 +150,9 @@ mod tests {
         let m = Metrics::default();
         m.record_batch(3, Duration::from_millis(2));
         m.record_request("http", 200);
-        let text = m.render(3);
+        let text = m.render(3, false);
         assert!(text.contains("btlog_tree_size 3"));
+        assert!(text.contains("btlog_writer_stopped 0"));
         assert!(text.contains("btlog_batch_entries_bucket{le=\"4\"} 1"));
         assert!(text.contains("btlog_batch_entries_bucket{le=\"1\"} 0"));
         assert!(text.contains("btlog_requests_total{api=\"http\",status=\"200\"} 1"));

@@ -139,7 +139,22 @@ impl Log {
 
     /// The Prometheus text of all metrics.
     pub fn render_metrics(&self) -> String {
-        self.inner.metrics.render(self.inner.store.size())
+        let store = &self.inner.store;
+        self.inner
+            .metrics
+            .render(store.size(), store.writer_stopped())
+    }
+
+    /// Whether the log can append: an error once the writer stopped after a storage failure
+    /// (reads are still served; a restart is needed to append again).
+    pub fn health(&self) -> Result<(), LogError> {
+        if self.inner.store.writer_stopped() {
+            return Err(LogError::new(
+                ErrorKind::Overloaded,
+                "the writer stopped after a storage failure; restart the log",
+            ));
+        }
+        Ok(())
     }
 
     /// Re-reads the tokens file (on SIGHUP); on error the old credentials stay in force.

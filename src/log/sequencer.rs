@@ -2,7 +2,9 @@
 //! thread gathers them into a group commit (bounded by entry count and a short delay),
 //! deduplicates each against the identity index and the batch itself, stages the new entries,
 //! signs the checkpoint for the staged tree and commits both in one synced write, and only then
-//! answers every submitter of the batch.
+//! answers every submitter of the batch. Once a write failed after it may have landed, the
+//! writer is stopped: later submissions are refused (503) without being planned or signed, until
+//! a restart reloads the tree from disk.
 
 use super::error::{ErrorKind, LogError};
 use super::metrics::Metrics;
@@ -10,7 +12,7 @@ use crate::checkpoint::Checkpoint;
 use crate::entry::{Entry, Kind};
 use crate::merkle::{self, Hash};
 use crate::note::Signer;
-use crate::store::{Appender, NewEntry, Store};
+use crate::store::{Appender, NewEntry, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -216,6 +218,14 @@ impl Writer {
     /// Plans every job against the log and the batch so far, commits the new entries with a
     /// freshly signed checkpoint, and answers each job.
     fn process(&mut self, jobs: Vec<Job>) {
+        // A stopped writer's indexes may hold a batch that landed but was never published, so
+        // planning against them would misreport; every job is refused before anything else.
+        if self.appender.store().writer_stopped() {
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::WriterPoisoned.into()));
+            }
+            return;
+        }
         let started = Instant::now();
         let mut pending = Pending::default();
         let mut accepted = Vec::with_capacity(jobs.len());

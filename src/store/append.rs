@@ -3,8 +3,8 @@
 
 use super::tile::Frontier;
 use super::{
-    leaf_key, package_prefix, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES, CF_IDENTITIES,
-    CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+    leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES,
+    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
 use crate::merkle::{leaf_hash, Hash};
 use rocksdb::{WriteBatch, WriteOptions};
@@ -55,16 +55,11 @@ impl Staged {
 pub struct Appender {
     store: Store,
     frontier: Frontier,
-    poisoned: bool,
 }
 
 impl Appender {
     pub(super) fn new(store: Store, frontier: Frontier) -> Self {
-        Appender {
-            store,
-            frontier,
-            poisoned: false,
-        }
+        Appender { store, frontier }
     }
 
     /// The store this writer appends to.
@@ -85,8 +80,12 @@ impl Appender {
     }
 
     /// Prepares `entries` for appending after the current tree. Nothing is written and the
-    /// writer is unchanged until [`Appender::commit`].
+    /// writer is unchanged until [`Appender::commit`]. A stopped writer stages nothing, so no
+    /// root is ever handed out to sign after [`StoreError::WriterPoisoned`].
     pub fn stage(&self, entries: &[NewEntry]) -> Result<Staged, StoreError> {
+        if self.store.writer_stopped() {
+            return Err(StoreError::WriterPoisoned);
+        }
         let start = self.frontier.size();
         let mut frontier = self.frontier.clone();
         let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(&e.data)).collect();
@@ -125,11 +124,12 @@ impl Appender {
     /// Writes a staged batch together with the checkpoint signed for it, synced, in one
     /// atomic write; only then does the new size become visible to readers. On error the
     /// writer and the readable log are unchanged ([`StoreError::WriteFailed`]). If the failed
-    /// write may still have reached the disk (the stored size moved), the writer refuses every
-    /// later append ([`StoreError::WriterPoisoned`]) rather than sign another tree at the same
-    /// size.
+    /// write may still have reached the disk (the stored size moved), the writer stops
+    /// ([`Store::writer_stopped`]) and refuses every later append
+    /// ([`StoreError::WriterPoisoned`]) rather than sign another tree at the same size; a
+    /// restart reloads the tree from disk, the landed batch included.
     pub fn commit(&mut self, mut staged: Staged, checkpoint: &str) -> Result<(), StoreError> {
-        if self.poisoned {
+        if self.store.writer_stopped() {
             return Err(StoreError::WriterPoisoned);
         }
         if staged.start != self.frontier.size() {
@@ -145,18 +145,23 @@ impl Appender {
         );
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        let written = if self.store.take_injected_failure() {
-            Err("injected write failure".to_owned())
-        } else {
+        let write = |batch| {
             self.store
                 .db()
-                .write_opt(staged.batch, &opts)
+                .write_opt(batch, &opts)
                 .map_err(|e| e.to_string())
+        };
+        let written = match self.store.take_injected_failure() {
+            None => write(staged.batch),
+            Some(InjectedFailure::BeforeWrite) => Err("injected write failure".to_owned()),
+            Some(InjectedFailure::AfterWrite) => {
+                write(staged.batch).and(Err("injected failure after the write".to_owned()))
+            }
         };
         if let Err(reason) = written {
             if self.stored_size() != Some(staged.start) {
-                self.poisoned = true;
-                tracing::error!(%reason, "append failed and the stored size moved; writer stopped");
+                self.store.stop_writer();
+                tracing::error!(%reason, "append failed and the stored size moved; writer stopped until restart");
                 return Err(StoreError::WriterPoisoned);
             }
             return Err(StoreError::WriteFailed(reason));

@@ -25,8 +25,8 @@ use crate::merkle::{self, Hash, HashReader, NodeId, ProofError};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tile::TileAddr;
 
 pub use append::{Appender, NewEntry, Staged};
@@ -94,6 +94,16 @@ pub enum StoreError {
     WriterPoisoned,
 }
 
+/// Where an injected write failure strikes; see [`Store::inject_write_failures`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedFailure {
+    /// The synced write fails before it reaches RocksDB: nothing of the batch is written.
+    BeforeWrite,
+    /// The batch is written, then the write reports an error (as a failed fsync after the data
+    /// reached the disk would): the stored size moved, and the writer stops.
+    AfterWrite,
+}
+
 impl From<tile::BadTile> for StoreError {
     fn from(e: tile::BadTile) -> Self {
         StoreError::Corrupt(e.to_string())
@@ -110,8 +120,10 @@ struct Inner {
     db: DB,
     size: AtomicU64,
     writer_taken: AtomicBool,
-    /// Appends still to fail on purpose; see [`Store::inject_write_failures`].
-    failures: AtomicU32,
+    /// Set once an append failed after its write may have landed; see [`Store::writer_stopped`].
+    writer_stopped: AtomicBool,
+    /// Appends still to fail on purpose, and where; see [`Store::inject_write_failures`].
+    failures: Mutex<Option<(InjectedFailure, u32)>>,
     /// Full upper-level tiles, for proofs.
     tile_cache: tile_cache::TileCache,
 }
@@ -157,7 +169,8 @@ impl Store {
                 db,
                 size: AtomicU64::new(size),
                 writer_taken: AtomicBool::new(false),
-                failures: AtomicU32::new(0),
+                writer_stopped: AtomicBool::new(false),
+                failures: Mutex::new(None),
                 tile_cache: tile_cache::TileCache::new(tile_cache::SLOTS),
             }),
         })
@@ -183,21 +196,39 @@ impl Store {
         self.inner.size.load(Ordering::Acquire)
     }
 
-    /// Test and operations hook: the next `n` appends fail at the storage boundary, in place of
-    /// their synced write, as a failing disk would make them. It exercises the failure path of
-    /// the writer on a live log (nothing of a failed batch is written or published, and the
-    /// next append succeeds); a runtime call rather than a cargo feature so the binary under
-    /// test is the one that ships, at the cost of one atomic load per batch.
-    pub fn inject_write_failures(&self, n: u32) {
-        self.inner.failures.store(n, Ordering::SeqCst);
+    /// Whether the writer stopped after an append failed once its write may have landed
+    /// ([`StoreError::WriterPoisoned`]): reads go on, appends are refused until the store is
+    /// reopened.
+    pub fn writer_stopped(&self) -> bool {
+        self.inner.writer_stopped.load(Ordering::Acquire)
+    }
+
+    fn stop_writer(&self) {
+        self.inner.writer_stopped.store(true, Ordering::Release);
+    }
+
+    /// Test and operations hook: the next `n` appends fail at the storage boundary, as a
+    /// failing disk would make them, either in place of their synced write or after it landed
+    /// (`at`). It exercises the failure paths of the writer on a live log; a runtime call rather
+    /// than a cargo feature so the binary under test is the one that ships, at the cost of one
+    /// uncontended lock per batch.
+    pub fn inject_write_failures(&self, at: InjectedFailure, n: u32) {
+        *self.failures() = (n > 0).then_some((at, n));
     }
 
     /// Takes one injected failure, if any are pending.
-    fn take_injected_failure(&self) -> bool {
+    fn take_injected_failure(&self) -> Option<InjectedFailure> {
+        let mut failures = self.failures();
+        let (at, n) = (*failures)?;
+        *failures = (n > 1).then_some((at, n - 1));
+        Some(at)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Option<(InjectedFailure, u32)>> {
         self.inner
             .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn publish_size(&self, size: u64) {
@@ -341,13 +372,15 @@ impl Store {
         Ok(None)
     }
 
-    /// Indexes of the entries for `package`, in log order, from `from` on, at most `limit`.
+    /// Indexes of the entries for `package` in the log, in log order, from `from` on, at most
+    /// `limit`.
     pub fn package_indexes(
         &self,
         package: &str,
         from: u64,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
+        let size = self.size();
         let prefix = package_prefix(package);
         let mut start = prefix.clone();
         start.extend_from_slice(&from.to_be_bytes());
@@ -364,7 +397,12 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            out.push(be_u64(index)?);
+            let index = be_u64(index)?;
+            // Keys of a batch written but not (yet, or ever) published are not in the log.
+            if index >= size {
+                break;
+            }
+            out.push(index);
         }
         Ok(out)
     }
