@@ -305,10 +305,25 @@ impl Entry {
         let text = std::str::from_utf8(bytes).map_err(|_| EntryError::NotUtf8)?;
         let values = split_lines(text)?;
         let entry = Entry::new(data_from_values(&values)?)?;
-        if entry.encode() != bytes {
+        if !entry.encodes_to(bytes) {
             return Err(EntryError::NonCanonical);
         }
         Ok(entry)
+    }
+
+    /// Whether `bytes` is exactly [`Entry::encode`], compared without encoding.
+    fn encodes_to(&self, bytes: &[u8]) -> bool {
+        let mut rest = bytes
+            .strip_prefix(HEADER.as_bytes())
+            .and_then(|r| r.strip_prefix(b"\n"));
+        self.for_each_line(|key, value| {
+            rest = rest
+                .and_then(|r| r.strip_prefix(key.as_bytes()))
+                .and_then(|r| r.strip_prefix(b" "))
+                .and_then(|r| r.strip_prefix(value.as_bytes()))
+                .and_then(|r| r.strip_prefix(b"\n"));
+        });
+        rest.is_some_and(<[u8]>::is_empty)
     }
 
     /// The index key of the entry's identity, [`Identity::key`].
@@ -446,14 +461,18 @@ pub fn parse_hex<const N: usize>(field: &'static str, s: &str) -> Result<[u8; N]
     if s.len() != 2 * N {
         return Err(invalid(field, format!("must be {} hex digits", 2 * N)));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(invalid(field, "must be lowercase hex"));
-    }
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).map_err(|_| invalid(field, "must be lowercase hex"))?;
+    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        *o = match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => hi << 4 | lo,
+            _ => return Err(invalid(field, "must be lowercase hex")),
+        };
+    }
     Ok(out)
 }
 

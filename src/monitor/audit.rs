@@ -24,7 +24,7 @@ use super::{LogMonitor, MonitorError};
 /// Entry bundles checked between commits of the state.
 const CHUNK_BUNDLES: u64 = 64;
 /// Bundles fetched and prepared concurrently.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 16;
 
 /// How an audit towards a checkpoint ended.
 #[derive(Debug, PartialEq, Eq)]
