@@ -20,7 +20,7 @@ use auth::Tokens;
 use error::{ErrorKind, LogError};
 use limits::RateLimiter;
 use metrics::Metrics;
-use sequencer::{BatchLimits, Sequencer};
+use sequencer::{BatchLimits, Sequencer, Submission};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
@@ -216,7 +216,8 @@ impl Log {
             credential
                 .check_package(&entry.package)
                 .map_err(|e| LogError::bad_input(format!("entry {i}: {}", e.message)))?;
-            let len = entry.encode().len();
+            let submission = Submission::new(entry);
+            let len = submission.data.len();
             if len > limits.max_entry_bytes {
                 return Err(LogError::new(
                     ErrorKind::TooLarge,
@@ -226,7 +227,7 @@ impl Log {
                     ),
                 ));
             }
-            checked.push(entry);
+            checked.push(submission);
         }
         let submit = self.inner.sequencer.submit(checked);
         tokio::time::timeout(limits.request_timeout(), submit)

@@ -341,10 +341,17 @@ impl Store {
 
     /// The index of the entry that claimed `identity`, if any.
     pub fn identity_index(&self, identity: &Hash) -> Result<Option<u64>, StoreError> {
+        Ok(self.identity_indexes(&[*identity])?.pop().flatten())
+    }
+
+    /// The index of the entry that claimed each of `identities`, if any, in one batched
+    /// lookup.
+    pub fn identity_indexes(&self, identities: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
         self.db()
-            .get_pinned_cf(self.cf(CF_IDENTITIES), identity)?
-            .map(|v| be_u64(&v))
-            .transpose()
+            .batched_multi_get_cf(self.cf(CF_IDENTITIES), identities, false)
+            .into_iter()
+            .map(|v| v?.map(|v| be_u64(&v)).transpose())
+            .collect()
     }
 
     /// The lowest index below `size` whose leaf hash is `leaf`, if any: one prefix scan of the
