@@ -1,45 +1,80 @@
 //! gRPC front end (tonic, `btlog.v1.Log`): the same operations as the HTTP API (SPEC §6),
 //! translated to and from [`crate::log`]; errors map through [`crate::log::error::ErrorKind::grpc_code`].
 
+use super::conn;
 use super::pb::{self, log_server};
-use super::stop_signal;
 use crate::entry::{EntryFields, Identity};
 use crate::log::error::LogError;
 use crate::log::{self, Leaf, Log, SignedCheckpoint};
 use crate::merkle::tiles::{TileKind, MAX_LEVEL};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{self, HeaderValue};
+use axum::middleware::{self, Next};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Routes;
 use tonic::{Code, Request, Response, Status};
-use tower::util::MapResponseLayer;
 
 /// Serves gRPC on `listener` until `stopped` turns true, then drains requests in flight.
-pub async fn serve(
-    log: Log,
-    listener: TcpListener,
-    stopped: watch::Receiver<bool>,
-) -> Result<(), String> {
+///
+/// HTTP/2 only, on the connection loop of the HTTP side ([`conn::serve`]) rather than tonic's
+/// `Server`, which closes neither a connection that never finishes the HTTP/2 preface nor one
+/// without streams. With `idle` the header read timeout (`limits.header_read_timeout_secs`):
+/// - a connection with nothing in flight for `idle` is closed: one that sends nothing or never
+///   finishes the preface, a session without streams, one whose responses are never read;
+/// - a stream waiting on the server (`WatchCheckpoints` between checkpoints) keeps its
+///   connection open as long as it lasts; instead the server pings after `idle` without reads
+///   and closes the connection if the ping is not answered within `idle`, so a vanished or
+///   stuck watcher is gone within 2 × `idle`. HTTP/2 pings also cover what TCP keepalive would;
+/// - a call is bounded by the request timeout until its response head ([`guard`]): a unary
+///   call whole, request message included, a server stream only until it starts;
+/// - streams per connection are bounded by hyper's default of 200 (tonic's `Server` set none).
+pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<bool>) {
     let limits = log.limits().clone();
+    let idle = limits.header_read_timeout();
     let service = log_server::LogServer::new(GrpcLog {
-        log,
+        log: log.clone(),
         stopped: stopped.clone(),
     })
     .max_decoding_message_size(limits.max_body_bytes);
-    tonic::transport::Server::builder()
-        .timeout(limits.request_timeout())
-        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_signal(stopped))
-        .await
-        .map_err(|e| e.to_string())
+    let router = Routes::new(service)
+        .prepare()
+        .into_axum_router()
+        .layer(middleware::from_fn_with_state(log, guard));
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle)
+        .keep_alive_timeout(idle);
+    conn::serve("grpc", listener, builder, router, idle, stopped).await;
+}
+
+/// Bounds a call by the request timeout (UNAVAILABLE, as HTTP answers 503) and gives an
+/// oversized request message its code.
+async fn guard(
+    State(log): State<Log>,
+    req: http::Request<Body>,
+    next: Next,
+) -> http::Response<Body> {
+    let timeout = log.limits().request_timeout();
+    let mut response = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => status(LogError::timed_out()).into_http(),
+    };
+    oversized_is_resource_exhausted(&mut response);
+    response
 }
 
 /// tonic refuses a request message over `max_decoding_message_size` before the service runs,
 /// with OUT_OF_RANGE; the gRPC status code guide, and SPEC §6 (413 maps to RESOURCE_EXHAUSTED),
 /// want RESOURCE_EXHAUSTED. The service never answers OUT_OF_RANGE itself, so that code is
 /// rewritten in the (trailers-only) error response; tonic's one-line message is kept.
-fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+fn oversized_is_resource_exhausted(response: &mut http::Response<Body>) {
     let headers = response.headers_mut();
     let out_of_range = HeaderValue::from(Code::OutOfRange as i32);
     if headers.get(GRPC_STATUS) == Some(&out_of_range) {
@@ -48,7 +83,11 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
             HeaderValue::from(Code::ResourceExhausted as i32),
         );
     }
-    response
+}
+
+/// A core error as a status with the kind's code.
+fn status(e: LogError) -> Status {
+    Status::new(e.kind.grpc_code(), e.message)
 }
 
 const GRPC_STATUS: &str = "grpc-status";
@@ -69,9 +108,7 @@ impl GrpcLog {
         self.log
             .metrics()
             .record_request("grpc", format!("{code:?}"));
-        result
-            .map(Response::new)
-            .map_err(|e| Status::new(e.kind.grpc_code(), e.message))
+        result.map(Response::new).map_err(status)
     }
 }
 

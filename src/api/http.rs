@@ -42,11 +42,7 @@ const MAX_HEAD_BYTES: usize = 64 << 10;
 /// streams, or one whose responses the client never reads. Request bodies and handlers are
 /// bounded by the request timeout of [`router`], and HTTP/2 streams per connection by hyper's
 /// default of 200.
-pub async fn serve(
-    log: Log,
-    listener: TcpListener,
-    stopped: watch::Receiver<bool>,
-) -> Result<(), String> {
+pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<bool>) {
     let idle = log.limits().header_read_timeout();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -56,7 +52,6 @@ pub async fn serve(
         // Bounds the request line and headers (431 beyond); bodies are streamed past it.
         .max_buf_size(MAX_HEAD_BYTES);
     conn::serve("http", listener, builder, router(log), idle, stopped).await;
-    Ok(())
 }
 
 /// The routes, with the body limit, request timeout and request counting applied.
@@ -90,7 +85,7 @@ async fn guard(State(log): State<Log>, req: Request, next: Next) -> Response {
     let timeout = log.limits().request_timeout();
     let response = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => text_error(LogError::new(ErrorKind::Overloaded, "request timed out")),
+        Err(_) => text_error(LogError::timed_out()),
     };
     log.metrics()
         .record_request("http", response.status().as_u16());
