@@ -380,6 +380,11 @@ async fn idle_and_stalled_grpc_connections_are_closed_but_watchers_stay() {
         answered < Duration::from_secs(4),
         "answered after {answered:?}"
     );
+    let counted = "btlog_requests_total{api=\"grpc\",status=\"Unavailable\"} 1";
+    assert!(
+        srv.log().render_metrics().contains(counted),
+        "timeout not counted"
+    );
 
     // A watcher whose client stops answering anything, pings included, once its stream is open.
     let deaf = Arc::new(AtomicBool::new(false));

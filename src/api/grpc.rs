@@ -54,8 +54,9 @@ pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<boo
     conn::serve("grpc", listener, builder, router, idle, stopped).await;
 }
 
-/// Bounds a call by the request timeout (UNAVAILABLE, as HTTP answers 503) and gives an
-/// oversized request message its code.
+/// Bounds a call by the request timeout (UNAVAILABLE, as HTTP answers 503), gives an oversized
+/// request message its code, and counts every call by status, also those refused before the
+/// service runs (an oversized or malformed message, an unknown method, a timeout).
 async fn guard(
     State(log): State<Log>,
     req: http::Request<Body>,
@@ -67,6 +68,12 @@ async fn guard(
         Err(_) => status(LogError::timed_out()).into_http(),
     };
     oversized_is_resource_exhausted(&mut response);
+    // A head without a status is a handler's success: its OK follows in the trailers.
+    let code = response
+        .headers()
+        .get(GRPC_STATUS)
+        .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
+    log.metrics().record_request("grpc", format!("{code:?}"));
     response
 }
 
@@ -98,18 +105,9 @@ pub struct GrpcLog {
     stopped: watch::Receiver<bool>,
 }
 
-impl GrpcLog {
-    /// Counts the outcome and turns a core error into a status with the kind's code.
-    fn reply<T>(&self, result: Result<T, LogError>) -> Result<Response<T>, Status> {
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(e) => e.kind.grpc_code(),
-        };
-        self.log
-            .metrics()
-            .record_request("grpc", format!("{code:?}"));
-        result.map(Response::new).map_err(status)
-    }
+/// A handler's outcome as a reply, a core error as a status with the kind's code.
+fn reply<T>(result: Result<T, LogError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(status)
 }
 
 fn checkpoint_msg(c: SignedCheckpoint) -> pb::Checkpoint {
@@ -162,7 +160,7 @@ impl log_server::Log for GrpcLog {
             })
             .collect();
         let outcome = self.log.submit(authorization.as_deref(), entries).await;
-        self.reply(outcome.map(|o| {
+        reply(outcome.map(|o| {
             pb::AddEntriesResponse {
                 checkpoint: o.checkpoint.note,
                 results: o
@@ -183,7 +181,7 @@ impl log_server::Log for GrpcLog {
         &self,
         _: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
-        self.reply(Ok(checkpoint_msg(self.log.checkpoint())))
+        reply(Ok(checkpoint_msg(self.log.checkpoint())))
     }
 
     async fn get_inclusion_proof(
@@ -207,7 +205,7 @@ impl log_server::Log for GrpcLog {
             })
         }
         .await;
-        self.reply(result)
+        reply(result)
     }
 
     async fn get_consistency_proof(
@@ -216,7 +214,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
         let r = request.into_inner();
         let proof = self.log.consistency_proof(r.from, r.to).await;
-        self.reply(proof.map(|p| pb::ConsistencyProof {
+        reply(proof.map(|p| pb::ConsistencyProof {
             from: r.from,
             to: r.to,
             proof: p.iter().map(|h| h.to_vec()).collect(),
@@ -229,7 +227,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
         let r = request.into_inner();
         let list = self.log.entries(r.start, r.end).await;
-        self.reply(list.map(|l| pb::GetEntriesResponse {
+        reply(list.map(|l| pb::GetEntriesResponse {
             entries: indexed(l),
         }))
     }
@@ -245,7 +243,7 @@ impl log_server::Log for GrpcLog {
             file: r.file,
         };
         let found = self.log.lookup(identity).await;
-        self.reply(found.map(|f| pb::LookupResponse {
+        reply(found.map(|f| pb::LookupResponse {
             index: f.index,
             entry: f.entry,
             proof: f.proof,
@@ -258,7 +256,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::ListPackageResponse>, Status> {
         let r = request.into_inner();
         let list = self.log.list_package(r.package, r.from).await;
-        self.reply(list.map(|l| pb::ListPackageResponse {
+        reply(list.map(|l| pb::ListPackageResponse {
             entries: indexed(l),
         }))
     }
@@ -280,7 +278,7 @@ impl log_server::Log for GrpcLog {
             }
             Err(e) => Err(e),
         };
-        self.reply(data.map(|data| pb::TileData { data }))
+        reply(data.map(|data| pb::TileData { data }))
     }
 
     async fn get_entry_bundle(
@@ -289,7 +287,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::TileData>, Status> {
         let r = request.into_inner();
         let data = self.log.tile(TileKind::Entries, r.index, r.width).await;
-        self.reply(data.map(|data| pb::TileData { data }))
+        reply(data.map(|data| pb::TileData { data }))
     }
 
     type WatchCheckpointsStream = ReceiverStream<Result<pb::Checkpoint, Status>>;
@@ -316,6 +314,6 @@ impl log_server::Log for GrpcLog {
                 }
             }
         });
-        self.reply(Ok(ReceiverStream::new(rx)))
+        reply(Ok(ReceiverStream::new(rx)))
     }
 }
