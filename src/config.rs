@@ -108,9 +108,10 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Longest a request may take, in seconds.
     pub request_timeout_secs: u64,
-    /// Longest an HTTP/1 client may take to send a request's headers, and longest any HTTP
-    /// connection may go without a request in flight, in seconds (slow or idle clients that
-    /// hold connections open are cut off after this).
+    /// Longest an HTTP/1 client may take to send a request's headers, and longest any HTTP or
+    /// gRPC connection may go with nothing in flight, in seconds (slow or idle clients that
+    /// hold connections open are cut off after this). A gRPC connection with a stream open is
+    /// pinged after this long without reads, and closed if the ping is not answered as long.
     pub header_read_timeout_secs: u64,
     /// Most entries returned by one read page (`/v1/entries`, `/v1/packages`).
     pub max_page: u64,
@@ -140,7 +141,7 @@ impl Limits {
         Duration::from_secs(self.request_timeout_secs)
     }
 
-    /// The HTTP/1 header read timeout as a duration.
+    /// The header read (and idle connection) timeout as a duration.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
     }

@@ -1,6 +1,7 @@
 //! Abuse: floods against the per-token rate limit and the bounded queue (honest traffic from
 //! another token still gets through), slow-loris clients cut off by the header read timeout,
-//! idle and stalled HTTP/2 connections (and ones that send nothing) closed,
+//! idle and stalled HTTP/2 connections (and ones that send nothing) closed on both front ends
+//! while gRPC checkpoint watchers stay,
 //! tokens kept out of the server's log output, and a readable private key refused.
 
 mod common;
@@ -12,9 +13,13 @@ use server::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 fn body(tag: &str, i: usize) -> serde_json::Value {
     let id = format!("{tag}-{i}");
@@ -151,8 +156,8 @@ async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> Du
 
 /// An HTTP/2 client session on `stream` with flow-control `window`, and a task that drives the
 /// connection and returns how long until the server closed it; panics past `limit`.
-async fn h2_session(
-    stream: tokio::net::TcpStream,
+async fn h2_session<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: T,
     window: u32,
     limit: Duration,
 ) -> (
@@ -243,6 +248,212 @@ async fn idle_and_stalled_http2_connections_are_closed() {
         .await
         .expect("checkpoint");
     assert_eq!(cp.status(), 200);
+    srv.shutdown().await.expect("shutdown");
+}
+
+/// A gRPC call to `method` of `btlog.v1.Log` for a raw HTTP/2 client.
+fn grpc_call(addr: std::net::SocketAddr, method: &str) -> axum::http::Request<()> {
+    axum::http::Request::post(format!("http://{addr}/btlog.v1.Log/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request")
+}
+
+/// A client socket that, once its switch is on, reads and discards everything: the HTTP/2
+/// client on it stops answering pings while its connection and streams stay open.
+struct Deaf {
+    stream: tokio::net::TcpStream,
+    deaf: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Deaf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.deaf.load(Ordering::Relaxed) {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            let mut discard = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut this.stream).poll_read(cx, &mut discard))?;
+            if discard.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Deaf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// gRPC clients are bounded like HTTP ones: a connection that sends nothing, an HTTP/2 session
+/// that opens no stream and one whose unary request body never ends (answered UNAVAILABLE by the
+/// request timeout) are closed once nothing has been in flight for the header read timeout, and
+/// a watcher that stops answering pings is closed by the keepalive. A real `WatchCheckpoints`
+/// client stays connected across several idle timeouts and still gets the next checkpoint, and
+/// a client whose idle connection was closed is served again on its next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_stalled_grpc_connections_are_closed_but_watchers_stay() {
+    use btlog::api::pb::{self, log_client::LogClient};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = add_token(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.limits.header_read_timeout_secs = 2;
+    cfg.limits.request_timeout_secs = 2;
+    let idle_timeout = Duration::from_secs(2);
+    let srv = start(&cfg).await;
+    let vkey = srv.log().verifier().clone();
+    let addr = srv.grpc_addr();
+    let url = format!("http://{addr}");
+    let connect = || async move { tokio::net::TcpStream::connect(addr).await.expect("connect") };
+    let limit = Duration::from_secs(8);
+
+    // A real watcher, and a client that is served once now and once after the idle timeout.
+    let watching = Instant::now();
+    let mut watcher = LogClient::connect(url.clone()).await.expect("connect");
+    let mut checkpoints = watcher
+        .watch_checkpoints(pb::WatchCheckpointsRequest {})
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = checkpoints.message().await.expect("stream").expect("open");
+    assert_eq!(verify_checkpoint(&first.checkpoint, &vkey).0, 0);
+    let mut other = LogClient::connect(url.clone()).await.expect("connect");
+    other
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("served");
+
+    // No bytes at all: not even the HTTP/2 preface.
+    let silent = tokio::spawn(closed_within(connect().await, limit));
+
+    // An HTTP/2 session (preface and settings) that never opens a stream.
+    let (_idle_client, idle) = h2_session(connect().await, 65_535, limit).await;
+
+    // A unary call whose request message never arrives: a 100-byte message announced, 1 sent.
+    let (mut client, stalled) = h2_session(connect().await, 65_535, limit).await;
+    let (response, mut body) = client
+        .send_request(grpc_call(addr, "AddEntries"), false)
+        .expect("stream");
+    body.send_data(
+        axum::body::Bytes::from_static(&[0, 0, 0, 0, 100, 10]),
+        false,
+    )
+    .expect("send");
+    let began = Instant::now();
+    let response = tokio::time::timeout(limit, response)
+        .await
+        .expect("answered in time")
+        .expect("response");
+    let answered = began.elapsed();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("grpc-status"), "14", "UNAVAILABLE: {response:?}");
+    assert!(header("grpc-message").contains("timed"), "{response:?}");
+    assert!(
+        answered < Duration::from_secs(4),
+        "answered after {answered:?}"
+    );
+    let counted = "btlog_requests_total{api=\"grpc\",status=\"Unavailable\"} 1";
+    assert!(
+        srv.log().render_metrics().contains(counted),
+        "timeout not counted"
+    );
+
+    // A watcher whose client stops answering anything, pings included, once its stream is open.
+    let deaf = Arc::new(AtomicBool::new(false));
+    let stream = Deaf {
+        stream: connect().await,
+        deaf: deaf.clone(),
+    };
+    let (mut client, unanswered) = h2_session(stream, 65_535, limit).await;
+    let (response, mut body) = client
+        .send_request(grpc_call(addr, "WatchCheckpoints"), false)
+        .expect("stream");
+    body.send_data(axum::body::Bytes::from_static(&[0; 5]), true)
+        .expect("send");
+    let response = tokio::time::timeout(limit, response)
+        .await
+        .expect("answered in time")
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    deaf.store(true, Ordering::Relaxed);
+
+    for (what, task) in [
+        ("silent", silent),
+        ("idle h2", idle),
+        ("stalled unary", stalled),
+        ("unanswered pings", unanswered),
+    ] {
+        let held = task.await.expect(what);
+        eprintln!("{what} connection closed after {held:?}");
+        assert!(
+            held < Duration::from_secs(6),
+            "{what} connection held for {held:?}"
+        );
+    }
+
+    // The watcher has been open for more than twice the idle timeout; an append reaches it.
+    let open = watching.elapsed();
+    if open < 3 * idle_timeout {
+        tokio::time::sleep(3 * idle_timeout - open).await;
+    }
+    let mut submitter = LogClient::connect(url).await.expect("connect");
+    let mut add = tonic::Request::new(pb::AddEntriesRequest {
+        entries: vec![pb::EntryFields {
+            kind: "publish".into(),
+            package: "pkg:npm/watched".into(),
+            version: "1".into(),
+            file: "f".into(),
+            sha256: digest("watched"),
+            ..Default::default()
+        }],
+    });
+    add.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    submitter.add_entries(add).await.expect("appended");
+    let next = tokio::time::timeout(Duration::from_secs(5), checkpoints.message())
+        .await
+        .expect("next checkpoint in time")
+        .expect("stream")
+        .expect("still open");
+    assert_eq!(verify_checkpoint(&next.checkpoint, &vkey).0, 1);
+    eprintln!("watcher open for {:?}", watching.elapsed());
+
+    // The other client's connection was idle longer than the timeout: its next call is served.
+    let cp = other
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("served after its idle connection was closed");
+    assert_eq!(verify_checkpoint(&cp.into_inner().checkpoint, &vkey).0, 1);
     srv.shutdown().await.expect("shutdown");
 }
 

@@ -252,7 +252,7 @@ async fn malformed_requests_get_4xx_and_change_nothing() {
         assert!((400..500).contains(&status), "{target:?}: {status}");
     }
 
-    grpc_cases(srv.grpc_addr(), &token).await;
+    grpc_cases(srv.grpc_addr(), srv.log(), &token).await;
 
     // Nothing changed, and the server still serves and accepts a good submission.
     assert_eq!(srv.log().checkpoint(), before);
@@ -321,7 +321,16 @@ fn pb_entry(f: impl FnOnce(&mut pb::EntryFields)) -> pb::EntryFields {
     e
 }
 
-async fn grpc_cases(addr: SocketAddr, token: &str) {
+/// How many gRPC calls the server counted with `status` in `btlog_requests_total`.
+fn grpc_count(log: &btlog::log::Log, status: &str) -> u64 {
+    let series = format!("btlog_requests_total{{api=\"grpc\",status=\"{status}\"}} ");
+    log.render_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.parse().expect("count"))
+}
+
+async fn grpc_cases(addr: SocketAddr, log: &btlog::log::Log, token: &str) {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -343,6 +352,8 @@ async fn grpc_cases(addr: SocketAddr, token: &str) {
     };
     let mut enc = prost::Message::encode_to_vec(&truncated);
     enc.truncate(5);
+    // Refused before the service runs, like the oversized message below, and counted anyway.
+    let invalid = grpc_count(log, "InvalidArgument");
     let raw_cases: Vec<(&str, tonic::Status)> = vec![
         (
             "wrong wire type",
@@ -378,6 +389,7 @@ async fn grpc_cases(addr: SocketAddr, token: &str) {
     for (name, status) in raw_cases {
         expect(name, status, &[Code::InvalidArgument]);
     }
+    assert_eq!(grpc_count(log, "InvalidArgument"), invalid + 4);
 
     let bad = Code::InvalidArgument;
     let entries: Vec<(&str, Vec<pb::EntryFields>, &[Code])> = vec![
@@ -445,6 +457,7 @@ async fn grpc_cases(addr: SocketAddr, token: &str) {
     }
     // Tonic refuses an oversized message before decoding it, with OUT_OF_RANGE; the server
     // rewrites the code to RESOURCE_EXHAUSTED (gRPC's code for it, and SPEC §6's 413).
+    let exhausted = grpc_count(log, "ResourceExhausted");
     let oversized = (0..4)
         .map(|_| pb_entry(|e| e.publisher = Some("p".repeat(MAX_BODY / 3))))
         .collect();
@@ -454,6 +467,7 @@ async fn grpc_cases(addr: SocketAddr, token: &str) {
         .expect_err("oversized message");
     assert!(status.message().contains("too large"), "{status:?}");
     expect("oversized message", status, &[Code::ResourceExhausted]);
+    assert_eq!(grpc_count(log, "ResourceExhausted"), exhausted + 1);
     let unauth = client
         .add_entries(pb::AddEntriesRequest {
             entries: vec![pb_entry(|_| ())],

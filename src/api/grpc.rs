@@ -1,45 +1,87 @@
 //! gRPC front end (tonic, `btlog.v1.Log`): the same operations as the HTTP API (SPEC §6),
 //! translated to and from [`crate::log`]; errors map through [`crate::log::error::ErrorKind::grpc_code`].
 
+use super::conn;
 use super::pb::{self, log_server};
-use super::stop_signal;
 use crate::entry::{EntryFields, Identity};
 use crate::log::error::LogError;
 use crate::log::{self, Leaf, Log, SignedCheckpoint};
 use crate::merkle::tiles::{TileKind, MAX_LEVEL};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{self, HeaderValue};
+use axum::middleware::{self, Next};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Routes;
 use tonic::{Code, Request, Response, Status};
-use tower::util::MapResponseLayer;
 
 /// Serves gRPC on `listener` until `stopped` turns true, then drains requests in flight.
-pub async fn serve(
-    log: Log,
-    listener: TcpListener,
-    stopped: watch::Receiver<bool>,
-) -> Result<(), String> {
+///
+/// HTTP/2 only, on the connection loop of the HTTP side ([`conn::serve`]) rather than tonic's
+/// `Server`, which closes neither a connection that never finishes the HTTP/2 preface nor one
+/// without streams. With `idle` the header read timeout (`limits.header_read_timeout_secs`):
+/// - a connection with nothing in flight for `idle` is closed: one that sends nothing or never
+///   finishes the preface, a session without streams, one whose responses are never read;
+/// - a stream waiting on the server (`WatchCheckpoints` between checkpoints) keeps its
+///   connection open as long as it lasts; instead the server pings after `idle` without reads
+///   and closes the connection if the ping is not answered within `idle`, so a vanished or
+///   stuck watcher is gone within 2 × `idle`. HTTP/2 pings also cover what TCP keepalive would;
+/// - a call is bounded by the request timeout until its response head ([`guard`]): a unary
+///   call whole, request message included, a server stream only until it starts;
+/// - streams per connection are bounded by hyper's default of 200 (tonic's `Server` set none).
+pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<bool>) {
     let limits = log.limits().clone();
+    let idle = limits.header_read_timeout();
     let service = log_server::LogServer::new(GrpcLog {
-        log,
+        log: log.clone(),
         stopped: stopped.clone(),
     })
     .max_decoding_message_size(limits.max_body_bytes);
-    tonic::transport::Server::builder()
-        .timeout(limits.request_timeout())
-        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_signal(stopped))
-        .await
-        .map_err(|e| e.to_string())
+    let router = Routes::new(service)
+        .prepare()
+        .into_axum_router()
+        .layer(middleware::from_fn_with_state(log, guard));
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle)
+        .keep_alive_timeout(idle);
+    conn::serve("grpc", listener, builder, router, idle, stopped).await;
+}
+
+/// Bounds a call by the request timeout (UNAVAILABLE, as HTTP answers 503), gives an oversized
+/// request message its code, and counts every call by status, also those refused before the
+/// service runs (an oversized or malformed message, an unknown method, a timeout).
+async fn guard(
+    State(log): State<Log>,
+    req: http::Request<Body>,
+    next: Next,
+) -> http::Response<Body> {
+    let timeout = log.limits().request_timeout();
+    let mut response = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => status(LogError::timed_out()).into_http(),
+    };
+    oversized_is_resource_exhausted(&mut response);
+    // A head without a status is a handler's success: its OK follows in the trailers.
+    let code = response
+        .headers()
+        .get(GRPC_STATUS)
+        .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
+    log.metrics().record_request("grpc", format!("{code:?}"));
+    response
 }
 
 /// tonic refuses a request message over `max_decoding_message_size` before the service runs,
 /// with OUT_OF_RANGE; the gRPC status code guide, and SPEC §6 (413 maps to RESOURCE_EXHAUSTED),
 /// want RESOURCE_EXHAUSTED. The service never answers OUT_OF_RANGE itself, so that code is
 /// rewritten in the (trailers-only) error response; tonic's one-line message is kept.
-fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+fn oversized_is_resource_exhausted(response: &mut http::Response<Body>) {
     let headers = response.headers_mut();
     let out_of_range = HeaderValue::from(Code::OutOfRange as i32);
     if headers.get(GRPC_STATUS) == Some(&out_of_range) {
@@ -48,7 +90,11 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
             HeaderValue::from(Code::ResourceExhausted as i32),
         );
     }
-    response
+}
+
+/// A core error as a status with the kind's code.
+fn status(e: LogError) -> Status {
+    Status::new(e.kind.grpc_code(), e.message)
 }
 
 const GRPC_STATUS: &str = "grpc-status";
@@ -59,20 +105,9 @@ pub struct GrpcLog {
     stopped: watch::Receiver<bool>,
 }
 
-impl GrpcLog {
-    /// Counts the outcome and turns a core error into a status with the kind's code.
-    fn reply<T>(&self, result: Result<T, LogError>) -> Result<Response<T>, Status> {
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(e) => e.kind.grpc_code(),
-        };
-        self.log
-            .metrics()
-            .record_request("grpc", format!("{code:?}"));
-        result
-            .map(Response::new)
-            .map_err(|e| Status::new(e.kind.grpc_code(), e.message))
-    }
+/// A handler's outcome as a reply, a core error as a status with the kind's code.
+fn reply<T>(result: Result<T, LogError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(status)
 }
 
 fn checkpoint_msg(c: SignedCheckpoint) -> pb::Checkpoint {
@@ -125,7 +160,7 @@ impl log_server::Log for GrpcLog {
             })
             .collect();
         let outcome = self.log.submit(authorization.as_deref(), entries).await;
-        self.reply(outcome.map(|o| {
+        reply(outcome.map(|o| {
             pb::AddEntriesResponse {
                 checkpoint: o.checkpoint.note,
                 results: o
@@ -146,7 +181,7 @@ impl log_server::Log for GrpcLog {
         &self,
         _: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
-        self.reply(Ok(checkpoint_msg(self.log.checkpoint())))
+        reply(Ok(checkpoint_msg(self.log.checkpoint())))
     }
 
     async fn get_inclusion_proof(
@@ -170,7 +205,7 @@ impl log_server::Log for GrpcLog {
             })
         }
         .await;
-        self.reply(result)
+        reply(result)
     }
 
     async fn get_consistency_proof(
@@ -179,7 +214,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
         let r = request.into_inner();
         let proof = self.log.consistency_proof(r.from, r.to).await;
-        self.reply(proof.map(|p| pb::ConsistencyProof {
+        reply(proof.map(|p| pb::ConsistencyProof {
             from: r.from,
             to: r.to,
             proof: p.iter().map(|h| h.to_vec()).collect(),
@@ -192,7 +227,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
         let r = request.into_inner();
         let list = self.log.entries(r.start, r.end).await;
-        self.reply(list.map(|l| pb::GetEntriesResponse {
+        reply(list.map(|l| pb::GetEntriesResponse {
             entries: indexed(l),
         }))
     }
@@ -208,7 +243,7 @@ impl log_server::Log for GrpcLog {
             file: r.file,
         };
         let found = self.log.lookup(identity).await;
-        self.reply(found.map(|f| pb::LookupResponse {
+        reply(found.map(|f| pb::LookupResponse {
             index: f.index,
             entry: f.entry,
             proof: f.proof,
@@ -221,7 +256,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::ListPackageResponse>, Status> {
         let r = request.into_inner();
         let list = self.log.list_package(r.package, r.from).await;
-        self.reply(list.map(|l| pb::ListPackageResponse {
+        reply(list.map(|l| pb::ListPackageResponse {
             entries: indexed(l),
         }))
     }
@@ -243,7 +278,7 @@ impl log_server::Log for GrpcLog {
             }
             Err(e) => Err(e),
         };
-        self.reply(data.map(|data| pb::TileData { data }))
+        reply(data.map(|data| pb::TileData { data }))
     }
 
     async fn get_entry_bundle(
@@ -252,7 +287,7 @@ impl log_server::Log for GrpcLog {
     ) -> Result<Response<pb::TileData>, Status> {
         let r = request.into_inner();
         let data = self.log.tile(TileKind::Entries, r.index, r.width).await;
-        self.reply(data.map(|data| pb::TileData { data }))
+        reply(data.map(|data| pb::TileData { data }))
     }
 
     type WatchCheckpointsStream = ReceiverStream<Result<pb::Checkpoint, Status>>;
@@ -279,6 +314,6 @@ impl log_server::Log for GrpcLog {
                 }
             }
         });
-        self.reply(Ok(ReceiverStream::new(rx)))
+        reply(Ok(ReceiverStream::new(rx)))
     }
 }

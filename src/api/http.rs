@@ -1,7 +1,7 @@
 //! HTTP front end (axum): the C2SP tlog-tiles read API (SPEC §4), the `/v1` JSON API (SPEC §6),
 //! `/healthz` and `/metrics`. Handlers only translate; the rules are in [`crate::log`].
 
-use super::stop_signal;
+use super::conn;
 use crate::entry::{EntryFields, Identity};
 use crate::log::error::{ErrorKind, LogError};
 use crate::log::{self, Leaf, Log, SubmitOutcome};
@@ -17,18 +17,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const SHORT: &str = "public, max-age=2";
@@ -42,15 +37,12 @@ const MAX_HEAD_BYTES: usize = 64 << 10;
 /// One hyper connection per client (HTTP/1 or HTTP/2), with an HTTP/1 header read timeout
 /// (`limits.header_read_timeout_secs`) so slow-loris clients cannot hold connections open, and
 /// a bound on the request head; `axum::serve` sets no such timeout. Whatever the protocol, a
-/// connection with no request in flight for that same timeout is closed: one that sends nothing
-/// (not even enough to tell HTTP/1 from HTTP/2), an HTTP/2 session without streams, or one
-/// whose responses the client never reads. Request bodies and handlers are bounded by the
-/// request timeout of [`router`], and HTTP/2 streams per connection by hyper's default of 200.
-pub async fn serve(
-    log: Log,
-    listener: TcpListener,
-    stopped: watch::Receiver<bool>,
-) -> Result<(), String> {
+/// connection with nothing in flight for that same timeout is closed ([`conn::serve`]): one
+/// that sends nothing (not even enough to tell HTTP/1 from HTTP/2), an HTTP/2 session without
+/// streams, or one whose responses the client never reads. Request bodies and handlers are
+/// bounded by the request timeout of [`router`], and HTTP/2 streams per connection by hyper's
+/// default of 200.
+pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<bool>) {
     let idle = log.limits().header_read_timeout();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -59,95 +51,7 @@ pub async fn serve(
         .header_read_timeout(idle)
         // Bounds the request line and headers (431 beyond); bodies are streamed past it.
         .max_buf_size(MAX_HEAD_BYTES);
-    let router = router(log);
-    let graceful = GracefulShutdown::new();
-    let mut stop = std::pin::pin!(stop_signal(stopped));
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let activity = Activity::new();
-        let counting = activity.clone();
-        let counted =
-            ServiceExt::<Request<hyper::body::Incoming>>::map_future(router.clone(), move |call| {
-                let in_flight = counting.begin();
-                async move {
-                    let response = call.await;
-                    drop(in_flight);
-                    response
-                }
-            });
-        let service = TowerToHyperService::new(counted);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            tokio::select! {
-                result = conn => if let Err(e) = result {
-                    tracing::debug!(error = %e, "HTTP connection closed with an error");
-                },
-                () = activity.idle_for(idle) => {
-                    tracing::debug!(?idle, "closing an HTTP connection with no request in flight");
-                }
-            }
-        });
-    }
-    graceful.shutdown().await;
-    Ok(())
-}
-
-/// The requests in flight on one connection, and since when it has had none.
-#[derive(Clone)]
-struct Activity(Arc<Mutex<(usize, Instant)>>);
-
-/// One request in flight on a connection, until dropped.
-struct InFlight(Activity);
-
-impl Activity {
-    fn new() -> Self {
-        Activity(Arc::new(Mutex::new((0, Instant::now()))))
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn begin(&self) -> InFlight {
-        self.state().0 += 1;
-        InFlight(self.clone())
-    }
-
-    /// Resolves once the connection has had no request in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let wait = match *self.state() {
-                (0, since) => idle.saturating_sub(since.elapsed()),
-                _ => idle,
-            };
-            if wait.is_zero() {
-                return;
-            }
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut state = self.0.state();
-        state.0 -= 1;
-        state.1 = Instant::now();
-    }
+    conn::serve("http", listener, builder, router(log), idle, stopped).await;
 }
 
 /// The routes, with the body limit, request timeout and request counting applied.
@@ -181,7 +85,7 @@ async fn guard(State(log): State<Log>, req: Request, next: Next) -> Response {
     let timeout = log.limits().request_timeout();
     let response = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => text_error(LogError::new(ErrorKind::Overloaded, "request timed out")),
+        Err(_) => text_error(LogError::timed_out()),
     };
     log.metrics()
         .record_request("http", response.status().as_u16());

@@ -2,6 +2,7 @@
 //! translate between their wire format and [`crate::log::Log`]; [`Server`] runs them together.
 
 pub mod codec;
+mod conn;
 pub mod grpc;
 pub mod http;
 
@@ -28,7 +29,7 @@ pub enum ServeError {
     /// The log could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
-    /// A front end failed while serving.
+    /// A server task failed (panicked).
     #[error("{0} server: {1}")]
     Serve(&'static str, String),
 }
@@ -39,7 +40,7 @@ pub struct Server {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl Server {
@@ -103,8 +104,7 @@ impl Server {
         for (name, task) in self.tasks {
             let abort = task.abort_handle();
             match tokio::time::timeout(grace, task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => result = Err(ServeError::Serve(name, e)),
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => result = Err(ServeError::Serve(name, e.to_string())),
                 Err(_) => {
                     tracing::warn!(server = name, "requests still running at shutdown; aborted");

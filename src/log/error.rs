@@ -76,6 +76,11 @@ impl LogError {
         Self::new(ErrorKind::NotFound, message)
     }
 
+    /// The request timeout ran out (503 / UNAVAILABLE).
+    pub fn timed_out() -> Self {
+        Self::new(ErrorKind::Overloaded, "request timed out")
+    }
+
     /// Server-side failure; the details go to the log, not to the client.
     pub fn internal(err: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
