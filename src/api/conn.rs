@@ -51,6 +51,11 @@ pub(crate) async fn serve(
             },
             () = &mut stop => break,
         };
+        // Replies are written whole; waiting for the client's ACK of the previous segment
+        // (Nagle) only adds latency to small ones.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(api, error = %e, "setting TCP_NODELAY failed");
+        }
         let activity = Activity::new();
         let counting = activity.clone();
         let counted = ServiceExt::<Request<Incoming>>::map_future(router.clone(), move |call| {

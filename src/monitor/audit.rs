@@ -22,7 +22,7 @@ use super::watch::Watcher;
 use super::{LogMonitor, MonitorError};
 
 /// Entry bundles checked between commits of the state.
-const CHUNK_BUNDLES: u64 = 64;
+const CHUNK_BUNDLES: u64 = 256;
 /// Bundles fetched and prepared concurrently.
 const CONCURRENCY: usize = 16;
 
