@@ -7,8 +7,9 @@
 //! - `btlog-load read --http URL --kind proofs|tiles|lookups --requests N --concurrency C`
 //!   does the same for reads.
 //!
-//! - `btlog-load soak --http URL --token T --pid PID --minutes M [--sample-secs S]` runs mixed
-//!   load (one ingest client, proof and tile readers) for M minutes and prints, every S seconds,
+//! - `btlog-load soak --http URL --token T --pid PID --minutes M [--sample-secs S] [--writes-per-s W]`
+//!   runs mixed load (one ingest client sending W requests of 20 entries a second, proof and
+//!   tile readers) for M minutes and prints, every S seconds,
 //!   one JSON line with the server's RSS (`VmRSS`) and open file descriptors, from `/proc/PID`.
 //!
 //! - `btlog-load limits --dir DIR [--seconds S]` needs no server: it measures this machine's
@@ -100,6 +101,10 @@ enum Command {
         /// Seconds between samples.
         #[arg(long, default_value_t = 30)]
         sample_secs: u64,
+        /// Submissions of 20 entries per second; the default stays under the default
+        /// per-token rate limit (50/s).
+        #[arg(long, default_value_t = 10)]
+        writes_per_s: u32,
     },
     /// Measure this machine's hashing, synced-write and fsync rates (no server needed).
     Limits {
@@ -438,7 +443,14 @@ fn sample(pid: u32) -> Result<(u64, usize)> {
     Ok((rss, fds))
 }
 
-async fn soak(url: String, token: String, pid: u32, minutes: f64, every: u64) -> Result<()> {
+async fn soak(
+    url: String,
+    token: String,
+    pid: u32,
+    minutes: f64,
+    every: u64,
+    pace: Duration,
+) -> Result<()> {
     let http = btlog::client::Http::new(&url)?;
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(minutes * 60.0);
@@ -447,8 +459,7 @@ async fn soak(url: String, token: String, pid: u32, minutes: f64, every: u64) ->
     let writer = {
         let (mut sub, done) = (Submitter::Http(http.clone(), token), done.clone());
         tokio::spawn(async move {
-            // 10 requests/s of 20 entries: under the default per-token rate limit (50/s).
-            let mut pace = tokio::time::interval(Duration::from_millis(100));
+            let mut pace = tokio::time::interval(pace);
             let mut i = 0;
             while Instant::now() < until {
                 pace.tick().await;
@@ -526,7 +537,11 @@ async fn main() -> Result<()> {
             pid,
             minutes,
             sample_secs,
-        } => soak(http, token, pid, minutes, sample_secs.max(1)).await,
+            writes_per_s,
+        } => {
+            let pace = Duration::from_secs(1) / writes_per_s.max(1);
+            soak(http, token, pid, minutes, sample_secs.max(1), pace).await
+        }
         Command::Limits { dir, seconds } => limits::run(&dir, seconds),
     }
 }
