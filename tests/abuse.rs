@@ -91,11 +91,23 @@ async fn bounded_queue_refuses_with_503_and_recovers() {
     let registry = add_token(dir.path());
     let mut cfg = config(dir.path());
     cfg.limits.queue_depth = 2;
-    cfg.limits.batch_delay_ms = 200;
+    cfg.limits.batch_delay_ms = 1;
     cfg.limits.rate_burst = 1000;
     let srv = start(&cfg).await;
     let base = format!("http://{}", srv.http_addr());
+    // The writer's next synced write stalls (a slow disk), so the flood meets a full queue
+    // however fast the writer otherwise drains it.
+    srv.log().store().inject_write_failures(
+        btlog::store::InjectedFailure::Stall(Duration::from_secs(3)),
+        1,
+    );
+    let stalled = {
+        let (base, flooder) = (base.clone(), flooder.clone());
+        tokio::spawn(async move { flood(&base, &flooder, "stalled", 1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = flood(&base, &flooder, "flood", 100).await;
+    assert_eq!(stalled.await.expect("task"), BTreeMap::from([(200, 1)]));
     assert!(counts.get(&503).copied().unwrap_or(0) > 0, "{counts:?}");
     assert!(counts.get(&200).copied().unwrap_or(0) > 0, "{counts:?}");
     assert!(counts.keys().all(|s| [200, 503].contains(s)), "{counts:?}");

@@ -157,6 +157,10 @@ impl Appender {
             Some(InjectedFailure::AfterWrite) => {
                 write(staged.batch).and(Err("injected failure after the write".to_owned()))
             }
+            Some(InjectedFailure::Stall(pause)) => {
+                std::thread::sleep(pause);
+                write(staged.batch)
+            }
         };
         if let Err(reason) = written {
             if self.stored_size() != Some(staged.start) {

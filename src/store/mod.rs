@@ -102,6 +102,9 @@ pub enum InjectedFailure {
     /// The batch is written, then the write reports an error (as a failed fsync after the data
     /// reached the disk would): the stored size moved, and the writer stops.
     AfterWrite,
+    /// The synced write stalls this long (a disk that stopped answering for a while), then
+    /// succeeds.
+    Stall(std::time::Duration),
 }
 
 impl From<tile::BadTile> for StoreError {
