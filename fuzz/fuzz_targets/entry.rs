@@ -7,6 +7,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(entry) = Entry::parse(data) {
         assert_eq!(entry.encode(), data, "accepted a non-canonical entry");
-        let _ = entry.identity().key();
+        assert_eq!(entry.identity_key(), entry.identity().key());
     }
 });
