@@ -74,10 +74,8 @@ impl LogMonitor {
         }
         let start = self.state.progress.size();
         let bar = self.progress_bar(n - start);
-        let saved = self.state.progress.clone();
         let result = self.read_bundles(src, n, &bar).await;
         if !matches!(result, Ok(true)) {
-            self.restore(&saved);
             bar.abandon();
             return result.map(|_| Outcome::BadData);
         }
@@ -95,8 +93,8 @@ impl LogMonitor {
     }
 
     /// Reads and checks every bundle from the position up to size `n`, committing the state
-    /// every [`CHUNK_BUNDLES`]. False when a bundle was bad (alerted); on false or an error the
-    /// caller rolls back to the last commit.
+    /// every [`CHUNK_BUNDLES`]. False when a bundle was bad (alerted). On false or an error the
+    /// progress goes back to the last commit, so only the unfinished chunk is read again.
     async fn read_bundles(
         &mut self,
         src: usize,
@@ -112,36 +110,62 @@ impl LogMonitor {
         let mut bundles = stream::iter(checks.start / TILE_WIDTH..n.div_ceil(TILE_WIDTH))
             .map(|b| tokio::spawn(prepare(client.clone(), b, n, checks.clone())))
             .buffered(CONCURRENCY);
-        let mut committed = self.state.progress.size();
+        let mut saved = self.state.progress.clone();
         while let Some(joined) = bundles.next().await {
-            let bundle = match joined {
+            let fetched = match joined {
                 Ok(fetched) => fetched,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            let bundle = match bundle {
-                Ok(bundle) => bundle,
-                Err(TilesError::Malformed { path, reason }) => {
-                    let details = format!("{}/{path}: {reason}", client.base());
-                    self.alert(AlertKind::TileMismatch, None, details).await;
-                    return Ok(false);
-                }
-                Err(e) => return Err(e.into()),
+            let outcome = match self.take(fetched, &client).await {
+                Ok(true) => self.commit_if_due(&mut saved, n, bar),
+                other => other,
             };
-            if !self.check_bundle(bundle).await? {
-                return Ok(false);
-            }
-            let position = self.state.progress.size();
-            if position - committed >= CHUNK_BUNDLES * TILE_WIDTH || position == n {
-                self.index.commit(position)?;
-                self.save()?;
-                self.sink.add_checked(&self.origin, position - committed);
-                bar.inc(position - committed);
-                if bar.is_hidden() {
-                    tracing::info!(log = %self.origin, position, target = n, "audited");
-                }
-                committed = position;
+            if !matches!(outcome, Ok(true)) {
+                self.restore(&saved);
+                return outcome;
             }
         }
+        Ok(true)
+    }
+
+    /// Checks one fetched bundle; false when it was bad (alerted).
+    async fn take(
+        &mut self,
+        fetched: Result<Bundle, TilesError>,
+        client: &TileClient,
+    ) -> Result<bool, MonitorError> {
+        match fetched {
+            Ok(bundle) => self.check_bundle(bundle).await,
+            Err(TilesError::Malformed { path, reason }) => {
+                let details = format!("{}/{path}: {reason}", client.base());
+                self.alert(AlertKind::TileMismatch, None, details).await;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Commits the index and the state once a chunk is done (or the audit reached `n`), and
+    /// moves `saved` there.
+    fn commit_if_due(
+        &mut self,
+        saved: &mut Frontier,
+        n: u64,
+        bar: &ProgressBar,
+    ) -> Result<bool, MonitorError> {
+        let position = self.state.progress.size();
+        let done = position - saved.size();
+        if done < CHUNK_BUNDLES * TILE_WIDTH && position < n {
+            return Ok(true);
+        }
+        self.index.commit(position)?;
+        self.save()?;
+        self.sink.add_checked(&self.origin, done);
+        bar.inc(done);
+        if bar.is_hidden() {
+            tracing::info!(log = %self.origin, position, target = n, "audited");
+        }
+        *saved = self.state.progress.clone();
         Ok(true)
     }
 
