@@ -281,10 +281,11 @@ enum Tamper {
     None,
     Bundle,
     Tile,
+    UpperTile,
 }
 
 /// A tiny HTTP proxy in front of `upstream` that counts entry bundle requests and can alter
-/// one byte of entry bundle 0 or of level-0 tile 0.
+/// one byte of entry bundle 0, of level-0 tile 0 or of level-1 tile 0.
 async fn proxy(upstream: String, tamper: Tamper, bundles: Arc<AtomicUsize>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -314,6 +315,7 @@ async fn proxy(upstream: String, tamper: Tamper, bundles: Arc<AtomicUsize>) -> S
                 let hit = match tamper {
                     Tamper::Bundle => path.starts_with("/tile/entries/000"),
                     Tamper::Tile => path.starts_with("/tile/0/000"),
+                    Tamper::UpperTile => path.starts_with("/tile/1/000"),
                     Tamper::None => false,
                 };
                 if hit && status == 200 && body.len() > 40 {
@@ -336,8 +338,13 @@ async fn proxy(upstream: String, tamper: Tamper, bundles: Arc<AtomicUsize>) -> S
 async fn tampered_bundles_and_tiles_are_caught() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = start_log(&dir.path().join("log"), None).await;
-    log.publish_many("p", 50).await;
-    for (tamper, name) in [(Tamper::Bundle, "bundle"), (Tamper::Tile, "tile")] {
+    // Two full bundles, so level-1 tile 0 holds two hashes.
+    log.publish_many("p", 600).await;
+    for (tamper, name) in [
+        (Tamper::Bundle, "bundle"),
+        (Tamper::Tile, "tile"),
+        (Tamper::UpperTile, "upper tile"),
+    ] {
         let state = dir.path().join(name);
         let count = Arc::new(AtomicUsize::new(0));
         let addr = proxy(log.url(), tamper, count).await;

@@ -284,7 +284,7 @@ impl TileHashes {
 }
 
 /// The root of a complete subtree from its 2^k hashes one row down.
-fn balanced_root(row: &[Hash]) -> Hash {
+pub fn balanced_root(row: &[Hash]) -> Hash {
     let mut level: Vec<Hash> = row.to_vec();
     while level.len() > 1 {
         level = level

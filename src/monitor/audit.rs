@@ -10,14 +10,15 @@
 use futures_util::stream::{self, StreamExt as _};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::client::tiles::{SignedCheckpoint, TileClient, TilesError};
+use crate::client::tiles::{balanced_root, SignedCheckpoint, TileClient, TilesError};
 use crate::entry::Entry;
-use crate::merkle::tiles::TILE_WIDTH;
+use crate::merkle::tiles::{MAX_LEVEL, TILE_WIDTH};
 use crate::merkle::{leaf_hash, Hash};
 
 use super::alert::AlertKind;
 use super::claims::Claim;
 use super::state::Frontier;
+use super::upper::{first_mismatch, UpperTiles};
 use super::watch::Watcher;
 use super::{LogMonitor, MonitorError};
 
@@ -43,6 +44,8 @@ struct Bundle {
     index: u64,
     /// Leaf hashes of all its entries.
     leaves: Vec<Hash>,
+    /// For a full bundle, the root of its 256 leaves: its hash in the level-1 tile.
+    root: Option<Hash>,
     /// Alerts found in it, by leaf index: tile mismatches, unparsable entries, watch rules.
     alerts: Vec<(u64, AlertKind, String)>,
     /// Whether an entry did not hash to its level-0 tile hash.
@@ -111,12 +114,13 @@ impl LogMonitor {
             .map(|b| tokio::spawn(prepare(client.clone(), b, n, checks.clone())))
             .buffered(CONCURRENCY);
         let mut saved = self.state.progress.clone();
+        let mut upper = UpperTiles::default();
         while let Some(joined) = bundles.next().await {
             let fetched = match joined {
                 Ok(fetched) => fetched,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            let outcome = match self.take(fetched, &client).await {
+            let outcome = match self.take(fetched, &client, n, &mut upper).await {
                 Ok(true) => self.commit_if_due(&mut saved, n, bar),
                 other => other,
             };
@@ -125,17 +129,41 @@ impl LogMonitor {
                 return outcome;
             }
         }
+        for (level, tile, computed) in upper.finish() {
+            self.compare_tile(&client, n, level, tile, &computed)
+                .await?;
+        }
         Ok(true)
     }
 
-    /// Checks one fetched bundle; false when it was bad (alerted).
+    /// Checks one fetched bundle, and the upper tiles it completes; false when the bundle was
+    /// bad (alerted).
     async fn take(
         &mut self,
         fetched: Result<Bundle, TilesError>,
         client: &TileClient,
+        n: u64,
+        upper: &mut UpperTiles,
     ) -> Result<bool, MonitorError> {
         match fetched {
-            Ok(bundle) => self.check_bundle(bundle).await,
+            Ok(bundle) => {
+                let root = bundle.root.map(|r| (bundle.index, r));
+                let ok = self.check_bundle(bundle).await?;
+                if let (true, Some((b, root))) = (ok, root) {
+                    let mut next = Some((1, b, root));
+                    while let Some((level, index, hash)) = next.take() {
+                        let Some((level, tile, computed)) = upper.push(level, index, hash) else {
+                            break;
+                        };
+                        next = self
+                            .compare_tile(client, n, level, tile, &computed)
+                            .await?
+                            .filter(|_| level < MAX_LEVEL)
+                            .map(|root| (level + 1, tile, root));
+                    }
+                }
+                Ok(ok)
+            }
             Err(TilesError::Malformed { path, reason }) => {
                 let details = format!("{}/{path}: {reason}", client.base());
                 self.alert(AlertKind::TileMismatch, None, details).await;
@@ -143,6 +171,37 @@ impl LogMonitor {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Compares the served hash tile `level`/`tile` (at size `n`) with the hashes computed for
+    /// it, alerting on a difference. Returns the tile's root when it is full and matches, for
+    /// the level above.
+    async fn compare_tile(
+        &mut self,
+        client: &TileClient,
+        n: u64,
+        level: u8,
+        tile: u64,
+        computed: &[Option<Hash>],
+    ) -> Result<Option<Hash>, MonitorError> {
+        let served = match client.hash_tile(level, tile, n).await {
+            Ok(served) => served,
+            Err(TilesError::Malformed { path, reason }) => {
+                let details = format!("{}/{path}: {reason}", client.base());
+                self.alert(AlertKind::TileMismatch, None, details).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(i) = first_mismatch(computed, &served) {
+            let details = format!(
+                "{}: hash {i} of level-{level} tile {tile} is not the root of the tree below it",
+                client.base()
+            );
+            self.alert(AlertKind::TileMismatch, None, details).await;
+            return Ok(None);
+        }
+        Ok((served.len() == TILE_WIDTH as usize).then(|| balanced_root(&served)))
     }
 
     /// Commits the index and the state once a chunk is done (or the audit reached `n`), and
@@ -249,9 +308,11 @@ async fn prepare(client: TileClient, b: u64, n: u64, checks: Checks) -> Result<B
             }
         }
     }
+    let root = (leaves.len() == TILE_WIDTH as usize).then(|| balanced_root(&leaves));
     Ok(Bundle {
         index: b,
         leaves,
+        root,
         alerts,
         mismatch,
         claims,

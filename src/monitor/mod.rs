@@ -6,6 +6,9 @@
 //! compares checkpoints from several sources (mirrors) of one origin. Any two signed
 //! checkpoints that cannot both be honest are written out as [`evidence`].
 //!
+//! Hash tiles above level 0 that the audit covers are checked against the level below
+//! ([`upper`]).
+//!
 //! State lives in `<state>/<origin>/`: `state.json` ([`state`]), `index/` ([`claims`]) and
 //! `evidence-*.json`.
 
@@ -15,6 +18,7 @@ pub mod claims;
 pub mod config;
 pub mod evidence;
 pub mod state;
+pub mod upper;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
