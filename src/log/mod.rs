@@ -254,11 +254,12 @@ impl Log {
                     "index {index} is not below tree size {size}"
                 )));
             }
+            let (leaf_hash, proof) = store.leaf_and_inclusion_proof(index, size)?;
             Ok(InclusionProof {
                 index,
                 size,
-                leaf_hash: store.leaf_hash(index)?,
-                proof: store.inclusion_proof(index, size)?,
+                leaf_hash,
+                proof,
             })
         })
     }

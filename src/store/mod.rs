@@ -461,10 +461,21 @@ impl Store {
         merkle::consistency_proof(size1, size2, self)
     }
 
-    /// The leaf hash of entry `index`.
-    pub fn leaf_hash(&self, index: u64) -> Result<Hash, StoreError> {
-        self.check_size(index.saturating_add(1))?;
-        Ok(self.read_hashes(&[NodeId::new(0, index)])?[0])
+    /// The leaf hash of entry `index` and its inclusion proof in the tree of `size` leaves, in
+    /// one read: both mostly come from the leaf's level-0 tile, which is then read once.
+    pub fn leaf_and_inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<(Hash, Vec<Hash>), StoreError> {
+        self.check_size(size)?;
+        // The leaf itself first: a one-leaf range whose "subtree hash" is the leaf hash.
+        let plan: Vec<_> = std::iter::once(index..index + 1)
+            .chain(merkle::inclusion_plan(index, size)?)
+            .collect();
+        let mut hashes = merkle::prove(&plan, self)?;
+        let leaf = hashes.remove(0);
+        Ok((leaf, hashes))
     }
 
     fn check_size(&self, size: u64) -> Result<(), StoreError> {
