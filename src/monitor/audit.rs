@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::tiles::{balanced_root, SignedCheckpoint, TileClient, TilesError};
 use crate::entry::Entry;
-use crate::merkle::tiles::{MAX_LEVEL, TILE_WIDTH};
+use crate::merkle::tiles::{MAX_LEVEL, TILE_HEIGHT, TILE_WIDTH};
 use crate::merkle::{leaf_hash, Hash};
 
 use super::alert::AlertKind;
@@ -235,8 +235,14 @@ impl LogMonitor {
         if !bundle.mismatch {
             let first = bundle.index * TILE_WIDTH;
             let skip = self.state.progress.size().saturating_sub(first);
-            for leaf in bundle.leaves.iter().skip(skip as usize) {
-                self.state.progress.push(*leaf);
+            match bundle.root {
+                // A full bundle not yet started: its root, already hashed by the worker.
+                Some(root) if skip == 0 => self.state.progress.push_subtree(TILE_HEIGHT, root),
+                _ => {
+                    for leaf in bundle.leaves.iter().skip(skip as usize) {
+                        self.state.progress.push(*leaf);
+                    }
+                }
             }
             for (i, v) in self.index.check_all(&bundle.claims)? {
                 alerts.push((i, v.kind, v.details));

@@ -69,10 +69,18 @@ impl Frontier {
         &self.hashes
     }
 
-    /// Appends one leaf hash: merges equal-sized subtrees at the right edge.
+    /// Appends one leaf hash.
     pub fn push(&mut self, leaf: Hash) {
-        let mut hash = leaf;
-        let mut size = self.size;
+        self.push_subtree(0, leaf);
+    }
+
+    /// Appends a complete subtree of 2^`height` leaves by its root, merging equal-sized
+    /// subtrees at the right edge. The size must be a multiple of 2^`height` (the subtree
+    /// starts on its own boundary), as it is for a full entry bundle pushed whole.
+    pub fn push_subtree(&mut self, height: u8, root: Hash) {
+        debug_assert_eq!(self.size % (1 << height), 0, "subtree off its boundary");
+        let mut hash = root;
+        let mut size = self.size >> height;
         while size & 1 == 1 {
             match self.hashes.pop() {
                 Some(left) => hash = node_hash(&left, &hash),
@@ -81,7 +89,7 @@ impl Frontier {
             size >>= 1;
         }
         self.hashes.push(hash);
-        self.size += 1;
+        self.size += 1 << height;
     }
 
     /// The RFC 6962 root of the tree.
@@ -264,5 +272,13 @@ mod tests {
             assert_eq!(Ok(f.root()), root(i as u64 + 1, &reader), "size {}", i + 1);
         }
         assert!(Frontier::new(3, vec![[0; 32]]).is_none());
+        // Whole subtrees on their boundaries fold in like their leaves.
+        let mut by_leaf = Frontier::default();
+        let mut by_subtree = Frontier::default();
+        for chunk in leaves[..64].chunks(8) {
+            chunk.iter().for_each(|l| by_leaf.push(*l));
+            by_subtree.push_subtree(3, root(8, &Leaves(chunk.to_vec())).expect("root"));
+            assert_eq!(by_subtree, by_leaf);
+        }
     }
 }
