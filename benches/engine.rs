@@ -17,11 +17,8 @@ use std::time::{Duration, Instant};
 fn entry(i: u64) -> NewEntry {
     let mut data = format!("btlog-bench-entry {i:020} ").into_bytes();
     data.resize(128, b'x');
-    NewEntry {
-        identity: Some(leaf_hash(&data)),
-        package: None,
-        data,
-    }
+    let identity = Some(leaf_hash(&data));
+    NewEntry::new(data, identity, None)
 }
 
 fn append_all(store: &Store, total: u64) {
@@ -109,7 +106,7 @@ fn proofs(c: &mut Criterion) {
                     .expect("proof")
             })
         });
-        let leaves: Vec<[u8; 32]> = (0..n).map(|i| leaf_hash(&entry(i).data)).collect();
+        let leaves: Vec<[u8; 32]> = (0..n).map(|i| entry(i).leaf_hash()).collect();
         let rs = rs_merkle::MerkleTree::<Rfc6962Node>::from_leaves(&leaves);
         g.bench_function("rs_merkle_memory/inclusion", |b| {
             b.iter(|| rs.proof(&[rng.below(n) as usize]))
@@ -119,7 +116,7 @@ fn proofs(c: &mut Criterion) {
             let mut ct =
                 ct_merkle::mem_backed_tree::MemoryBackedTree::<sha2_011::Sha256, Vec<u8>>::new();
             for i in 0..n {
-                ct.push(entry(i).data);
+                ct.push(entry(i).data().to_vec());
             }
             g.bench_function("ct_merkle_memory/inclusion", |b| {
                 b.iter(|| ct.prove_inclusion(rng.below(n) as usize))
@@ -135,7 +132,7 @@ fn proofs(c: &mut Criterion) {
 /// Building the whole 1M-leaf tree in memory, for scale against the store's append rate.
 fn in_memory_build(c: &mut Criterion) {
     let n = 1_000_000u64;
-    let data: Vec<Vec<u8>> = (0..n).map(|i| entry(i).data).collect();
+    let data: Vec<Vec<u8>> = (0..n).map(|i| entry(i).data().to_vec()).collect();
     let mut g = c.benchmark_group("build_1M_in_memory");
     g.sample_size(10);
     g.throughput(Throughput::Elements(n));

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 fn new_entries(range: std::ops::Range<u64>) -> Vec<NewEntry> {
     range
-        .map(|i| NewEntry {
-            data: test_entry(i),
-            identity: Some(naive_leaf(&i.to_be_bytes())),
-            package: Some(format!("pkg:test/p{}", i % 3)),
+        .map(|i| {
+            NewEntry::new(
+                test_entry(i),
+                Some(naive_leaf(&i.to_be_bytes())),
+                Some(format!("pkg:test/p{}", i % 3)),
+            )
         })
         .collect()
 }

@@ -36,11 +36,8 @@ fn peak_rss_mib() -> f64 {
 fn entry(i: u64) -> NewEntry {
     let mut data = format!("btlog-bench-entry {i:020} ").into_bytes();
     data.resize(128, b'x');
-    NewEntry {
-        identity: Some(Sha256::digest(&data).into()),
-        package: None,
-        data,
-    }
+    let identity = Some(Sha256::digest(&data).into());
+    NewEntry::new(data, identity, None)
 }
 
 fn main() -> Result<()> {

@@ -217,7 +217,7 @@ impl Log {
                 .check_package(&entry.package)
                 .map_err(|e| LogError::bad_input(format!("entry {i}: {}", e.message)))?;
             let submission = Submission::new(entry);
-            let len = submission.data.len();
+            let len = submission.data().len();
             if len > limits.max_entry_bytes {
                 return Err(LogError::new(
                     ErrorKind::TooLarge,

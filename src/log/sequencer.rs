@@ -78,24 +78,23 @@ type Reply = oneshot::Sender<Result<SubmitOutcome, LogError>>;
 /// A validated entry with what the writer needs of it, computed by the submitting task so
 /// that the single writer thread does not: its encoding, leaf hash and identity key.
 pub struct Submission {
-    /// The entry.
-    pub entry: Entry,
-    /// Its canonical encoding (the leaf data).
-    pub data: Vec<u8>,
-    leaf_hash: Hash,
+    entry: Entry,
     key: Hash,
+    new: NewEntry,
 }
 
 impl Submission {
-    /// Encodes and hashes `entry`.
+    /// Encodes and hashes `entry`: what the store appends if it is new.
     pub fn new(entry: Entry) -> Submission {
-        let data = entry.encode();
-        Submission {
-            leaf_hash: merkle::leaf_hash(&data),
-            key: entry.identity_key(),
-            entry,
-            data,
-        }
+        let key = entry.identity_key();
+        let identity = (entry.kind == Kind::Publish).then_some(key);
+        let new = NewEntry::new(entry.encode(), identity, Some(entry.package.clone()));
+        Submission { entry, key, new }
+    }
+
+    /// Its canonical encoding (the leaf data).
+    pub fn data(&self) -> &[u8] {
+        self.new.data()
     }
 }
 
@@ -306,12 +305,8 @@ impl Writer {
         let mut local = Pending::default();
         let mut results = Vec::with_capacity(entries.len());
         for (i, submission) in entries.into_iter().enumerate() {
-            let Submission {
-                entry,
-                data,
-                leaf_hash,
-                key,
-            } = submission;
+            let Submission { entry, key, new } = submission;
+            let leaf_hash = new.leaf_hash();
             if entry.kind.is_owner() && !self.published(&entry.package, &[&local, pending])? {
                 return Err(LogError::bad_input(format!(
                     "entry {i}: {} names {}, which has no earlier publish",
@@ -351,8 +346,7 @@ impl Writer {
                 }
                 (kind, _) => {
                     let index = base + (pending.entries.len() + local.entries.len()) as u64;
-                    let identity = (kind == Kind::Publish).then_some(key);
-                    if identity.is_some() {
+                    if kind == Kind::Publish {
                         local.published.insert(entry.package.clone());
                         let sha256 = entry.sha256;
                         local.claims.insert(
@@ -364,11 +358,7 @@ impl Writer {
                             },
                         );
                     }
-                    local.entries.push(NewEntry {
-                        data,
-                        identity,
-                        package: Some(entry.package.clone()),
-                    });
+                    local.entries.push(new);
                     EntryResult {
                         index,
                         leaf_hash,

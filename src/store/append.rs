@@ -9,15 +9,37 @@ use super::{
 use crate::merkle::{leaf_hash, Hash};
 use rocksdb::{WriteBatch, WriteOptions};
 
-/// An entry to append, with the index keys the log layer derived from it.
+/// An entry to append, with the index keys the log layer derived from it and its leaf hash.
 #[derive(Clone, Debug)]
 pub struct NewEntry {
-    /// The exact entry bytes (the leaf data).
-    pub data: Vec<u8>,
-    /// The identity key this entry claims, for entries that claim one.
-    pub identity: Option<Hash>,
-    /// The package this entry is listed under.
-    pub package: Option<String>,
+    data: Vec<u8>,
+    leaf_hash: Hash,
+    identity: Option<Hash>,
+    package: Option<String>,
+}
+
+impl NewEntry {
+    /// An entry of exactly `data` (the leaf data), claiming the identity key `identity` if
+    /// any and listed under `package` if any. Its leaf hash is computed here, once, by whoever
+    /// builds it, not by the single writer that stages it.
+    pub fn new(data: Vec<u8>, identity: Option<Hash>, package: Option<String>) -> NewEntry {
+        NewEntry {
+            leaf_hash: leaf_hash(&data),
+            data,
+            identity,
+            package,
+        }
+    }
+
+    /// The entry bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The RFC 6962 leaf hash of the entry bytes.
+    pub fn leaf_hash(&self) -> Hash {
+        self.leaf_hash
+    }
 }
 
 /// A batch prepared but not yet written: the tree it would make, and its write.
@@ -88,7 +110,7 @@ impl Appender {
         }
         let start = self.frontier.size();
         let mut frontier = self.frontier.clone();
-        let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(&e.data)).collect();
+        let leaves: Vec<Hash> = entries.iter().map(NewEntry::leaf_hash).collect();
         let tiles = frontier.append(&leaves);
         let store = &self.store;
         let mut batch = WriteBatch::default();
