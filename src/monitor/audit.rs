@@ -145,29 +145,54 @@ impl LogMonitor {
         n: u64,
         upper: &mut UpperTiles,
     ) -> Result<bool, MonitorError> {
+        let Some(bundle) = self.served(client, fetched).await? else {
+            return Ok(false);
+        };
+        let root = bundle.root.map(|r| (bundle.index, r));
+        let ok = self.check_bundle(bundle).await?;
+        if let (true, Some((b, root))) = (ok, root) {
+            self.check_upper(client, n, upper, b, root).await?;
+        }
+        Ok(ok)
+    }
+
+    /// Records the root of full bundle `b` in the level-1 row and compares every tile that
+    /// completes, climbing while full tiles match.
+    async fn check_upper(
+        &mut self,
+        client: &TileClient,
+        n: u64,
+        upper: &mut UpperTiles,
+        b: u64,
+        root: Hash,
+    ) -> Result<(), MonitorError> {
+        let mut next = Some((1, b, root));
+        while let Some((level, index, hash)) = next.take() {
+            let Some((level, tile, computed)) = upper.push(level, index, hash) else {
+                break;
+            };
+            next = self
+                .compare_tile(client, n, level, tile, &computed)
+                .await?
+                .filter(|_| level < MAX_LEVEL)
+                .map(|root| (level + 1, tile, root));
+        }
+        Ok(())
+    }
+
+    /// What a source served: a malformed tile or bundle is alerted and gives None; a failed
+    /// transfer is an error.
+    async fn served<T>(
+        &mut self,
+        client: &TileClient,
+        fetched: Result<T, TilesError>,
+    ) -> Result<Option<T>, MonitorError> {
         match fetched {
-            Ok(bundle) => {
-                let root = bundle.root.map(|r| (bundle.index, r));
-                let ok = self.check_bundle(bundle).await?;
-                if let (true, Some((b, root))) = (ok, root) {
-                    let mut next = Some((1, b, root));
-                    while let Some((level, index, hash)) = next.take() {
-                        let Some((level, tile, computed)) = upper.push(level, index, hash) else {
-                            break;
-                        };
-                        next = self
-                            .compare_tile(client, n, level, tile, &computed)
-                            .await?
-                            .filter(|_| level < MAX_LEVEL)
-                            .map(|root| (level + 1, tile, root));
-                    }
-                }
-                Ok(ok)
-            }
+            Ok(value) => Ok(Some(value)),
             Err(TilesError::Malformed { path, reason }) => {
                 let details = format!("{}/{path}: {reason}", client.base());
                 self.alert(AlertKind::TileMismatch, None, details).await;
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
@@ -184,14 +209,9 @@ impl LogMonitor {
         tile: u64,
         computed: &[Option<Hash>],
     ) -> Result<Option<Hash>, MonitorError> {
-        let served = match client.hash_tile(level, tile, n).await {
-            Ok(served) => served,
-            Err(TilesError::Malformed { path, reason }) => {
-                let details = format!("{}/{path}: {reason}", client.base());
-                self.alert(AlertKind::TileMismatch, None, details).await;
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+        let fetched = client.hash_tile(level, tile, n).await;
+        let Some(served) = self.served(client, fetched).await? else {
+            return Ok(None);
         };
         if let Some(i) = first_mismatch(computed, &served) {
             let details = format!(
