@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::merkle::tiles::{width_at, Tile, TileKind, TILE_HEIGHT, TILE_WIDTH};
-use crate::merkle::{node_hash, Hash, HashReader, NodeId, ProofError};
+use crate::merkle::{balanced_root, Hash, HashReader, NodeId, ProofError};
 use crate::note::Verifier;
 
 use super::{FetchError, Http};
@@ -281,18 +281,6 @@ impl TileHashes {
             .ok_or(not_fetched)?;
         Ok(balanced_root(row))
     }
-}
-
-/// The root of a complete subtree from its 2^k hashes one row down.
-pub fn balanced_root(row: &[Hash]) -> Hash {
-    let mut level: Vec<Hash> = row.to_vec();
-    while level.len() > 1 {
-        level = level
-            .chunks_exact(2)
-            .map(|p| node_hash(&p[0], &p[1]))
-            .collect();
-    }
-    level.first().copied().unwrap_or(crate::merkle::EMPTY_ROOT)
 }
 
 impl HashReader for TileHashes {

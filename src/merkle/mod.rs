@@ -114,6 +114,18 @@ pub fn fold(hashes: &[Hash]) -> Hash {
     }
 }
 
+/// The root of a complete subtree from its 2^k hashes one row down (a full tile row).
+pub fn balanced_root(row: &[Hash]) -> Hash {
+    let mut level: Vec<Hash> = row.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks_exact(2)
+            .map(|p| node_hash(&p[0], &p[1]))
+            .collect();
+    }
+    level.first().copied().unwrap_or(EMPTY_ROOT)
+}
+
 /// The leaf ranges whose subtree hashes form the inclusion proof of leaf `index` in a tree of
 /// `size` leaves, leaf sibling first (RFC 6962 §2.1.1, PATH).
 pub fn inclusion_plan(index: u64, size: u64) -> Result<Vec<Range<u64>>, ProofError> {

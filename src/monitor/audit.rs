@@ -10,10 +10,10 @@
 use futures_util::stream::{self, StreamExt as _};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::client::tiles::{balanced_root, SignedCheckpoint, TileClient, TilesError};
+use crate::client::tiles::{SignedCheckpoint, TileClient, TilesError};
 use crate::entry::Entry;
 use crate::merkle::tiles::{MAX_LEVEL, TILE_HEIGHT, TILE_WIDTH};
-use crate::merkle::{leaf_hash, Hash};
+use crate::merkle::{balanced_root, leaf_hash, Hash};
 
 use super::alert::AlertKind;
 use super::claims::Claim;
