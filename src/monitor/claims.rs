@@ -40,9 +40,10 @@ pub struct Index {
     db: rocksdb::DB,
     committed: u64,
     pending: HashMap<Vec<u8>, Vec<u8>>,
-    /// Stored records of the keys of the batch being checked, read in one `MultiGet`.
-    fetched: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
+
+/// Stored records of the keys of a batch of claims, read in one `MultiGet`.
+type Fetched = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Block cache of the monitor's index: bounded, whatever the log size.
 const INDEX_CACHE_BYTES: usize = 32 << 20;
@@ -65,7 +66,6 @@ impl Index {
             )?,
             committed,
             pending: HashMap::new(),
-            fetched: HashMap::new(),
         })
     }
 
@@ -98,22 +98,22 @@ impl Index {
             Some(cf) => self.db.batched_multi_get_cf(cf, &keys, true),
             None => Vec::new(),
         };
+        let mut fetched = Fetched::with_capacity(keys.len());
         for (key, value) in keys.into_iter().zip(values) {
-            self.fetched
-                .insert(key.to_vec(), value?.map(|v| v.to_vec()));
+            fetched.insert(key.to_vec(), value?.map(|v| v.to_vec()));
         }
         let mut violations = Vec::new();
         for claim in claims {
-            if let Some(v) = self.check(claim)? {
+            if let Some(v) = self.check(claim, &fetched)? {
                 violations.push((claim.index, v));
             }
         }
-        self.fetched.clear();
         Ok(violations)
     }
 
-    /// Checks one claim against the index and records what it establishes.
-    fn check(&mut self, claim: &Claim) -> Result<Option<Violation>, IndexError> {
+    /// Checks one claim against the index (with the stored records in `fetched`, or read
+    /// now) and records what it establishes.
+    fn check(&mut self, claim: &Claim, fetched: &Fetched) -> Result<Option<Violation>, IndexError> {
         let Claim {
             index,
             entry,
@@ -123,10 +123,10 @@ impl Index {
         let index = *index;
         let violation = match entry.kind {
             Kind::Publish => {
-                if self.get(pkg_key)?.is_none() {
+                if self.get(pkg_key, fetched)?.is_none() {
                     self.put(pkg_key.clone(), [0; 32], index);
                 }
-                match self.get(id_key)? {
+                match self.get(id_key, fetched)? {
                     Some((digest, first)) if digest != entry.sha256 => Some(Violation {
                         kind: AlertKind::Conflict,
                         details: format!(
@@ -145,7 +145,7 @@ impl Index {
                     }
                 }
             }
-            Kind::Yank | Kind::Unyank | Kind::Delete => match self.get(id_key)? {
+            Kind::Yank | Kind::Unyank | Kind::Delete => match self.get(id_key, fetched)? {
                 None => Some(Violation {
                     kind: AlertKind::UnknownArtifact,
                     details: format!(
@@ -167,7 +167,7 @@ impl Index {
                 }),
                 Some(_) => None,
             },
-            Kind::OwnerAdd | Kind::OwnerRemove => match self.get(pkg_key)? {
+            Kind::OwnerAdd | Kind::OwnerRemove => match self.get(pkg_key, fetched)? {
                 None => Some(Violation {
                     kind: AlertKind::UnknownPackage,
                     details: format!(
@@ -202,11 +202,11 @@ impl Index {
     }
 
     /// The record under `key`: pending, else stored and committed.
-    fn get(&self, key: &[u8]) -> Result<Option<([u8; 32], u64)>, IndexError> {
+    fn get(&self, key: &[u8], fetched: &Fetched) -> Result<Option<([u8; 32], u64)>, IndexError> {
         if let Some(v) = self.pending.get(key) {
             return Ok(decode(v));
         }
-        let stored = match self.fetched.get(key) {
+        let stored = match fetched.get(key) {
             Some(v) => v.clone(),
             None => self.db.get(key)?,
         };
@@ -288,50 +288,71 @@ mod tests {
         let pkg = "pkg:npm/a";
         assert_eq!(
             kind(
-                idx.check(&Claim::new(0, entry(Kind::OwnerAdd, pkg, "-", 9)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(0, entry(Kind::OwnerAdd, pkg, "-", 9)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             Some(AlertKind::UnknownPackage)
         );
         assert_eq!(
             kind(
-                idx.check(&Claim::new(1, entry(Kind::Publish, pkg, "1", 1)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(1, entry(Kind::Publish, pkg, "1", 1)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             None
         );
         assert_eq!(
             kind(
-                idx.check(&Claim::new(2, entry(Kind::Publish, pkg, "1", 1)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(2, entry(Kind::Publish, pkg, "1", 1)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             None
         );
         assert_eq!(
             kind(
-                idx.check(&Claim::new(3, entry(Kind::Publish, pkg, "1", 2)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(3, entry(Kind::Publish, pkg, "1", 2)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             Some(AlertKind::Conflict)
         );
         assert_eq!(
             kind(
-                idx.check(&Claim::new(4, entry(Kind::Yank, pkg, "2", 1)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(4, entry(Kind::Yank, pkg, "2", 1)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             Some(AlertKind::UnknownArtifact)
         );
         assert_eq!(
             kind(
-                idx.check(&Claim::new(5, entry(Kind::Delete, pkg, "1", 3)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(5, entry(Kind::Delete, pkg, "1", 3)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             Some(AlertKind::DigestMismatch)
         );
         assert_eq!(
             kind(
-                idx.check(&Claim::new(6, entry(Kind::OwnerAdd, pkg, "-", 9)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(6, entry(Kind::OwnerAdd, pkg, "-", 9)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             None
         );
@@ -341,8 +362,11 @@ mod tests {
         let mut idx = Index::open(dir.path(), 1).expect("reopen");
         assert_eq!(
             kind(
-                idx.check(&Claim::new(1, entry(Kind::Publish, pkg, "1", 5)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(1, entry(Kind::Publish, pkg, "1", 5)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             None
         );
@@ -351,8 +375,11 @@ mod tests {
         let mut idx = Index::open(dir.path(), 7).expect("reopen");
         assert_eq!(
             kind(
-                idx.check(&Claim::new(7, entry(Kind::Publish, pkg, "1", 2)))
-                    .unwrap()
+                idx.check(
+                    &Claim::new(7, entry(Kind::Publish, pkg, "1", 2)),
+                    &Fetched::new()
+                )
+                .unwrap()
             ),
             Some(AlertKind::Conflict)
         );
