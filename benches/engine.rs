@@ -4,11 +4,11 @@
 //! The stores of 1M and 10M leaves are built once and kept under `$BTLOG_BENCH_DIR` (default
 //! `/tmp/btlog-bench`) for later runs.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../crates/core/tests/common/mod.rs"]
 mod common;
 
-use btlog::merkle::leaf_hash;
-use btlog::store::{NewEntry, Store};
+use btlog_core::merkle::leaf_hash;
+use btlog_store::{NewEntry, Store};
 use common::Rfc6962Node;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::path::PathBuf;

@@ -1,11 +1,11 @@
-//! Format throughput (SPEC §2, §3, §5): entry encode + leaf hash, entry parse, checkpoint sign
+//! Format throughput (PROTOCOL.md §2, §3, §5): entry encode + leaf hash, entry parse, checkpoint sign
 //! and verify, tlog-proof offline verification.
 
-use btlog::checkpoint::Checkpoint;
-use btlog::entry::{Entry, EntryData, Kind};
-use btlog::merkle::leaf_hash;
-use btlog::note::Signer;
-use btlog::proof_bundle::{ArtifactClaim, TlogProof};
+use btlog_core::checkpoint::Checkpoint;
+use btlog_core::entry::{Entry, EntryData, Kind};
+use btlog_core::merkle::leaf_hash;
+use btlog_core::note::Signer;
+use btlog_core::proof_bundle::{ArtifactClaim, TlogProof};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::SigningKey;
 use std::hint::black_box;

@@ -6,7 +6,7 @@
 //! Prints one JSON line per million entries and a final summary line.
 
 use anyhow::{bail, Context, Result};
-use btlog::store::{NewEntry, Store};
+use btlog_store::{NewEntry, Store};
 use sha2::{Digest, Sha256};
 use std::time::Instant;
 

@@ -22,9 +22,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use base64::{engine::general_purpose::STANDARD, Engine};
-use btlog::api::pb;
-use btlog::checkpoint::Checkpoint;
-use btlog::merkle::{self, Hash};
+use btlog_core::checkpoint::Checkpoint;
+use btlog_core::merkle::{self, Hash};
+use btlog_server::api::pb;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -192,7 +192,7 @@ fn check_results(checkpoint: &str, statuses: &[(u64, &str)], want: usize) -> Res
 
 enum Submitter {
     Grpc(pb::log_client::LogClient<tonic::transport::Channel>, String),
-    Http(btlog::client::Http, String),
+    Http(btlog_client::Http, String),
 }
 
 impl Submitter {
@@ -276,7 +276,7 @@ async fn ingest(
                     token.clone(),
                 )
             }
-            (None, Some(url)) => Submitter::Http(btlog::client::Http::new(url)?, token.clone()),
+            (None, Some(url)) => Submitter::Http(btlog_client::Http::new(url)?, token.clone()),
             (None, None) => bail!("give --grpc or --http"),
         };
         let next = next.clone();
@@ -309,14 +309,14 @@ async fn ingest(
 }
 
 /// The latest checkpoint's size and root, as the server signs it.
-async fn latest(http: &btlog::client::Http) -> Result<(u64, Hash)> {
+async fn latest(http: &btlog_client::Http) -> Result<(u64, Hash)> {
     let note = http.get("/checkpoint").await?.context("no checkpoint")?;
     let (cp, _) = Checkpoint::parse(&note).context("checkpoint does not parse")?;
     Ok((cp.size, cp.root))
 }
 
 async fn read_one(
-    http: &btlog::client::Http,
+    http: &btlog_client::Http,
     kind: ReadKind,
     size: u64,
     root: &Hash,
@@ -363,7 +363,7 @@ async fn read_one(
                 .context("entry not found")?;
             let v: Value = serde_json::from_slice(&body)?;
             let text = v["entries"][0]["entry"].as_str().context("no entry")?;
-            let entry = btlog::entry::Entry::parse(text.as_bytes())?;
+            let entry = btlog_core::entry::Entry::parse(text.as_bytes())?;
             let q = |s: &str| -> String {
                 s.bytes()
                     .map(|b| match b {
@@ -396,7 +396,7 @@ fn spread(i: u64) -> u64 {
 }
 
 async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Result<()> {
-    let http = btlog::client::Http::new(&url)?;
+    let http = btlog_client::Http::new(&url)?;
     let (size, root) = latest(&http).await?;
     ensure!(size > 0, "the log is empty");
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -451,7 +451,7 @@ async fn soak(
     every: u64,
     pace: Duration,
 ) -> Result<()> {
-    let http = btlog::client::Http::new(&url)?;
+    let http = btlog_client::Http::new(&url)?;
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(minutes * 60.0);
     let run: u64 = rand::random();

@@ -1,7 +1,7 @@
-//! Checkpoint parsing (SPEC §3): never panics; accepted bodies and notes are canonical.
+//! Checkpoint parsing (PROTOCOL.md §3): never panics; accepted bodies and notes are canonical.
 #![no_main]
 
-use btlog::checkpoint::Checkpoint;
+use btlog_core::checkpoint::Checkpoint;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
-//! Entry parsing (SPEC §2): never panics; whatever parses is canonical.
+//! Entry parsing (PROTOCOL.md §2): never panics; whatever parses is canonical.
 #![no_main]
 
-use btlog::entry::Entry;
+use btlog_core::entry::Entry;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
-//! Signed-note parsing and verification (SPEC §3): never panics; whatever parses is canonical.
+//! Signed-note parsing and verification (PROTOCOL.md §3): never panics; whatever parses is canonical.
 #![no_main]
 
-use btlog::note::{Note, Verifier};
+use btlog_core::note::{Note, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 const C2SP_VKEY: &str = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k";

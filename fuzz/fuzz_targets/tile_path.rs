@@ -1,7 +1,7 @@
 //! Tile path parsing (tlog-tiles): never panics; whatever parses is the tile's one canonical path.
 #![no_main]
 
-use btlog::merkle::tiles::Tile;
+use btlog_core::merkle::tiles::Tile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -9,7 +9,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(tile) = Tile::parse_path(path) {
-        assert_eq!(tile.path(), path.strip_prefix('/').unwrap_or(path), "non-canonical path accepted");
+        assert_eq!(
+            tile.path(),
+            path.strip_prefix('/').unwrap_or(path),
+            "non-canonical path accepted"
+        );
         assert!(tile.width >= 1 && tile.width <= 256);
     }
 });

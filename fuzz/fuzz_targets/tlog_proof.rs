@@ -1,9 +1,9 @@
-//! tlog-proof parsing and offline verification (SPEC §5): never panics; accepted proofs are
+//! tlog-proof parsing and offline verification (PROTOCOL.md §5): never panics; accepted proofs are
 //! canonical.
 #![no_main]
 
-use btlog::note::Verifier;
-use btlog::proof_bundle::{ArtifactClaim, TlogProof};
+use btlog_core::note::Verifier;
+use btlog_core::proof_bundle::{ArtifactClaim, TlogProof};
 use libfuzzer_sys::fuzz_target;
 
 const VKEY: &str = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k";

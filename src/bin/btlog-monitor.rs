@@ -1,4 +1,4 @@
-//! `btlog-monitor`: audits tlog-tiles logs, watches packages and catches forks (SPEC §7).
+//! `btlog-monitor`: audits tlog-tiles logs, watches packages and catches forks (PROTOCOL.md §7).
 //!
 //! Exit codes of `--once` (and of `verify-evidence`): 0 all is well, 1 a problem was found
 //! (any alert but `watch`; for `verify-evidence`: the evidence does not prove a split view),
@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use btlog::monitor::alert::Sink;
-use btlog::monitor::config::{load_vkey, parse_duration, FileConfig};
-use btlog::monitor::evidence::Evidence;
-use btlog::monitor::watch::{WatchRule, Watcher};
-use btlog::monitor::{EntryFormat, LogMonitor, LogSpec};
+use btlog_monitor::alert::Sink;
+use btlog_monitor::config::{load_vkey, parse_duration, FileConfig};
+use btlog_monitor::evidence::Evidence;
+use btlog_monitor::watch::{WatchRule, Watcher};
+use btlog_monitor::{EntryFormat, LogMonitor, LogSpec};
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 

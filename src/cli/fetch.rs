@@ -3,8 +3,8 @@
 use std::io::Write as _;
 
 use super::{api, block_on, read_vkey, CliError, Exit, EXIT_CODES};
-use crate::checkpoint::Checkpoint;
-use crate::merkle;
+use btlog_core::checkpoint::Checkpoint;
+use btlog_core::merkle;
 
 /// Print the entry at an index, as the log serves it (not verified; see `prove` and `verify`).
 #[derive(clap::Args, Debug)]

@@ -1,4 +1,4 @@
-//! The registry and installer subcommands of `btlog` (SPEC §7): `submit`, `get`, `prove` and
+//! The registry and installer subcommands of `btlog` (PROTOCOL.md §7): `submit`, `get`, `prove` and
 //! `verify`. Each returns a [`CliError`] that carries its [`Exit`] code; [`exit`] prints it
 //! and ends the process, so scripts can rely on the codes in [`EXIT_CODES`].
 
@@ -12,10 +12,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::client::api::{Api, ApiError};
-use crate::client::FetchError;
-use crate::keys;
-use crate::note::Verifier;
+use btlog_client::api::{Api, ApiError};
+use btlog_client::keyfile;
+use btlog_client::FetchError;
+use btlog_core::note::Verifier;
 
 /// Exit codes of the registry and installer subcommands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,10 +127,7 @@ fn api(url: &str) -> Result<Api, CliError> {
 
 /// Reads `--vkey`: the vkey text itself, or the path of a file holding it.
 pub fn read_vkey(arg: &str) -> Result<Verifier, CliError> {
-    if let Ok(v) = keys::parse_vkey(arg.trim()) {
-        return Ok(v);
-    }
-    keys::load_vkey(Path::new(arg)).map_err(|e| {
+    keyfile::vkey_arg(arg).map_err(|e| {
         CliError::usage(format!(
             "--vkey: neither a vkey nor a readable vkey file: {e}"
         ))

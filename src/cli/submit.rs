@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{api, block_on, hash_file, read_vkey, CliError, Exit, EXIT_CODES};
-use crate::client::api::{Api, SubmitReply, SubmitStatus};
-use crate::entry::{parse_hex, EntryFields, Kind};
-use crate::note::Verifier;
-use crate::proof_bundle::ArtifactClaim;
+use btlog_client::api::{Api, SubmitReply, SubmitStatus};
+use btlog_core::entry::{parse_hex, EntryFields, Kind};
+use btlog_core::note::Verifier;
+use btlog_core::proof_bundle::ArtifactClaim;
 
 /// Entries per request; below the server's default limit of 1000.
 const CHUNK: usize = 500;
@@ -16,7 +16,7 @@ const CHUNK: usize = 500;
 const CHECK_REGISTRY: &str = "local.check";
 
 /// Log artifacts. One: --package --version --file and --artifact PATH (sha256 and size are
-/// computed) or --sha256 HEX. Many: --batch FILE, one SPEC §6 entry JSON object per line.
+/// computed) or --sha256 HEX. Many: --batch FILE, one PROTOCOL.md §6 entry JSON object per line.
 /// Prints `<index> <status> <package> <version> <file> [<proof file>]` per entry.
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXIT_CODES)]

@@ -1,16 +1,16 @@
 //! `btlog verify`: is this artifact file proven logged under this identity by this log?
-//! Online (`--log`) or offline (`--proof`); see [`crate::client::api::verify`] for the
+//! Online (`--log`) or offline (`--proof`); see [`btlog_client::api::verify`] for the
 //! checkpoint policy of online verification.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::{api, block_on, hash_file, read_vkey, CliError, Exit, EXIT_CODES};
-use crate::checkpoint::CheckpointError;
-use crate::client::api::state::CheckpointState;
-use crate::client::api::verify::{verify_online, VerifyError};
-use crate::note::{NoteError, Verifier};
-use crate::proof_bundle::{
+use btlog_client::api::state::CheckpointState;
+use btlog_client::api::verify::{verify_online, VerifyError};
+use btlog_core::checkpoint::CheckpointError;
+use btlog_core::note::{NoteError, Verifier};
+use btlog_core::proof_bundle::{
     ArtifactClaim, ProofBundleError, TlogProof, VerifiedProof, MAX_PROOF_BYTES,
 };
 

@@ -2,8 +2,8 @@
 //! figures against. Each figure is measured for `--seconds` on one thread:
 //!
 //! - `sha256_node_hashes_per_s`: RFC 6962 interior node hashes, SHA-256 over
-//!   0x01 || left || right ([`btlog::merkle::node_hash`]), each fed the previous result.
-//! - `sha256_leaf_hashes_per_s`: leaf hashes of a 200-byte entry ([`btlog::merkle::leaf_hash`]).
+//!   0x01 || left || right ([`btlog_core::merkle::node_hash`]), each fed the previous result.
+//! - `sha256_leaf_hashes_per_s`: leaf hashes of a 200-byte entry ([`btlog_core::merkle::leaf_hash`]).
 //! - `rocksdb_synced_batches_per_s`: `WriteBatch`es of 1000 values of 200 random bytes under
 //!   random 32-byte keys, each written with `sync = true` by one writer, into a fresh RocksDB
 //!   under DIR (default options, plus the 32 MiB memtable and LZ4 of the store's entries column
@@ -15,7 +15,7 @@
 //! did not exist before).
 
 use anyhow::{ensure, Context, Result};
-use btlog::merkle::{leaf_hash, node_hash};
+use btlog_core::merkle::{leaf_hash, node_hash};
 use rand::RngCore as _;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde_json::json;

@@ -1,0 +1,208 @@
+//! The `/v1` JSON API client (PROTOCOL.md §6), online verification and the verified-checkpoint state.
+//!
+//! [`Api`] only fetches and decodes; nothing it returns is trusted. [`verify::verify_online`]
+//! checks what the log serves against a vkey and the newest checkpoint already verified
+//! ([`state::CheckpointState`]).
+
+pub mod state;
+pub mod verify;
+
+use serde::de::DeserializeOwned;
+
+use super::{FetchError, Http};
+use btlog_core::checkpoint::{decode_hash, Checkpoint};
+use btlog_core::entry::{EntryFields, Identity};
+use btlog_core::merkle::Hash;
+use btlog_core::proof_bundle::TlogProof;
+use btlog_core::wire::{ConsistencyReply, EntriesReply, InclusionReply, SubmitRequest};
+
+/// Why a `/v1` call failed (before any verification).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The transfer failed or the log answered with an error status.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The log does not have what was asked for.
+    #[error("{0}: not found in the log")]
+    NotFound(String),
+    /// The reply is not what PROTOCOL.md §6 describes.
+    #[error("{url}: malformed reply: {reason}")]
+    BadReply {
+        /// The URL asked for.
+        url: String,
+        /// What is wrong with the reply.
+        reason: String,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status the log answered with, when it answered with an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Fetch(FetchError::Status { status, .. }) => Some(*status),
+            ApiError::NotFound(_) => Some(404),
+            _ => None,
+        }
+    }
+}
+
+pub use btlog_core::wire::{LookupReply, Status as SubmitStatus, SubmitReply, SubmitResult};
+
+/// A client for a log's `/v1` JSON API.
+#[derive(Clone, Debug)]
+pub struct Api {
+    http: Http,
+}
+
+impl Api {
+    /// A client for the log at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Result<Api, FetchError> {
+        Ok(Api {
+            http: Http::new(base)?,
+        })
+    }
+
+    /// The underlying HTTP endpoint.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    /// The latest signed checkpoint note, unverified.
+    pub async fn checkpoint(&self) -> Result<String, ApiError> {
+        let body = self.get_required("/checkpoint").await?;
+        String::from_utf8(body).map_err(|_| self.bad("/checkpoint", "not UTF-8"))
+    }
+
+    /// Submits a batch with the bearer `token`.
+    pub async fn submit(
+        &self,
+        token: &str,
+        entries: &[EntryFields],
+    ) -> Result<SubmitReply, ApiError> {
+        let path = "/v1/entries";
+        let body = SubmitRequest {
+            entries: entries.to_vec(),
+        };
+        let reply: SubmitReply =
+            self.decode(path, &self.http.post_json(path, Some(token), &body).await?)?;
+        if reply.results.len() != entries.len() {
+            return Err(self.bad(path, "not one result per submitted entry"));
+        }
+        Ok(reply)
+    }
+
+    /// The entry bytes at `index`; `None` when the log has no such entry.
+    pub async fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, ApiError> {
+        let end = index.saturating_add(1);
+        let path = format!("/v1/entries?start={index}&end={end}");
+        let Some(body) = self.http.get(&path).await? else {
+            return Ok(None);
+        };
+        let reply: EntriesReply = self.decode(&path, &body)?;
+        match reply.entries.as_slice() {
+            [e] if e.index == index => Ok(Some(e.entry.clone().into_bytes())),
+            _ => Err(self.bad(&path, "expected exactly the entry asked for")),
+        }
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` leaves.
+    pub async fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, ApiError> {
+        let path = format!("/v1/proof/inclusion?index={index}&size={size}");
+        let reply: InclusionReply = self.decode(&path, &self.get_required(&path).await?)?;
+        if (reply.index, reply.size) != (index, size) {
+            return Err(self.bad(&path, "proof for another index or size"));
+        }
+        self.proof_hashes(&path, &reply.proof)
+    }
+
+    /// The consistency proof from tree size `from` to `to`.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ApiError> {
+        let path = format!("/v1/proof/consistency?from={from}&to={to}");
+        let reply: ConsistencyReply = self.decode(&path, &self.get_required(&path).await?)?;
+        if (reply.from, reply.to) != (from, to) {
+            return Err(self.bad(&path, "proof between other sizes"));
+        }
+        self.proof_hashes(&path, &reply.proof)
+    }
+
+    /// The publish entry of `identity` with a tlog-proof; `None` when it is not logged.
+    pub async fn lookup(&self, identity: &Identity) -> Result<Option<LookupReply>, ApiError> {
+        let path = format!(
+            "/v1/lookup?package={}&version={}&file={}",
+            query_escape(&identity.package),
+            query_escape(&identity.version),
+            query_escape(&identity.file)
+        );
+        match self.http.get(&path).await? {
+            Some(body) => self.decode(&path, &body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Assembles the tlog-proof of entry `index` against the signed `checkpoint` note (not
+    /// verified here): the entry bytes and the inclusion proof at the checkpoint's size.
+    pub async fn tlog_proof(&self, index: u64, checkpoint: &str) -> Result<TlogProof, ApiError> {
+        let (cp, _) = Checkpoint::parse(checkpoint.as_bytes())
+            .map_err(|e| self.bad("/checkpoint", &e.to_string()))?;
+        let entry = self
+            .entry(index)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("entry {index}")))?;
+        let proof = self.inclusion(index, cp.size).await?;
+        Ok(TlogProof::new(entry, index, proof, checkpoint.to_owned()))
+    }
+
+    /// The decoded hashes of a proof reply (inclusion or consistency).
+    fn proof_hashes(&self, path: &str, proof: &[String]) -> Result<Vec<Hash>, ApiError> {
+        proof
+            .iter()
+            .map(|h| {
+                decode_hash(h).ok_or_else(|| self.bad(path, "proof hash is not base64 of 32 bytes"))
+            })
+            .collect()
+    }
+
+    async fn get_required(&self, path: &str) -> Result<Vec<u8>, ApiError> {
+        self.http
+            .get(path)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(self.http.url(path)))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(body).map_err(|e| self.bad(path, &e.to_string()))
+    }
+
+    fn bad(&self, path: &str, reason: &str) -> ApiError {
+        ApiError::BadReply {
+            url: self.http.url(path),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Percent-encodes a query value: everything but `A-Z a-z 0-9 - . _ ~`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(
+            query_escape("pkg:npm/%40s/x 1+2&y"),
+            "pkg%3Anpm%2F%2540s%2Fx%201%2B2%26y"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Local files that must survive a crash and may hold secrets: the one way btlog replaces a
+//! file, creates a private one, and reads a TOML file.
+//!
+//! [`write_atomic`] leaves either the old or the new content after a crash, never a mix: a
+//! fresh temp file beside the target (created exclusively, so a planted file or symlink is
+//! refused rather than followed), written and fsynced, renamed over the target, then the
+//! directory fsynced so the rename itself is durable. Permission bits apply on Unix; other
+//! platforms keep their defaults.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Who may read a file btlog writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Mode 0600: keys, tokens, an installer's trusted state.
+    Private,
+    /// Mode 0644: vkeys, monitor state and evidence.
+    Public,
+}
+
+impl Access {
+    #[cfg(unix)]
+    fn mode(self) -> u32 {
+        match self {
+            Access::Private => 0o600,
+            Access::Public => 0o644,
+        }
+    }
+}
+
+/// Replaces `path` with `data` atomically and durably (see the module docs).
+pub fn write_atomic(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
+    let dir = parent(path);
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    // A temp file left by a crash is ours to replace; `create_new` below never follows a link.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let result = write_new(&tmp, data, access).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
+/// Creates `path` with `data`, fsynced; fails with [`io::ErrorKind::AlreadyExists`] if it
+/// exists (so a key is never overwritten).
+pub fn create_new(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
+    write_new(path, data, access)?;
+    sync_dir(parent(path))
+}
+
+/// Creates `dir` and its parents; the last one mode 0700 on Unix.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// The permission bits of `path` that let group or others in, if any (always `None` off Unix).
+pub fn shared_mode(path: &Path) -> io::Result<Option<u32>> {
+    let meta = fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o7777;
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Ok(None)
+    }
+}
+
+fn write_new(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, access.mode());
+    #[cfg(not(unix))]
+    let _ = access;
+    let mut file = options.open(path)?;
+    file.write_all(data)?;
+    file.sync_all()
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Directories cannot be opened for fsync off Unix; the rename is as durable as the OS makes it.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Why a TOML file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TomlFileError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The file is not valid TOML for what it configures.
+    #[error("{}:{line}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// What is wrong, on one line.
+        reason: String,
+    },
+}
+
+/// Reads a TOML file into `T`, with errors that name the file and the line.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TomlFileError> {
+    let text = fs::read_to_string(path).map_err(|source| TomlFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| TomlFileError::Parse {
+        path: path.to_owned(),
+        line: e.span().map_or(1, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        }),
+        reason: e.message().replace('\n', " "),
+    })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn replaces_atomically_with_the_mode_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"one", Access::Private).expect("write");
+        assert_eq!(mode(&path), 0o600);
+        // A stale temp file from a crash is replaced, not appended to or followed.
+        fs::write(dir.path().join("state.json.tmp"), b"stale").expect("stale");
+        write_atomic(&path, b"two", Access::Public).expect("rewrite");
+        assert_eq!(fs::read(&path).expect("read"), b"two");
+        assert_eq!(mode(&path), 0o644);
+        assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").expect("victim");
+        let key = dir.path().join("log.key");
+        std::os::unix::fs::symlink(&victim, &key).expect("symlink");
+        let err = create_new(&key, b"secret", Access::Private).expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&victim).expect("read"), b"keep");
+    }
+
+    #[test]
+    fn shared_modes_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        create_new(&path, b"k", Access::Private).expect("create");
+        assert_eq!(shared_mode(&path).expect("stat"), None);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert_eq!(shared_mode(&path).expect("stat"), Some(0o640));
+    }
+}

@@ -1,0 +1,346 @@
+//! Catching up with a new checkpoint: read the new entry bundles and level-0 hash tiles, check
+//! every entry against its tile hash, the claims and the watch rules, fold the new leaves into
+//! the stored frontier, and compare the result with the signed root. Matching proves both that
+//! the new tree extends the verified one and that the entries read are the log's.
+//!
+//! The work is a pipeline: up to [`CONCURRENCY`] bundles are fetched, hashed, parsed and matched
+//! against the watch rules by tasks of their own (on every core), while this task takes them in
+//! order and does what must be sequential: the frontier, the identity index and the alerts.
+
+use futures_util::stream::{self, StreamExt as _};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use btlog_client::tiles::{SignedCheckpoint, TileClient, TilesError};
+use btlog_core::entry::Entry;
+use btlog_core::merkle::tiles::{MAX_LEVEL, TILE_HEIGHT, TILE_WIDTH};
+use btlog_core::merkle::{balanced_root, leaf_hash, Hash};
+
+use super::alert::AlertKind;
+use super::claims::Claim;
+use super::state::Frontier;
+use super::upper::{first_mismatch, UpperTiles};
+use super::watch::Watcher;
+use super::{LogMonitor, MonitorError};
+
+/// Entry bundles checked between commits of the state.
+const CHUNK_BUNDLES: u64 = 256;
+/// Bundles fetched and prepared concurrently.
+const CONCURRENCY: usize = 16;
+
+/// How an audit towards a checkpoint ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new leaves fold into the signed root; the checkpoint is now the verified one.
+    Verified,
+    /// The leaves read do not produce the signed root.
+    RootMismatch,
+    /// A tile or bundle was malformed or did not match; alerted, nothing committed.
+    BadData,
+}
+
+/// One entry bundle, fetched and checked as far as it can be on its own.
+struct Bundle {
+    /// Bundle index.
+    index: u64,
+    /// Leaf hashes of all its entries.
+    leaves: Vec<Hash>,
+    /// For a full bundle, the root of its 256 leaves: its hash in the level-1 tile.
+    root: Option<Hash>,
+    /// Alerts found in it, by leaf index: tile mismatches, unparsable entries, watch rules.
+    alerts: Vec<(u64, AlertKind, String)>,
+    /// Whether an entry did not hash to its level-0 tile hash.
+    mismatch: bool,
+    /// The parsed entries at or past the audit start.
+    claims: Vec<Claim>,
+}
+
+/// What a bundle's entries are checked for.
+#[derive(Clone)]
+struct Checks {
+    /// Leaf index the audit starts at: entries before it were audited already.
+    start: u64,
+    /// Parse entries as btlog entries (false for logs of other entry formats).
+    entries: bool,
+    watcher: std::sync::Arc<Watcher>,
+}
+
+impl LogMonitor {
+    /// Audits from the stored position up to `cp`, served by source `src`.
+    pub(super) async fn audit(
+        &mut self,
+        src: usize,
+        cp: &SignedCheckpoint,
+    ) -> Result<Outcome, MonitorError> {
+        let n = cp.checkpoint.size;
+        if self.state.progress.size() > n {
+            self.reset_progress();
+        }
+        let start = self.state.progress.size();
+        let bar = self.progress_bar(n - start);
+        let result = self.read_bundles(src, n, &bar).await;
+        if !matches!(result, Ok(true)) {
+            bar.abandon();
+            return result.map(|_| Outcome::BadData);
+        }
+        bar.finish_and_clear();
+        if self.state.progress.root() != cp.checkpoint.root {
+            self.reset_progress();
+            self.save()?;
+            return Ok(Outcome::RootMismatch);
+        }
+        self.state.checkpoint = cp.clone();
+        self.state.verified = self.state.progress.clone();
+        self.save()?;
+        self.sink.set_verified(&self.origin, n);
+        Ok(Outcome::Verified)
+    }
+
+    /// Reads and checks every bundle from the position up to size `n`, committing the state
+    /// every [`CHUNK_BUNDLES`]. False when a bundle was bad (alerted). On false or an error the
+    /// progress goes back to the last commit, so only the unfinished chunk is read again.
+    async fn read_bundles(
+        &mut self,
+        src: usize,
+        n: u64,
+        bar: &ProgressBar,
+    ) -> Result<bool, MonitorError> {
+        let client = self.sources[src].clone();
+        let checks = Checks {
+            start: self.state.progress.size(),
+            entries: self.parse_entries,
+            watcher: self.watcher.clone(),
+        };
+        let mut bundles = stream::iter(checks.start / TILE_WIDTH..n.div_ceil(TILE_WIDTH))
+            .map(|b| tokio::spawn(prepare(client.clone(), b, n, checks.clone())))
+            .buffered(CONCURRENCY);
+        let mut saved = self.state.progress.clone();
+        let mut upper = UpperTiles::default();
+        while let Some(joined) = bundles.next().await {
+            let fetched = match joined {
+                Ok(fetched) => fetched,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            let outcome = match self.take(fetched, &client, n, &mut upper).await {
+                Ok(true) => self.commit_if_due(&mut saved, n, bar),
+                other => other,
+            };
+            if !matches!(outcome, Ok(true)) {
+                self.restore(&saved);
+                return outcome;
+            }
+        }
+        for (level, tile, computed) in upper.finish() {
+            self.compare_tile(&client, n, level, tile, &computed)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Checks one fetched bundle, and the upper tiles it completes; false when the bundle was
+    /// bad (alerted).
+    async fn take(
+        &mut self,
+        fetched: Result<Bundle, TilesError>,
+        client: &TileClient,
+        n: u64,
+        upper: &mut UpperTiles,
+    ) -> Result<bool, MonitorError> {
+        let Some(bundle) = self.served(client, fetched).await? else {
+            return Ok(false);
+        };
+        let root = bundle.root.map(|r| (bundle.index, r));
+        let ok = self.check_bundle(bundle).await?;
+        if let (true, Some((b, root))) = (ok, root) {
+            self.check_upper(client, n, upper, b, root).await?;
+        }
+        Ok(ok)
+    }
+
+    /// Records the root of full bundle `b` in the level-1 row and compares every tile that
+    /// completes, climbing while full tiles match.
+    async fn check_upper(
+        &mut self,
+        client: &TileClient,
+        n: u64,
+        upper: &mut UpperTiles,
+        b: u64,
+        root: Hash,
+    ) -> Result<(), MonitorError> {
+        let mut next = Some((1, b, root));
+        while let Some((level, index, hash)) = next.take() {
+            let Some((level, tile, computed)) = upper.push(level, index, hash) else {
+                break;
+            };
+            next = self
+                .compare_tile(client, n, level, tile, &computed)
+                .await?
+                .filter(|_| level < MAX_LEVEL)
+                .map(|root| (level + 1, tile, root));
+        }
+        Ok(())
+    }
+
+    /// What a source served: a malformed tile or bundle is alerted and gives None; a failed
+    /// transfer is an error.
+    async fn served<T>(
+        &mut self,
+        client: &TileClient,
+        fetched: Result<T, TilesError>,
+    ) -> Result<Option<T>, MonitorError> {
+        match fetched {
+            Ok(value) => Ok(Some(value)),
+            Err(TilesError::Malformed { path, reason }) => {
+                let details = format!("{}/{path}: {reason}", client.base());
+                self.alert(AlertKind::TileMismatch, None, details).await;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Compares the served hash tile `level`/`tile` (at size `n`) with the hashes computed for
+    /// it, alerting on a difference. Returns the tile's root when it is full and matches, for
+    /// the level above.
+    async fn compare_tile(
+        &mut self,
+        client: &TileClient,
+        n: u64,
+        level: u8,
+        tile: u64,
+        computed: &[Option<Hash>],
+    ) -> Result<Option<Hash>, MonitorError> {
+        let fetched = client.hash_tile(level, tile, n).await;
+        let Some(served) = self.served(client, fetched).await? else {
+            return Ok(None);
+        };
+        if let Some(i) = first_mismatch(computed, &served) {
+            let details = format!(
+                "{}: hash {i} of level-{level} tile {tile} is not the root of the tree below it",
+                client.base()
+            );
+            self.alert(AlertKind::TileMismatch, None, details).await;
+            return Ok(None);
+        }
+        Ok((served.len() == TILE_WIDTH as usize).then(|| balanced_root(&served)))
+    }
+
+    /// Commits the index and the state once a chunk is done (or the audit reached `n`), and
+    /// moves `saved` there.
+    fn commit_if_due(
+        &mut self,
+        saved: &mut Frontier,
+        n: u64,
+        bar: &ProgressBar,
+    ) -> Result<bool, MonitorError> {
+        let position = self.state.progress.size();
+        let done = position - saved.size();
+        if done < CHUNK_BUNDLES * TILE_WIDTH && position < n {
+            return Ok(true);
+        }
+        self.index.commit(position)?;
+        self.save()?;
+        self.sink.add_checked(&self.origin, done);
+        bar.inc(done);
+        if bar.is_hidden() {
+            tracing::info!(log = %self.origin, position, target = n, "audited");
+        }
+        *saved = self.state.progress.clone();
+        Ok(true)
+    }
+
+    /// Folds a prepared bundle into the frontier and checks its entries' claims. False when
+    /// the bundle and its tile disagree (alerted).
+    async fn check_bundle(&mut self, bundle: Bundle) -> Result<bool, MonitorError> {
+        let mut alerts = Vec::new();
+        if !bundle.mismatch {
+            let first = bundle.index * TILE_WIDTH;
+            let skip = self.state.progress.size().saturating_sub(first);
+            match bundle.root {
+                // A full bundle not yet started: its root, already hashed by the worker.
+                Some(root) if skip == 0 => self.state.progress.push_subtree(TILE_HEIGHT, root),
+                _ => {
+                    for leaf in bundle.leaves.iter().skip(skip as usize) {
+                        self.state.progress.push(*leaf);
+                    }
+                }
+            }
+            for (i, v) in self.index.check_all(&bundle.claims)? {
+                alerts.push((i, v.kind, v.details));
+            }
+        }
+        // Per entry: its claim violations, then what the bundle's own checks found.
+        alerts.extend(bundle.alerts);
+        alerts.sort_by_key(|(i, ..)| *i);
+        for (i, kind, details) in alerts {
+            self.alert(kind, Some(i), details).await;
+        }
+        Ok(!bundle.mismatch)
+    }
+
+    /// Drops unconfirmed progress: back to the verified checkpoint.
+    pub(super) fn reset_progress(&mut self) {
+        self.state.progress = self.state.verified.clone();
+        self.index.rollback(self.state.progress.size());
+    }
+
+    /// Drops the progress of an unfinished step, back to the frontier it started from.
+    fn restore(&mut self, saved: &Frontier) {
+        self.index.rollback(saved.size());
+        self.state.progress = saved.clone();
+    }
+
+    fn progress_bar(&self, len: u64) -> ProgressBar {
+        if !self.show_progress || len == 0 {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} entries ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(self.origin.clone());
+        bar
+    }
+}
+
+/// Fetches bundle `b` of the tree of size `n` and its level-0 tile, checks every entry against
+/// its tile hash, and parses and watches the entries at or past the audit start.
+async fn prepare(client: TileClient, b: u64, n: u64, checks: Checks) -> Result<Bundle, TilesError> {
+    let (raw, tile) = tokio::join!(client.entry_bundle(b, n), client.hash_tile(0, b, n));
+    let (raw, tile) = (raw?, tile?);
+    let first = b * TILE_WIDTH;
+    let leaves: Vec<Hash> = raw.iter().map(|e| leaf_hash(e)).collect();
+    let mut alerts = Vec::new();
+    for ((i, leaf), want) in (first..).zip(&leaves).zip(&tile) {
+        if leaf != want {
+            let details = format!("entry {i} in bundle {b} does not hash to its level-0 tile hash");
+            alerts.push((i, AlertKind::TileMismatch, details));
+        }
+    }
+    let mismatch = !alerts.is_empty();
+    let mut claims = Vec::new();
+    if checks.entries && !mismatch {
+        let skip = checks.start.saturating_sub(first) as usize;
+        for (i, bytes) in (first..).zip(&raw).skip(skip) {
+            match Entry::parse(bytes) {
+                Ok(entry) => {
+                    if let Some((kind, details)) = checks.watcher.check(&entry) {
+                        alerts.push((i, kind, details));
+                    }
+                    claims.push(Claim::new(i, entry));
+                }
+                Err(e) => alerts.push((i, AlertKind::BadEntry, e.to_string())),
+            }
+        }
+    }
+    let root = (leaves.len() == TILE_WIDTH as usize).then(|| balanced_root(&leaves));
+    Ok(Bundle {
+        index: b,
+        leaves,
+        root,
+        alerts,
+        mismatch,
+        claims,
+    })
+}

@@ -1,0 +1,361 @@
+//! The binary transparency claims of PROTOCOL.md §2, checked on every entry, and the identity index
+//! they need, rebuilt by the monitor from the entries themselves.
+//!
+//! The index is a small RocksDB database (`index/` in the log's state directory): it grows with
+//! the log (one record per artifact) and must not be held in memory or rewritten, and RocksDB
+//! is already a dependency. Records carry the leaf index that created them; a record at or
+//! beyond the committed audit position (left by a run that crashed before saving its state) is
+//! ignored and overwritten, so the index always agrees with `state.json` without a shared
+//! transaction.
+//!
+//! The rules themselves are `btlog_core::claims`, the same code the log's sequencer runs.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use btlog_core::claims::{self, Published, Verdict};
+use btlog_core::entry::{Entry, Kind};
+
+use super::alert::AlertKind;
+
+/// Why the index failed.
+#[derive(Debug, thiserror::Error)]
+#[error("identity index: {0}")]
+pub struct IndexError(#[from] rocksdb::Error);
+
+/// A claim violation found in one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which claim.
+    pub kind: AlertKind,
+    /// What was found, for a person.
+    pub details: String,
+}
+
+/// The identity index: identity → (sha256, index), package → first publish index.
+pub struct Index {
+    db: rocksdb::DB,
+    committed: u64,
+    pending: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+/// Stored records of the keys of a batch of claims, read in one `MultiGet`.
+type Fetched = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Block cache of the monitor's index: bounded, whatever the log size.
+const INDEX_CACHE_BYTES: usize = 32 << 20;
+
+impl Index {
+    /// Opens (or creates) the index in `dir`; records at or beyond `committed` are ignored.
+    pub fn open(dir: &Path, committed: u64) -> Result<Index, IndexError> {
+        let cache = rocksdb::Cache::new_lru_cache(INDEX_CACHE_BYTES);
+        let mut opts = btlog_store::random_key_index_options(&cache);
+        opts.create_if_missing(true);
+        Ok(Index {
+            // The default family is named so that `check_all` can use batched lookups on it.
+            db: rocksdb::DB::open_cf_descriptors(
+                &opts,
+                dir,
+                [rocksdb::ColumnFamilyDescriptor::new(
+                    rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+                    opts.clone(),
+                )],
+            )?,
+            committed,
+            pending: HashMap::new(),
+        })
+    }
+
+    /// Checks consecutive claims against the index, in order, and records what they
+    /// establish. The stored records they need are read in one batched lookup, which costs a
+    /// fraction of one lookup per key.
+    pub fn check_all(&mut self, claims: &[Claim]) -> Result<Vec<(u64, Violation)>, IndexError> {
+        let mut keys: Vec<&[u8]> = claims
+            .iter()
+            .flat_map(|c| {
+                let (id_read, pkg_read) = c.reads();
+                [
+                    id_read.then_some(c.id_key.as_slice()),
+                    pkg_read.then_some(c.pkg_key.as_slice()),
+                ]
+            })
+            .flatten()
+            .filter(|k| !self.pending.contains_key(*k))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let cf = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
+        // Opened with the default family named, so `cf` is there; without it `get` would
+        // read each key on its own, correctly but slower.
+        let values = match cf {
+            Some(cf) => self.db.batched_multi_get_cf(cf, &keys, true),
+            None => Vec::new(),
+        };
+        let mut fetched = Fetched::with_capacity(keys.len());
+        for (key, value) in keys.into_iter().zip(values) {
+            fetched.insert(key.to_vec(), value?.map(|v| v.to_vec()));
+        }
+        let mut violations = Vec::new();
+        for claim in claims {
+            if let Some(v) = self.check(claim, &fetched)? {
+                violations.push((claim.index, v));
+            }
+        }
+        Ok(violations)
+    }
+
+    /// Checks one claim against the index (with the stored records in `fetched`, or read
+    /// now) and records what it establishes.
+    fn check(&mut self, claim: &Claim, fetched: &Fetched) -> Result<Option<Violation>, IndexError> {
+        let Claim {
+            index,
+            entry,
+            id_key,
+            pkg_key,
+        } = claim;
+        let index = *index;
+        let (id_read, pkg_read) = claim.reads();
+        let published = match id_read {
+            true => self
+                .get(id_key, fetched)?
+                .map(|(sha256, index)| Published { index, sha256 }),
+            false => None,
+        };
+        let package_published = pkg_read && self.get(pkg_key, fetched)?.is_some();
+        let verdict = claims::judge(entry, published, package_published);
+        if verdict.is_new() && entry.kind == Kind::Publish {
+            self.put(id_key.clone(), entry.sha256, index);
+            if !package_published {
+                self.put(pkg_key.clone(), [0; 32], index);
+            }
+        }
+        let kind = match verdict {
+            Verdict::New | Verdict::Duplicate(_) => None,
+            Verdict::Conflict(_) => Some(AlertKind::Conflict),
+            Verdict::UnknownArtifact => Some(AlertKind::UnknownArtifact),
+            Verdict::DigestMismatch(_) => Some(AlertKind::DigestMismatch),
+            Verdict::UnknownPackage => Some(AlertKind::UnknownPackage),
+        };
+        let violation = kind.map(|kind| Violation {
+            kind,
+            details: verdict.reason(entry).unwrap_or_default(),
+        });
+        Ok(violation)
+    }
+
+    /// Writes the records of the checked entries durably; `position` becomes the committed
+    /// audit position once the caller saved its state.
+    pub fn commit(&mut self, position: u64) -> Result<(), IndexError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (k, v) in self.pending.drain() {
+            batch.put(k, v);
+        }
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        self.committed = position;
+        Ok(())
+    }
+
+    /// Forgets records not yet committed and any beyond `position` (a reset audit position).
+    pub fn rollback(&mut self, position: u64) {
+        self.pending.clear();
+        self.committed = position;
+    }
+
+    /// The record under `key`: pending, else stored and committed.
+    fn get(&self, key: &[u8], fetched: &Fetched) -> Result<Option<([u8; 32], u64)>, IndexError> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(decode(v));
+        }
+        let stored = match fetched.get(key) {
+            Some(v) => v.clone(),
+            None => self.db.get(key)?,
+        };
+        Ok(stored
+            .and_then(|v| decode(&v))
+            .filter(|(_, index)| *index < self.committed))
+    }
+
+    /// Records `key` (which has no record) as established at `index`.
+    fn put(&mut self, key: Vec<u8>, digest: [u8; 32], index: u64) {
+        self.pending
+            .insert(key, [digest.as_slice(), &index.to_be_bytes()].concat());
+    }
+}
+
+/// An entry to check, with its leaf index and the index keys it reads or writes.
+pub struct Claim {
+    /// Leaf index of the entry.
+    pub index: u64,
+    /// The entry.
+    pub entry: Entry,
+    id_key: Vec<u8>,
+    pkg_key: Vec<u8>,
+}
+
+impl Claim {
+    /// The claim of `entry` at leaf `index`; hashing its keys here lets callers do it off the
+    /// thread that owns the index.
+    pub fn new(index: u64, entry: Entry) -> Claim {
+        let id_key = [b"i".as_slice(), &entry.identity_key()].concat();
+        let pkg_key = [b"p".as_slice(), &Sha256::digest(entry.package.as_bytes())].concat();
+        Claim {
+            index,
+            entry,
+            id_key,
+            pkg_key,
+        }
+    }
+
+    /// Which records checking it reads: its identity's (to judge it), its package's (to
+    /// judge an owner event, or to record a package's first publish).
+    fn reads(&self) -> (bool, bool) {
+        let kind = self.entry.kind;
+        (
+            claims::needs_identity(kind),
+            !claims::needs_identity(kind) || kind == Kind::Publish,
+        )
+    }
+}
+
+fn decode(v: &[u8]) -> Option<([u8; 32], u64)> {
+    let digest = v.get(..32)?.try_into().ok()?;
+    let index = u64::from_be_bytes(v.get(32..40)?.try_into().ok()?);
+    Some((digest, index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use btlog_core::entry::EntryData;
+
+    fn entry(kind: Kind, package: &str, version: &str, digest: u8) -> Entry {
+        let owner = kind.is_owner();
+        Entry::new(EntryData {
+            kind,
+            registry: "registry.example".into(),
+            package: package.into(),
+            version: if owner { "-".into() } else { version.into() },
+            file: if owner {
+                "-".into()
+            } else {
+                format!("{version}.tgz")
+            },
+            sha256: [digest; 32],
+            sha512: None,
+            size: None,
+            publisher: None,
+            provenance: None,
+            time: None,
+        })
+        .expect("valid entry")
+    }
+
+    #[test]
+    fn claims_are_enforced_and_survive_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut idx = Index::open(dir.path(), 0).expect("open");
+        let kind = |v: Option<Violation>| v.map(|v| v.kind);
+        let pkg = "pkg:npm/a";
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(0, entry(Kind::OwnerAdd, pkg, "-", 9)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            Some(AlertKind::UnknownPackage)
+        );
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(1, entry(Kind::Publish, pkg, "1", 1)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            None
+        );
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(2, entry(Kind::Publish, pkg, "1", 1)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            None
+        );
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(3, entry(Kind::Publish, pkg, "1", 2)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            Some(AlertKind::Conflict)
+        );
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(4, entry(Kind::Yank, pkg, "2", 1)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            Some(AlertKind::UnknownArtifact)
+        );
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(5, entry(Kind::Delete, pkg, "1", 3)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            Some(AlertKind::DigestMismatch)
+        );
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(6, entry(Kind::OwnerAdd, pkg, "-", 9)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            None
+        );
+        idx.commit(7).expect("commit");
+        drop(idx);
+        // Reopened at a committed position below the records: they are not trusted.
+        let mut idx = Index::open(dir.path(), 1).expect("reopen");
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(1, entry(Kind::Publish, pkg, "1", 5)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            None
+        );
+        idx.rollback(1);
+        drop(idx);
+        let mut idx = Index::open(dir.path(), 7).expect("reopen");
+        assert_eq!(
+            kind(
+                idx.check(
+                    &Claim::new(7, entry(Kind::Publish, pkg, "1", 2)),
+                    &Fetched::new()
+                )
+                .unwrap()
+            ),
+            Some(AlertKind::Conflict)
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Server configuration (PROTOCOL.md §7): zero-config defaults, overridden by a TOML file, overridden
+//! by command-line flags.
+
+use btlog_client::file::{read_toml, TomlFileError};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] TomlFileError),
+    /// A value is out of its allowed range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything `btlog serve` needs; every field has a safe default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data directory: the store, the signing key, `log.vkey`, `tokens.toml`.
+    pub data: PathBuf,
+    /// HTTP listen address (tlog-tiles read API and `/v1` JSON API).
+    pub http: SocketAddr,
+    /// gRPC listen address.
+    pub grpc: SocketAddr,
+    /// Log origin (the key name) when the key is created in the data directory.
+    pub origin: String,
+    /// A private key file made by `btlog keygen`; its name is then the origin.
+    pub key: Option<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: PathBuf::from("btlog-data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            origin: "localhost/btlog".to_owned(),
+            key: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Limits that keep memory, latency and abuse bounded.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body, in bytes (HTTP and gRPC messages).
+    pub max_body_bytes: usize,
+    /// Most entries in one submission.
+    pub max_entries_per_request: usize,
+    /// Largest encoded entry, in bytes (at most 65,535, PROTOCOL.md §2).
+    pub max_entry_bytes: usize,
+    /// Most entries the sequencer commits in one group commit.
+    pub batch_max_entries: usize,
+    /// How long the sequencer waits to gather more submissions into a batch, in milliseconds.
+    pub batch_delay_ms: u64,
+    /// Submissions waiting for the sequencer; beyond this new ones get 503.
+    pub queue_depth: usize,
+    /// Submissions per second allowed for each token (sustained).
+    pub rate_per_second: f64,
+    /// Submissions a token may make in a burst.
+    pub rate_burst: u32,
+    /// Longest a request may take, in seconds.
+    pub request_timeout_secs: u64,
+    /// Longest an HTTP/1 client may take to send a request's headers, and longest any HTTP or
+    /// gRPC connection may go with nothing in flight, in seconds (slow or idle clients that
+    /// hold connections open are cut off after this). A gRPC connection with a stream open is
+    /// pinged after this long without reads, and closed if the ping is not answered as long.
+    pub header_read_timeout_secs: u64,
+    /// Most entries returned by one read page (`/v1/entries`, `/v1/packages`).
+    pub max_page: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 << 20,
+            max_entries_per_request: 1000,
+            max_entry_bytes: btlog_core::entry::MAX_ENTRY_BYTES,
+            batch_max_entries: 4096,
+            batch_delay_ms: 5,
+            queue_depth: 1024,
+            rate_per_second: 50.0,
+            rate_burst: 100,
+            request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            max_page: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The header read (and idle connection) timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// The batch gathering delay as a duration.
+    pub fn batch_delay(&self) -> Duration {
+        Duration::from_millis(self.batch_delay_ms)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if self.max_body_bytes == 0 || self.max_entries_per_request == 0 || self.max_page == 0 {
+            return bad("limits must be positive");
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > btlog_core::entry::MAX_ENTRY_BYTES {
+            return bad("max_entry_bytes must be 1..=65535");
+        }
+        if self.batch_max_entries < self.max_entries_per_request {
+            return bad("batch_max_entries must be at least max_entries_per_request");
+        }
+        if self.queue_depth == 0
+            || self.request_timeout_secs == 0
+            || self.header_read_timeout_secs == 0
+        {
+            return bad(
+                "queue_depth, request_timeout_secs and header_read_timeout_secs must be positive",
+            );
+        }
+        if !(self.rate_per_second.is_finite() && self.rate_per_second > 0.0) || self.rate_burst == 0
+        {
+            return bad("rate_per_second and rate_burst must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; keys it omits keep their defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Ok(read_toml(path)?)
+    }
+
+    /// Checks that the limits make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.check()
+    }
+
+    /// Where the data-directory signing key lives.
+    pub fn key_path(&self) -> PathBuf {
+        self.data.join("log.key")
+    }
+
+    /// Where the vkey in use is written at every start.
+    pub fn vkey_path(&self) -> PathBuf {
+        self.data.join("log.vkey")
+    }
+
+    /// Where submitter credentials are kept.
+    pub fn tokens_path(&self) -> PathBuf {
+        tokens_path(&self.data)
+    }
+
+    /// Where the RocksDB store lives.
+    pub fn store_path(&self) -> PathBuf {
+        self.data.join("db")
+    }
+}
+
+/// `<data>/tokens.toml`.
+pub fn tokens_path(data: &Path) -> PathBuf {
+    data.join("tokens.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let c: Config =
+            toml::from_str("http = \"127.0.0.1:9\"\n[limits]\nqueue_depth = 3\n").expect("valid");
+        assert_eq!(c.http.port(), 9);
+        assert_eq!(c.grpc.port(), 50051);
+        assert_eq!(c.limits.queue_depth, 3);
+        assert_eq!(c.limits.max_page, 1000);
+        assert!(toml::from_str::<Config>("nope = 1").is_err());
+        assert!(c.validate().is_ok());
+    }
+}

@@ -1,0 +1,226 @@
+//! The log's single writer: stages a batch of entries (hashing, tiles, index keys) and
+//! commits it with its signed checkpoint in one synced RocksDB write.
+
+use super::tile::Frontier;
+use super::{
+    leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES,
+    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+};
+use btlog_core::merkle::{leaf_hash, Hash};
+use rocksdb::{WriteBatch, WriteOptions};
+
+/// An entry to append, with the index keys the log layer derived from it and its leaf hash.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    data: Vec<u8>,
+    leaf_hash: Hash,
+    identity: Option<Hash>,
+    package: Option<String>,
+}
+
+impl NewEntry {
+    /// An entry of exactly `data` (the leaf data), claiming the identity key `identity` if
+    /// any and listed under `package` if any. Its leaf hash is computed here, once, by whoever
+    /// builds it, not by the single writer that stages it.
+    pub fn new(data: Vec<u8>, identity: Option<Hash>, package: Option<String>) -> NewEntry {
+        NewEntry {
+            leaf_hash: leaf_hash(&data),
+            data,
+            identity,
+            package,
+        }
+    }
+
+    /// The entry bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The RFC 6962 leaf hash of the entry bytes.
+    pub fn leaf_hash(&self) -> Hash {
+        self.leaf_hash
+    }
+}
+
+/// A batch prepared but not yet written: the tree it would make, and its write.
+pub struct Staged {
+    frontier: Frontier,
+    batch: WriteBatch,
+    start: u64,
+    root: Hash,
+    leaves: Vec<Hash>,
+}
+
+impl Staged {
+    /// Index of the first staged entry.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Tree size once committed.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// Tree root once committed: what the checkpoint for this batch signs.
+    pub fn root(&self) -> Hash {
+        self.root
+    }
+
+    /// Leaf hashes of the staged entries, in order.
+    pub fn leaf_hashes(&self) -> &[Hash] {
+        &self.leaves
+    }
+}
+
+/// The single writer of a [`Store`]; obtained with [`Store::appender`].
+pub struct Appender {
+    store: Store,
+    frontier: Frontier,
+}
+
+impl Appender {
+    pub(super) fn new(store: Store, frontier: Frontier) -> Self {
+        Appender { store, frontier }
+    }
+
+    /// The store this writer appends to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Tree size as this writer sees it (equal to the store's after every commit).
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// The current root.
+    pub fn root(&self) -> Result<Hash, StoreError> {
+        self.frontier
+            .root()
+            .ok_or_else(|| StoreError::Corrupt("right edge of the tree incomplete".into()))
+    }
+
+    /// Prepares `entries` for appending after the current tree. Nothing is written and the
+    /// writer is unchanged until [`Appender::commit`]. A stopped writer stages nothing, so no
+    /// root is ever handed out to sign after [`StoreError::WriterPoisoned`].
+    pub fn stage(&self, entries: &[NewEntry]) -> Result<Staged, StoreError> {
+        if self.store.writer_stopped() {
+            return Err(StoreError::WriterPoisoned);
+        }
+        let start = self.frontier.size();
+        let mut frontier = self.frontier.clone();
+        let leaves: Vec<Hash> = entries.iter().map(NewEntry::leaf_hash).collect();
+        let tiles = frontier.append(&leaves);
+        let store = &self.store;
+        let mut batch = WriteBatch::default();
+        for (i, (e, leaf)) in entries.iter().zip(&leaves).enumerate() {
+            let index = (start + i as u64).to_be_bytes();
+            batch.put_cf(store.cf(CF_ENTRIES), index, &e.data);
+            batch.put_cf(store.cf(CF_LEAVES), leaf_key(leaf, start + i as u64), []);
+            if let Some(id) = &e.identity {
+                batch.put_cf(store.cf(CF_IDENTITIES), id, index);
+            }
+            if let Some(p) = &e.package {
+                let mut key = package_prefix(p);
+                key.extend_from_slice(&index);
+                batch.put_cf(store.cf(CF_PACKAGES), key, []);
+            }
+        }
+        for (addr, value) in tiles {
+            batch.put_cf(store.cf(CF_TILES), addr.key(), value);
+        }
+        batch.put_cf(store.cf(CF_META), META_SIZE, frontier.size().to_be_bytes());
+        let root = frontier
+            .root()
+            .ok_or_else(|| StoreError::Corrupt("right edge of the tree incomplete".into()))?;
+        Ok(Staged {
+            frontier,
+            batch,
+            start,
+            root,
+            leaves,
+        })
+    }
+
+    /// Writes a staged batch together with the checkpoint signed for it, synced, in one
+    /// atomic write; only then does the new size become visible to readers. On error the
+    /// writer and the readable log are unchanged ([`StoreError::WriteFailed`]). If the failed
+    /// write may still have reached the disk (the stored size moved), the writer stops
+    /// ([`Store::writer_stopped`]) and refuses every later append
+    /// ([`StoreError::WriterPoisoned`]) rather than sign another tree at the same size; a
+    /// restart reloads the tree from disk, the landed batch included.
+    pub fn commit(&mut self, mut staged: Staged, checkpoint: &str) -> Result<(), StoreError> {
+        if self.store.writer_stopped() {
+            return Err(StoreError::WriterPoisoned);
+        }
+        if staged.start != self.frontier.size() {
+            return Err(StoreError::Corrupt(
+                "staged batch does not follow the tree".into(),
+            ));
+        }
+        let size = staged.frontier.size();
+        staged.batch.put_cf(
+            self.store.cf(CF_CHECKPOINTS),
+            size.to_be_bytes(),
+            checkpoint,
+        );
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        let write = |batch| {
+            self.store
+                .db()
+                .write_opt(batch, &opts)
+                .map_err(|e| e.to_string())
+        };
+        let written = match self.store.take_injected_failure() {
+            None => write(staged.batch),
+            Some(InjectedFailure::BeforeWrite) => Err("injected write failure".to_owned()),
+            Some(InjectedFailure::AfterWrite) => {
+                write(staged.batch).and(Err("injected failure after the write".to_owned()))
+            }
+            Some(InjectedFailure::Stall(pause)) => {
+                std::thread::sleep(pause);
+                write(staged.batch)
+            }
+        };
+        if let Err(reason) = written {
+            if self.stored_size() != Some(staged.start) {
+                self.store.stop_writer();
+                tracing::error!(%reason, "append failed and the stored size moved; writer stopped until restart");
+                return Err(StoreError::WriterPoisoned);
+            }
+            return Err(StoreError::WriteFailed(reason));
+        }
+        self.frontier = staged.frontier;
+        self.store.publish_size(size);
+        Ok(())
+    }
+
+    /// The tree size recorded on disk, or None if it cannot be read.
+    fn stored_size(&self) -> Option<u64> {
+        let v = self
+            .store
+            .db()
+            .get_cf(self.store.cf(CF_META), META_SIZE)
+            .ok()?;
+        match v {
+            None => Some(0),
+            Some(v) => v.try_into().ok().map(u64::from_be_bytes),
+        }
+    }
+
+    /// Stores a checkpoint signed for the current size without appending (at start-up, when
+    /// the newest stored checkpoint was signed with another key or is missing).
+    pub fn put_checkpoint(&mut self, checkpoint: &str) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.store.db().put_cf_opt(
+            self.store.cf(CF_CHECKPOINTS),
+            self.size().to_be_bytes(),
+            checkpoint,
+            &opts,
+        )?;
+        Ok(())
+    }
+}

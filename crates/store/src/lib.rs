@@ -1,0 +1,668 @@
+//! btlog-store: RocksDB storage for the log: entries, Merkle tiles, the identity and package indexes, and
+//! the history of signed checkpoints.
+//!
+//! Column families, each named for what it holds:
+//! - `entries`: big-endian u64 index → entry bytes.
+//! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]).
+//! - `identities`: 32-byte identity key → big-endian u64 index of the entry that claimed it.
+//! - `leaves`: first 8 bytes of the leaf hash, then the big-endian u64 index → empty. A short
+//!   prefix keeps this index small; candidates are confirmed against the stored leaf hash.
+//! - `packages`: package purl, 0x00, big-endian u64 index → empty (one key per entry).
+//! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
+//! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size.
+//!
+//! Every append is one atomic, synced `WriteBatch` holding the entries, the tiles they changed,
+//! their index keys, the new size and the checkpoint signed for it: after a crash the store
+//! is exactly the state after some completed append. Readers only ever look at indexes below
+//! the published size, and everything below it is immutable, so reads never wait for writes.
+
+pub mod append;
+pub mod tile;
+pub mod tile_cache;
+
+use btlog_core::merkle::tiles::TILE_WIDTH;
+use btlog_core::merkle::{self, Hash, HashReader, NodeId, ProofError};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tile::TileAddr;
+
+pub use append::{Appender, NewEntry, Staged};
+
+/// The on-disk layout version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const CF_ENTRIES: &str = "entries";
+const CF_TILES: &str = "tiles";
+const CF_IDENTITIES: &str = "identities";
+const CF_PACKAGES: &str = "packages";
+const CF_LEAVES: &str = "leaves";
+const CF_CHECKPOINTS: &str = "checkpoints";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 7] = [
+    CF_ENTRIES,
+    CF_TILES,
+    CF_IDENTITIES,
+    CF_PACKAGES,
+    CF_LEAVES,
+    CF_CHECKPOINTS,
+    CF_META,
+];
+const META_FORMAT: &[u8] = b"format";
+const META_SIZE: &[u8] = b"size";
+
+/// What can go wrong reading or writing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed (I/O, corruption it detected, ...).
+    #[error("storage: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// The data directory was written by another layout version.
+    #[error(
+        "data directory has layout version {found}, this build reads version {FORMAT_VERSION}"
+    )]
+    Format {
+        /// The version found on disk.
+        found: u32,
+    },
+    /// Stored data is not what this layout says it must be.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// A proof or root was asked for sizes or indexes the tree does not have.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// A tree size beyond what the log holds was asked for.
+    #[error("tree size {asked} is beyond the log size {size}")]
+    BeyondLog {
+        /// The size asked for.
+        asked: u64,
+        /// The log size.
+        size: u64,
+    },
+    /// A second writer was requested; the log has exactly one.
+    #[error("the store already has a writer")]
+    WriterTaken,
+    /// An append's synced write failed: nothing of that batch is in the log, and the writer
+    /// (in memory and on disk) is still at the tree before it.
+    #[error("append not written: {0}")]
+    WriteFailed(String),
+    /// An earlier append failed in a way that left the disk state unknown; the writer refuses
+    /// to append until the store is reopened (a restart reloads the tree from disk).
+    #[error("the writer stopped after a failed append; restart the log")]
+    WriterPoisoned,
+}
+
+/// Where an injected write failure strikes; see [`Store::inject_write_failures`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedFailure {
+    /// The synced write fails before it reaches RocksDB: nothing of the batch is written.
+    BeforeWrite,
+    /// The batch is written, then the write reports an error (as a failed fsync after the data
+    /// reached the disk would): the stored size moved, and the writer stops.
+    AfterWrite,
+    /// The synced write stalls this long (a disk that stopped answering for a while), then
+    /// succeeds.
+    Stall(std::time::Duration),
+}
+
+impl From<tile::BadTile> for StoreError {
+    fn from(e: tile::BadTile) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// A handle on an open store; cheap to clone and shared by all readers.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DB,
+    size: AtomicU64,
+    writer_taken: AtomicBool,
+    /// Set once an append failed after its write may have landed; see [`Store::writer_stopped`].
+    writer_stopped: AtomicBool,
+    /// Appends still to fail on purpose, and where; see [`Store::inject_write_failures`].
+    failures: Mutex<Option<(InjectedFailure, u32)>>,
+    /// Full upper-level tiles, for proofs.
+    tile_cache: tile_cache::TileCache,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, refusing data of another layout version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = DB::open_cf_descriptors(&db_options(), dir, cf_descriptors())?;
+        let format = db
+            .get_cf(cf(&db, CF_META), META_FORMAT)?
+            .map(|v| be_u32(&v))
+            .transpose()?;
+        match format {
+            Some(FORMAT_VERSION) => {}
+            Some(found) => return Err(StoreError::Format { found }),
+            None => {
+                if db
+                    .iterator_cf(cf(&db, CF_ENTRIES), rocksdb::IteratorMode::Start)
+                    .next()
+                    .is_some()
+                {
+                    return Err(StoreError::Corrupt(
+                        "entries without a format marker".into(),
+                    ));
+                }
+                let mut opts = rocksdb::WriteOptions::default();
+                opts.set_sync(true);
+                db.put_cf_opt(
+                    cf(&db, CF_META),
+                    META_FORMAT,
+                    FORMAT_VERSION.to_be_bytes(),
+                    &opts,
+                )?;
+            }
+        }
+        let size = db
+            .get_cf(cf(&db, CF_META), META_SIZE)?
+            .map(|v| be_u64(&v))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                size: AtomicU64::new(size),
+                writer_taken: AtomicBool::new(false),
+                writer_stopped: AtomicBool::new(false),
+                failures: Mutex::new(None),
+                tile_cache: tile_cache::TileCache::new(tile_cache::SLOTS),
+            }),
+        })
+    }
+
+    /// The log's single writer. Loads the right edge of the tree; a second call fails.
+    pub fn appender(&self) -> Result<Appender, StoreError> {
+        if self.inner.writer_taken.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::WriterTaken);
+        }
+        let frontier = tile::Frontier::load(self.size(), |addr| {
+            self.inner
+                .db
+                .get_cf(self.cf(CF_TILES), addr.key())
+                .ok()
+                .flatten()
+        })?;
+        Ok(Appender::new(self.clone(), frontier))
+    }
+
+    /// The number of entries durably in the log.
+    pub fn size(&self) -> u64 {
+        self.inner.size.load(Ordering::Acquire)
+    }
+
+    /// Whether the writer stopped after an append failed once its write may have landed
+    /// ([`StoreError::WriterPoisoned`]): reads go on, appends are refused until the store is
+    /// reopened.
+    pub fn writer_stopped(&self) -> bool {
+        self.inner.writer_stopped.load(Ordering::Acquire)
+    }
+
+    fn stop_writer(&self) {
+        self.inner.writer_stopped.store(true, Ordering::Release);
+    }
+
+    /// Test and operations hook: the next `n` appends fail at the storage boundary, as a
+    /// failing disk would make them, either in place of their synced write or after it landed
+    /// (`at`). It exercises the failure paths of the writer on a live log; a runtime call rather
+    /// than a cargo feature so the binary under test is the one that ships, at the cost of one
+    /// uncontended lock per batch.
+    pub fn inject_write_failures(&self, at: InjectedFailure, n: u32) {
+        *self.failures() = (n > 0).then_some((at, n));
+    }
+
+    /// Takes one injected failure, if any are pending.
+    fn take_injected_failure(&self) -> Option<InjectedFailure> {
+        let mut failures = self.failures();
+        let (at, n) = (*failures)?;
+        *failures = (n > 1).then_some((at, n - 1));
+        Some(at)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Option<(InjectedFailure, u32)>> {
+        self.inner
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_size(&self, size: u64) {
+        self.inner.size.store(size, Ordering::Release);
+    }
+
+    fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        cf(self.db(), name)
+    }
+
+    /// The entry at `index`, if the log has it.
+    pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if index >= self.size() {
+            return Ok(None);
+        }
+        Ok(self.db().get_cf(self.cf(CF_ENTRIES), index.to_be_bytes())?)
+    }
+
+    /// Entries `start..end` (clamped to the log size), in order.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_entry(start, end, |e| {
+            out.push(e.to_vec());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with entries `start..end` (clamped to the log size) in order, straight from
+    /// RocksDB's iterator without copying each entry first.
+    fn for_each_entry(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let end = end.min(self.size());
+        if start >= end {
+            return Ok(());
+        }
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(end.to_be_bytes().to_vec());
+        let mut iter = self.db().raw_iterator_cf_opt(self.cf(CF_ENTRIES), opts);
+        iter.seek(start.to_be_bytes());
+        let mut next = start;
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if be_u64(k)? != next {
+                return Err(StoreError::Corrupt(format!("entry {next} missing")));
+            }
+            f(v)?;
+            next += 1;
+            iter.next();
+        }
+        iter.status()?;
+        if next != end {
+            return Err(StoreError::Corrupt(format!(
+                "entries {start}..{end} incomplete"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The tlog-tiles entry bundle `index` with `width` entries: each entry prefixed by its
+    /// big-endian u16 length. None when the log does not hold that many entries.
+    pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(start) = index.checked_mul(TILE_WIDTH) else {
+            return Ok(None);
+        };
+        let end = start + u64::from(width);
+        if end > self.size() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        self.for_each_entry(start, end, |e| {
+            let len = u16::try_from(e.len())
+                .map_err(|_| StoreError::Corrupt("entry longer than 65535 bytes".into()))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(e);
+            Ok(())
+        })?;
+        Ok(Some(out))
+    }
+
+    /// The tlog-tiles hash tile at `level`, `index` with `width` hashes (row 0 of the stored
+    /// tile, cut to `width`). None when the tree does not hold that many hashes there.
+    pub fn hash_tile(
+        &self,
+        level: u8,
+        index: u64,
+        width: u16,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let have = merkle::tiles::width_at(level, index, self.size());
+        if have.is_none_or(|h| h < width) {
+            return Ok(None);
+        }
+        let addr = TileAddr { level, index };
+        let stored = self
+            .db()
+            .get_pinned_cf(self.cf(CF_TILES), addr.key())?
+            .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} missing")))?;
+        let row = tile::row0(&stored)
+            .filter(|r| r.len() >= usize::from(width) * 32)
+            .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} malformed")))?;
+        Ok(Some(row[..usize::from(width) * 32].to_vec()))
+    }
+
+    /// The index of the entry that claimed `identity`, if any.
+    pub fn identity_index(&self, identity: &Hash) -> Result<Option<u64>, StoreError> {
+        Ok(self.identity_indexes(&[*identity])?.pop().flatten())
+    }
+
+    /// The index of the entry that claimed each of `identities`, if any, in one batched
+    /// lookup.
+    pub fn identity_indexes(&self, identities: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
+        self.db()
+            .batched_multi_get_cf(self.cf(CF_IDENTITIES), identities, false)
+            .into_iter()
+            .map(|v| v?.map(|v| be_u64(&v)).transpose())
+            .collect()
+    }
+
+    /// The lowest index below `size` whose leaf hash is `leaf`, if any: one prefix scan of the
+    /// leaf index, each candidate confirmed against the tree.
+    pub fn find_leaf(&self, leaf: &Hash, size: u64) -> Result<Option<u64>, StoreError> {
+        let size = size.min(self.size());
+        let prefix = &leaf[..LEAF_PREFIX];
+        let iter = self.db().iterator_cf(
+            self.cf(CF_LEAVES),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            let Some(index) = k.strip_prefix(prefix) else {
+                break;
+            };
+            let index = be_u64(index)?;
+            if index >= size {
+                break;
+            }
+            if self.read_hashes(&[NodeId::new(0, index)])?[0] == *leaf {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Indexes of the entries for `package` in the log, in log order, from `from` on, at most
+    /// `limit`.
+    pub fn package_indexes(
+        &self,
+        package: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let size = self.size();
+        let prefix = package_prefix(package);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&from.to_be_bytes());
+        let mut out = Vec::new();
+        let iter = self.db().iterator_cf(
+            self.cf(CF_PACKAGES),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            let Some(index) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if out.len() >= limit {
+                break;
+            }
+            let index = be_u64(index)?;
+            // Keys of a batch written but not (yet, or ever) published are not in the log.
+            if index >= size {
+                break;
+            }
+            out.push(index);
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint signed for tree size `size`, if one was.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, StoreError> {
+        self.db()
+            .get_cf(self.cf(CF_CHECKPOINTS), size.to_be_bytes())?
+            .map(|v| {
+                String::from_utf8(v).map_err(|_| StoreError::Corrupt("checkpoint not UTF-8".into()))
+            })
+            .transpose()
+    }
+
+    /// The newest signed checkpoint and its size.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let mut iter = self
+            .db()
+            .iterator_cf(self.cf(CF_CHECKPOINTS), rocksdb::IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item?;
+                let note = String::from_utf8(v.into_vec())
+                    .map_err(|_| StoreError::Corrupt("checkpoint not UTF-8".into()))?;
+                Ok(Some((be_u64(&k)?, note)))
+            }
+        }
+    }
+
+    /// The root of the tree at `size` (≤ the log size).
+    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        self.check_size(size)?;
+        merkle::root(size, self)
+    }
+
+    /// Inclusion proof of `index` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(size)?;
+        merkle::inclusion_proof(index, size, self)
+    }
+
+    /// Consistency proof from `size1` to `size2`.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(size2)?;
+        merkle::consistency_proof(size1, size2, self)
+    }
+
+    /// The leaf hash of entry `index` and its inclusion proof in the tree of `size` leaves, in
+    /// one read: both mostly come from the leaf's level-0 tile, which is then read once.
+    pub fn leaf_and_inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<(Hash, Vec<Hash>), StoreError> {
+        self.check_size(size)?;
+        // The leaf itself first: a one-leaf range whose "subtree hash" is the leaf hash.
+        let plan: Vec<_> = std::iter::once(index..index + 1)
+            .chain(merkle::inclusion_plan(index, size)?)
+            .collect();
+        let mut hashes = merkle::prove(&plan, self)?;
+        let leaf = hashes.remove(0);
+        Ok((leaf, hashes))
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), StoreError> {
+        let have = self.size();
+        if size > have {
+            return Err(StoreError::BeyondLog {
+                asked: size,
+                size: have,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl HashReader for Store {
+    type Error = StoreError;
+
+    /// Reads each stored tile once, however many of the nodes it holds. Upper-level tiles and
+    /// the right edge, which every proof climbs through, come from the tile cache when it holds
+    /// all the nodes asked for (a cached partial tile may predate newer nodes).
+    fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        let located: Vec<_> = nodes.iter().map(|n| tile::locate(*n)).collect();
+        let mut addrs: Vec<TileAddr> = located.iter().map(|l| l.0).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let size = self.size();
+        let cacheable = |a: &TileAddr| {
+            a.level >= 1
+                || merkle::tiles::width_at(a.level, a.index, size) != Some(TILE_WIDTH as u16)
+        };
+        let holds_all = |addr: &TileAddr, t: &[u8]| {
+            located
+                .iter()
+                .filter(|l| l.0 == *addr)
+                .all(|(_, row, offset)| tile::read_node(t, *row, *offset).is_some())
+        };
+        let mut tiles: HashMap<TileAddr, Arc<[u8]>> = HashMap::with_capacity(addrs.len());
+        let mut missing = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let cached = cacheable(&addr)
+                .then(|| self.inner.tile_cache.get(addr))
+                .flatten()
+                .filter(|t| holds_all(&addr, t));
+            match cached {
+                Some(t) => {
+                    tiles.insert(addr, t);
+                }
+                None => missing.push(addr),
+            }
+        }
+        let keys: Vec<[u8; 9]> = missing.iter().map(TileAddr::key).collect();
+        let values =
+            self.db()
+                .batched_multi_get_cf(self.cf(CF_TILES), keys.iter().map(|k| &k[..]), true);
+        let mut pinned = HashMap::with_capacity(missing.len());
+        for (addr, value) in missing.iter().zip(values) {
+            if let Some(v) = value? {
+                if cacheable(addr) {
+                    let v: Arc<[u8]> = Arc::from(&v[..]);
+                    self.inner.tile_cache.put(*addr, v.clone());
+                    tiles.insert(*addr, v);
+                } else {
+                    pinned.insert(*addr, v);
+                }
+            }
+        }
+        located
+            .iter()
+            .zip(nodes)
+            .map(|((addr, row, offset), node)| {
+                let tile = tiles.get(addr).map(|t| &t[..]);
+                tile.or_else(|| pinned.get(addr).map(|t| &t[..]))
+                    .and_then(|t| tile::read_node(t, *row, *offset))
+                    .ok_or_else(|| StoreError::Corrupt(format!("node {node:?} not stored")))
+            })
+            .collect()
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    // Every column family is created at open; a missing one is a bug, not bad input.
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} was not opened"))
+}
+
+/// Bytes of a leaf hash that key the leaf index.
+const LEAF_PREFIX: usize = 8;
+
+/// The leaf index key of the entry at `index` with leaf hash `leaf`.
+fn leaf_key(leaf: &Hash, index: u64) -> [u8; LEAF_PREFIX + 8] {
+    let mut k = [0u8; LEAF_PREFIX + 8];
+    k[..LEAF_PREFIX].copy_from_slice(&leaf[..LEAF_PREFIX]);
+    k[LEAF_PREFIX..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn package_prefix(package: &str) -> Vec<u8> {
+    let mut p = package.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+fn be_u64(b: &[u8]) -> Result<u64, StoreError> {
+    b.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("expected an 8-byte number".into()))
+}
+
+fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
+    b.try_into()
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("expected a 4-byte number".into()))
+}
+
+/// Memory is bounded by these, not by the log size: one shared block cache and one shared
+/// write-buffer budget across column families.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+const WRITE_BUFFER_BYTES: usize = 96 << 20;
+const MAX_OPEN_FILES: i32 = 512;
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.set_db_write_buffer_size(WRITE_BUFFER_BYTES);
+    o.set_max_background_jobs(2);
+    // Open table files are cached up to this many descriptors, so the server's descriptor
+    // count is bounded however many SST files the log grows to.
+    o.set_max_open_files(MAX_OPEN_FILES);
+    o.set_bytes_per_sync(1 << 20);
+    o
+}
+
+/// Table options for a column family reading through `cache`.
+fn table_options(cache: &Cache) -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    // Index and filter blocks live in the bounded block cache, partitioned so a lookup loads one
+    // small partition, not a filter of megabytes for a large table (whole filters were re-read
+    // and checksummed on every dedup lookup past ~300k entries).
+    table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_metadata_block_size(4096);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_cache_index_and_filter_blocks_with_high_priority(true);
+    table.set_pin_top_level_index_and_filter(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table
+}
+
+/// Options for a RocksDB index of random keys (hashes) read by point lookups: this store's
+/// identity and leaf indexes, and the monitor's identity index. Such indexes get small
+/// memtables: inserting into a large skiplist costs a cache miss per level, and this topped
+/// the append profile. Most lookups are for keys not there (a new artifact), so the memtable
+/// gets a whole-key bloom filter too: a miss then skips the skiplist search. Hashes do not
+/// compress.
+pub fn random_key_index_options(cache: &Cache) -> Options {
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table_options(cache));
+    o.set_write_buffer_size(4 << 20);
+    o.set_memtable_whole_key_filtering(true);
+    o.set_memtable_prefix_bloom_ratio(0.1);
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    o
+}
+
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    COLUMN_FAMILIES
+        .iter()
+        .map(|name| {
+            let o = if [CF_IDENTITIES, CF_LEAVES].contains(name) {
+                random_key_index_options(&cache)
+            } else {
+                let mut o = Options::default();
+                o.set_block_based_table_factory(&table_options(&cache));
+                o.set_write_buffer_size(32 << 20);
+                // Tiles are hashes, which do not compress; entries and notes do.
+                o.set_compression_type(if *name == CF_TILES {
+                    rocksdb::DBCompressionType::None
+                } else {
+                    rocksdb::DBCompressionType::Lz4
+                });
+                o
+            };
+            ColumnFamilyDescriptor::new(*name, o)
+        })
+        .collect()
+}

@@ -1,0 +1,507 @@
+//! Crash safety end to end. The real `btlog` binary runs under concurrent write load and is
+//! killed with SIGKILL at random moments, then restarted: every acknowledged entry must be at
+//! its index with its leaf hash, and every checkpoint handed out before any crash must verify
+//! and be consistent with the log after it. Two more tests inject storage failures (the store's
+//! hook): a write that fails before it reaches the disk fails its batch, nothing is signed or
+//! published for it, and the log carries on; a write that lands but reports an error stops the
+//! writer (appends refused, reads served) until a restart picks the batch up consistently.
+
+use crate::server::*;
+use base64::Engine as _;
+use btlog_core::checkpoint::Checkpoint;
+use btlog_core::merkle::{self, Hash};
+use btlog_core::note::Verifier;
+use btlog_server::api::pb;
+use btlog_store::InjectedFailure;
+use rand::Rng as _;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ROUNDS: u32 = 10;
+const WRITERS: u64 = 4;
+
+/// An acknowledged entry: where the log said it is, and the checkpoint that covered it.
+struct Ack {
+    index: u64,
+    leaf_hash: Hash,
+    checkpoint: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn btlog() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_btlog"))
+}
+
+/// Starts `btlog serve` on fresh ports and waits until it answers; retries if a port was taken.
+async fn start(data: &Path) -> (Child, String) {
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let (http, grpc) = (free_port(), free_port());
+        let mut child = btlog()
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn btlog serve");
+        let base = format!("http://127.0.0.1:{http}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+                if r.status().is_success() {
+                    return (child, base);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("btlog serve did not come up");
+}
+
+/// One writer: submits small batches of distinct entries until the server goes away.
+async fn writer(base: String, token: String, round: u32, w: u64, acks: Arc<Mutex<Vec<Ack>>>) {
+    let client = reqwest::Client::new();
+    for seq in 0u64.. {
+        let n = 1 + seq % 4;
+        let entries: Vec<Value> = (0..n)
+            .map(|k| {
+                let id = format!("r{round}-w{w}-{seq}-{k}");
+                publish(
+                    &format!("pkg:npm/crash-{id}"),
+                    "1.0.0",
+                    "a.tgz",
+                    &digest(&id),
+                )
+            })
+            .collect();
+        let sent = client
+            .post(format!("{base}/v1/entries"))
+            .bearer_auth(&token)
+            .json(&json!({ "entries": entries }))
+            .send()
+            .await;
+        let Ok(resp) = sent else { return };
+        if resp.status() != 200 {
+            // Queue full or shutting down; only acknowledged entries count.
+            continue;
+        }
+        let Ok(body) = resp.json::<Value>().await else {
+            return;
+        };
+        let checkpoint = body["checkpoint"].as_str().expect("checkpoint").to_owned();
+        let mut acks = acks.lock().expect("acks");
+        for r in body["results"].as_array().expect("results") {
+            assert_eq!(r["status"], "new", "{body}");
+            acks.push(Ack {
+                index: r["index"].as_u64().expect("index"),
+                leaf_hash: b64_hash(r["leaf_hash"].as_str().expect("leaf hash")),
+                checkpoint: checkpoint.clone(),
+            });
+        }
+    }
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let resp = client.get(&url).send().await.expect("request");
+    assert_eq!(resp.status(), 200, "{url}");
+    resp.json().await.expect("json")
+}
+
+async fn served_checkpoint(client: &reqwest::Client, base: &str) -> String {
+    let resp = client.get(format!("{base}/checkpoint")).send().await;
+    resp.expect("checkpoint").text().await.expect("text")
+}
+
+fn hashes(v: &Value) -> Vec<Hash> {
+    v.as_array()
+        .expect("proof array")
+        .iter()
+        .map(|h| b64_hash(h.as_str().expect("hash")))
+        .collect()
+}
+
+/// Checks the restarted log against everything acknowledged and signed before.
+async fn check_log(base: &str, vkey: &Verifier, acks: &[Ack], signed: &mut BTreeMap<u64, Hash>) {
+    let client = reqwest::Client::new();
+    let (size, root) = verify_checkpoint(&served_checkpoint(&client, base).await, vkey);
+    for ack in acks {
+        let (s, r) = verify_checkpoint(&ack.checkpoint, vkey);
+        assert!(ack.index < s, "reply checkpoint does not cover its entry");
+        let prev = signed.insert(s, r);
+        assert!(prev.is_none_or(|p| p == r), "two roots signed for size {s}");
+    }
+    assert!(signed.insert(size, root).is_none_or(|p| p == root));
+    // Every acknowledged entry is at its index with its leaf hash.
+    let mut leaves = Vec::with_capacity(size as usize);
+    while (leaves.len() as u64) < size {
+        let start = leaves.len() as u64;
+        let page = get_json(
+            &client,
+            format!("{base}/v1/entries?start={start}&end={size}"),
+        )
+        .await;
+        for e in page["entries"].as_array().expect("entries") {
+            assert_eq!(e["index"].as_u64(), Some(leaves.len() as u64));
+            leaves.push(merkle::leaf_hash(
+                e["entry"].as_str().expect("entry").as_bytes(),
+            ));
+        }
+    }
+    for ack in acks {
+        assert!(ack.index < size, "acknowledged entry {} lost", ack.index);
+        assert_eq!(
+            leaves[ack.index as usize], ack.leaf_hash,
+            "entry {}",
+            ack.index
+        );
+    }
+    // Every checkpoint ever signed is a prefix of this log.
+    for (&s, r) in signed.iter() {
+        assert!(
+            s <= size,
+            "checkpoint for size {s} is ahead of the log ({size})"
+        );
+        if s == 0 || s == size {
+            assert!(s != size || *r == root, "root changed at size {s}");
+            continue;
+        }
+        let v = get_json(
+            &client,
+            format!("{base}/v1/proof/consistency?from={s}&to={size}"),
+        )
+        .await;
+        merkle::verify_consistency(s, size, &hashes(&v["proof"]), r, &root)
+            .unwrap_or_else(|e| panic!("checkpoint {s} inconsistent with {size}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_entries_and_signed_checkpoints_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = btlog()
+        .args(["token", "--data"])
+        .arg(&data)
+        .args(["--registry", REGISTRY])
+        .output()
+        .expect("btlog token");
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+
+    let began = Instant::now();
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let mut all = Vec::new();
+    let mut signed = BTreeMap::new();
+    let mut rng = rand::thread_rng();
+    let mut vkey = None;
+    for round in 0..=ROUNDS {
+        let (mut child, base) = start(&data).await;
+        let vk = vkey.get_or_insert_with(|| {
+            let text = std::fs::read_to_string(data.join("log.vkey")).expect("vkey");
+            btlog_core::keys::parse_vkey(&text).expect("parse vkey")
+        });
+        check_log(&base, vk, &all, &mut signed).await;
+        if round == ROUNDS {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+            break;
+        }
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| tokio::spawn(writer(base.clone(), token.clone(), round, w, acks.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..1200))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        all.append(&mut acks.lock().expect("acks"));
+    }
+    let acked = all.len();
+    assert!(acked > 50, "only {acked} entries acknowledged");
+    eprintln!(
+        "{ROUNDS} crashes, {acked} acknowledged entries, {} checkpoints checked, {:.1} s",
+        signed.len(),
+        began.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn failed_storage_write_fails_the_batch_and_signs_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = add_token(dir.path());
+    let server = start_server(dir.path()).await;
+    let log = server.log().clone();
+    let vkey = log.verifier().clone();
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", server.http_addr());
+    let (status, first) = submit_http(&client, &base, &token, "first").await;
+    assert_eq!(status, 200, "{first}");
+    let before = log.checkpoint();
+    assert_eq!(before.size, 1, "{first}");
+
+    // HTTP: the write fails; the submitter gets 503 with a reason.
+    log.store()
+        .inject_write_failures(InjectedFailure::BeforeWrite, 1);
+    let (status, body) = submit_http(&client, &base, &token, "lost").await;
+    assert_eq!(status, 503);
+    assert_reason(body["error"].as_str().expect("reason"), "storage");
+    // gRPC: the same, as UNAVAILABLE.
+    log.store()
+        .inject_write_failures(InjectedFailure::BeforeWrite, 1);
+    let err = submit_grpc(server.grpc_addr(), &token, "lost2")
+        .await
+        .expect_err("write fails");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+
+    // Nothing was published, stored or signed for the failed batches.
+    assert_eq!(log.checkpoint(), before);
+    assert_eq!(log.store().size(), 1);
+    assert_eq!(log.store().checkpoint(2).expect("read"), None);
+    assert_eq!(served_checkpoint(&client, &base).await, before.note);
+
+    // The next batch succeeds, right after the tree before the failure, and the failed entry
+    // was never logged (it comes back new, not duplicate).
+    let (_, again) = submit_http(&client, &base, &token, "lost").await;
+    assert_eq!(again["results"][0]["status"], "new", "{again}");
+    assert_eq!(again["results"][0]["index"], 1);
+    let note = again["checkpoint"].as_str().expect("checkpoint");
+    let (size, root) = verify_checkpoint(note, &vkey);
+    assert_eq!(size, 2);
+    let (_, root1) = verify_checkpoint(&before.note, &vkey);
+    let proof = log.consistency_proof(1, 2).await.expect("proof");
+    merkle::verify_consistency(1, 2, &proof, &root1, &root).expect("consistent");
+    let cp = Checkpoint::verify(note.as_bytes(), &vkey)
+        .expect("verify")
+        .0;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.encode(cp.root),
+        base64::engine::general_purpose::STANDARD.encode(log.store().root(2).expect("root"))
+    );
+    server.shutdown().await.expect("shutdown");
+}
+
+/// The front end that submits the batch whose write lands but reports a failure.
+#[derive(Clone, Copy, Debug)]
+enum Front {
+    Http,
+    Grpc,
+}
+
+/// A write that reaches the disk but reports an error leaves the disk state unknown to the
+/// writer: its submitter is told the append failed, the writer stops (every later append is
+/// refused, nothing is signed, reads go on), and a restart picks the landed batch up with a
+/// checkpoint consistent with every one signed before. Run once per front end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_failing_after_it_landed_stops_appends_until_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = add_token(dir.path());
+    let client = reqwest::Client::new();
+    let mut signed = BTreeMap::new();
+    // The size and name of the batch that landed in the previous round.
+    let mut landed: Option<(u64, String)> = None;
+    for front in [Some(Front::Http), Some(Front::Grpc), None] {
+        let server = start_server(dir.path()).await;
+        let base = format!("http://{}", server.http_addr());
+        let vkey = server.log().verifier().clone();
+        check_log(&base, &vkey, &[], &mut signed).await;
+        let (size, _) = verify_checkpoint(&served_checkpoint(&client, &base).await, &vkey);
+        if let Some((landed_size, name)) = &landed {
+            // After the restart the landed batch is in the log, and the log appends again.
+            assert_eq!(size, landed_size + 1, "the landed batch is in the log");
+            let (status, body) = submit_http(&client, &base, &token, name).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["results"][0]["status"], "duplicate", "{body}");
+            assert_eq!(body["results"][0]["index"], *landed_size, "{body}");
+            assert_eq!(get(&client, &base, "/healthz").await.0, 200);
+        }
+        let Some(front) = front else {
+            server.shutdown().await.expect("shutdown");
+            break;
+        };
+        for i in 0..2 {
+            let (status, body) =
+                submit_http(&client, &base, &token, &format!("{front:?}-{i}")).await;
+            assert_eq!(status, 200, "{body}");
+            let (s, r) = verify_checkpoint(body["checkpoint"].as_str().expect("cp"), &vkey);
+            assert!(signed.insert(s, r).is_none_or(|p| p == r));
+        }
+        let before = served_checkpoint(&client, &base).await;
+        let (size, root) = verify_checkpoint(&before, &vkey);
+        let store = server.log().store().clone();
+
+        // The submitter of the batch whose write landed is told it failed.
+        store.inject_write_failures(InjectedFailure::AfterWrite, 1);
+        let name = format!("{front:?}-landed");
+        refused(&client, &base, server.grpc_addr(), &token, &name, front).await;
+        assert!(store.writer_stopped());
+        let stored = store.latest_checkpoint().expect("read").map(|(s, _)| s);
+        assert_eq!(
+            stored,
+            Some(size + 1),
+            "the batch landed with its checkpoint"
+        );
+
+        // Every later append is refused on both front ends, a retry of the landed batch
+        // included, and nothing new is signed, stored or served.
+        for later in [name.as_str(), "later"] {
+            for front in [Front::Http, Front::Grpc] {
+                refused(&client, &base, server.grpc_addr(), &token, later, front).await;
+            }
+        }
+        assert_eq!(served_checkpoint(&client, &base).await, before);
+        assert_eq!(server.log().checkpoint().size, size);
+        assert_eq!(store.size(), size);
+        let stored = store.latest_checkpoint().expect("read").map(|(s, _)| s);
+        assert_eq!(
+            stored,
+            Some(size + 1),
+            "nothing stored after the landed batch"
+        );
+
+        // Health and metrics say the writer stopped.
+        let (status, reason) = get(&client, &base, "/healthz").await;
+        assert_eq!(status, 503);
+        assert_reason(&reason, "restart");
+        let (_, metrics) = get(&client, &base, "/metrics").await;
+        assert!(metrics.contains("btlog_writer_stopped 1"), "{metrics}");
+
+        // Reads of the published tree go on; the landed batch is not visible.
+        for path in [
+            format!("/tile/0/000.p/{size}"),
+            format!("/tile/entries/000.p/{size}"),
+        ] {
+            let (status, _) = get(&client, &base, &path).await;
+            assert_eq!(status, 200, "{path}");
+        }
+        let (status, _) = get(&client, &base, &format!("/tile/0/000.p/{}", size + 1)).await;
+        assert_eq!(status, 404);
+        let proof = get_json(
+            &client,
+            format!("{base}/v1/proof/inclusion?index=0&size={size}"),
+        )
+        .await;
+        let leaf = b64_hash(proof["leaf_hash"].as_str().expect("leaf hash"));
+        check_inclusion(&leaf, 0, size, &hashes(&proof["proof"]), &root);
+        let pkg = get_json(&client, format!("{base}/v1/packages/pkg:npm/{name}")).await;
+        assert_eq!(pkg["entries"], json!([]), "{pkg}");
+        let lookup = format!("/v1/lookup?package=pkg:npm/{name}&version=1&file=f");
+        assert_eq!(get(&client, &base, &lookup).await.0, 404);
+        check_log(&base, &vkey, &[], &mut signed).await;
+
+        drop(store);
+        server.shutdown().await.expect("shutdown");
+        landed = Some((size, name));
+    }
+}
+
+/// Submits publish entry `name` over `front` and checks it is refused as unavailable, with a
+/// one-line reason.
+async fn refused(
+    client: &reqwest::Client,
+    base: &str,
+    grpc: std::net::SocketAddr,
+    token: &str,
+    name: &str,
+    front: Front,
+) {
+    match front {
+        Front::Http => {
+            let (status, body) = submit_http(client, base, token, name).await;
+            assert_eq!(status, 503, "{body}");
+            assert_reason(body["error"].as_str().expect("reason"), "stopped");
+        }
+        Front::Grpc => {
+            let err = submit_grpc(grpc, token, name).await.expect_err("refused");
+            assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+            assert_reason(err.message(), "stopped");
+        }
+    }
+}
+
+/// Checks that an error reason is one non-empty line mentioning `want`.
+fn assert_reason(reason: &str, want: &str) {
+    let line = reason.strip_suffix('\n').unwrap_or(reason);
+    assert!(!line.is_empty() && !line.contains('\n'), "{reason:?}");
+    assert!(line.contains(want), "{reason:?}");
+}
+
+/// GET `path`: status and body text.
+async fn get(client: &reqwest::Client, base: &str, path: &str) -> (u16, String) {
+    let resp = client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("get");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("text"))
+}
+
+/// Submits publish entry `name` over HTTP: status and JSON body.
+async fn submit_http(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> (u16, Value) {
+    let body = json!({"entries": [publish(&format!("pkg:npm/{name}"), "1", "f", &digest(name))]});
+    let resp = client
+        .post(format!("{base}/v1/entries"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json"))
+}
+
+/// Submits publish entry `name` over gRPC, on a connection of its own.
+async fn submit_grpc(
+    addr: std::net::SocketAddr,
+    token: &str,
+    name: &str,
+) -> Result<tonic::Response<pb::AddEntriesResponse>, tonic::Status> {
+    let mut grpc = pb::log_client::LogClient::connect(format!("http://{addr}"))
+        .await
+        .expect("grpc");
+    let mut req = tonic::Request::new(pb::AddEntriesRequest {
+        entries: vec![pb::EntryFields {
+            kind: "publish".into(),
+            package: format!("pkg:npm/{name}"),
+            version: "1".into(),
+            file: "f".into(),
+            sha256: digest(name),
+            ..Default::default()
+        }],
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("meta"),
+    );
+    grpc.add_entries(req).await
+}
+
+async fn start_server(dir: &Path) -> btlog_server::api::Server {
+    crate::server::start(&config(dir)).await
+}

@@ -1,0 +1,482 @@
+//! btlog-monitor against real in-process servers: honest logs pass, watched publications alert,
+//! forks are caught with evidence a third party can check, tampered tiles and bundles are
+//! caught by a tampering proxy, and restarts resume without re-reading verified entries.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::server::*;
+use btlog_server::api::Server;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+const MONITOR: &str = env!("CARGO_BIN_EXE_btlog-monitor");
+
+struct Log {
+    server: Server,
+    token: String,
+    vkey: String,
+}
+
+/// Starts a server in `dir`, signing with the key file `key` when given.
+async fn start_log(dir: &Path, key: Option<&Path>) -> Log {
+    let mut cfg = config(dir);
+    cfg.key = key.map(Path::to_path_buf);
+    let token = add_token(dir);
+    let server = start(&cfg).await;
+    let vkey = std::fs::read_to_string(dir.join("log.vkey")).expect("log.vkey");
+    Log {
+        server,
+        token,
+        vkey: vkey.trim().to_owned(),
+    }
+}
+
+impl Log {
+    fn url(&self) -> String {
+        format!("http://{}", self.server.http_addr())
+    }
+
+    /// Publishes `entries` (JSON request shapes); returns the reply.
+    async fn submit(&self, entries: Vec<Value>) -> Value {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/entries", self.url()))
+            .bearer_auth(&self.token)
+            .json(&json!({ "entries": entries }))
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("json")
+    }
+
+    /// Publishes `n` distinct artifacts of `pkg:npm/<prefix>-<i>`.
+    async fn publish_many(&self, prefix: &str, n: usize) {
+        let all: Vec<Value> = (0..n)
+            .map(|i| {
+                let name = format!("pkg:npm/{prefix}-{i}");
+                publish(&name, "1.0.0", "a.tgz", &digest(&name))
+            })
+            .collect();
+        for chunk in all.chunks(500) {
+            self.submit(chunk.to_vec()).await;
+        }
+    }
+}
+
+struct Run {
+    code: i32,
+    alerts: Vec<Value>,
+    stdout: String,
+}
+
+/// Runs the monitor binary with `args`.
+async fn monitor(args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(MONITOR)
+        .args(args)
+        .output()
+        .await
+        .expect("run btlog-monitor");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let alerts = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        alerts,
+        stdout: format!("{stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+async fn once(url: &str, vkey: &str, state: &Path, extra: &[&str]) -> Run {
+    let state = state.to_str().expect("utf-8 path");
+    let mut args = vec!["--once", "--log", url, "--vkey", vkey, "--state", state];
+    args.extend_from_slice(extra);
+    monitor(&args).await
+}
+
+fn kinds(run: &Run) -> Vec<&str> {
+    run.alerts
+        .iter()
+        .filter_map(|a| a["kind"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn honest_log_passes_and_watched_publications_alert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let log = start_log(&dir.path().join("log"), None).await;
+    log.publish_many("noise", 300).await;
+    let run = once(&log.url(), &log.vkey, &state, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.alerts.is_empty(), "{}", run.stdout);
+
+    let acme = "pkg:npm/%40acme/widget";
+    let reply = log
+        .submit(vec![{
+            let mut e = publish(acme, "2.0.0", "widget-2.0.0.tgz", &digest("w2"));
+            e["publisher"] = json!("github.com/evil/fork");
+            e
+        }])
+        .await;
+    let index = reply["results"][0]["index"].as_u64().expect("index");
+    log.publish_many("more", 10).await;
+
+    // A watch hit is reported (stdout and webhook) and is not a problem.
+    let (hook, posted) = webhook().await;
+    let run = once(
+        &log.url(),
+        &log.vkey,
+        &state,
+        &["--watch", "pkg:npm/@acme/*", "--webhook", &hook],
+    )
+    .await;
+    let posted = posted.lock().expect("lock").clone();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert!(posted[0].contains("\"kind\":\"watch\""), "{posted:?}");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["watch"], "{}", run.stdout);
+    assert_eq!(run.alerts[0]["index"], json!(index));
+    assert_eq!(run.alerts[0]["log"], json!("test.example/log"));
+
+    // With expected publishers, another publisher is a problem (exit 1).
+    let cfg = dir.path().join("monitor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state = {:?}\n[[log]]\nurls = [{:?}]\nvkey = {:?}\n\
+             [[watch]]\npattern = \"pkg:npm/%40acme/*\"\npublishers = [\"github.com/acme/ci\"]\n",
+            dir.path().join("state2"),
+            log.url(),
+            log.vkey
+        ),
+    )
+    .expect("write config");
+    let run = monitor(&["--once", "--config", cfg.to_str().expect("utf-8")]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["unexpected-publisher"], "{}", run.stdout);
+    assert_eq!(run.alerts[0]["index"], json!(index));
+    log.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn fork_is_caught_with_checkable_evidence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("log.key");
+    let signer = btlog_core::keys::generate("fork.example/log").expect("key");
+    btlog_client::keyfile::write_private_key(&key, &signer).expect("write key");
+    let state = dir.path().join("state");
+
+    let a = start_log(&dir.path().join("a"), Some(&key)).await;
+    a.publish_many("a", 40).await;
+    let run = once(&a.url(), &a.vkey, &state, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    a.server.shutdown().await.expect("shutdown");
+
+    // Same key, another history, longer than what the monitor verified.
+    let b = start_log(&dir.path().join("b"), Some(&key)).await;
+    assert_eq!(a.vkey, b.vkey);
+    b.publish_many("b", 70).await;
+    let run = once(&b.url(), &b.vkey, &state, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(kinds(&run).contains(&"fork"), "{}", run.stdout);
+    let evidence = std::fs::read_dir(
+        state.join(
+            std::fs::read_dir(&state)
+                .expect("state dir")
+                .next()
+                .expect("log dir")
+                .expect("entry")
+                .file_name(),
+        ),
+    )
+    .expect("log dir")
+    .filter_map(Result::ok)
+    .map(|e| e.path())
+    .find(|p| p.to_string_lossy().contains("evidence-"))
+    .expect("evidence file");
+    let ev = evidence.to_str().expect("utf-8");
+    let check = monitor(&["verify-evidence", ev]).await;
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    assert!(check.stdout.starts_with("PROVEN"), "{}", check.stdout);
+
+    // The state did not move: the monitor still holds A's checkpoint and alerts again.
+    let again = once(&b.url(), &b.vkey, &state, &[]).await;
+    assert_eq!(again.code, 1, "{}", again.stdout);
+
+    // Tampered evidence is refused.
+    let mut json: Value =
+        serde_json::from_slice(&std::fs::read(&evidence).expect("read")).expect("evidence json");
+    json["prefix_root"] = json!(base64_of(&[7u8; 32]));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, json.to_string()).expect("write");
+    let check = monitor(&["verify-evidence", bad.to_str().expect("utf-8")]).await;
+    assert_eq!(check.code, 1, "{}", check.stdout);
+
+    // Two mirrors of one origin serving different trees of the same size.
+    let c = start_log(&dir.path().join("c"), Some(&key)).await;
+    c.publish_many("c", 70).await;
+    let fresh = dir.path().join("state-mirrors");
+    let run = monitor(&[
+        "--once",
+        "--log",
+        &b.url(),
+        "--log",
+        &c.url(),
+        "--vkey",
+        &b.vkey,
+        "--state",
+        fresh.to_str().expect("utf-8"),
+    ])
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(kinds(&run).contains(&"fork"), "{}", run.stdout);
+    b.server.shutdown().await.expect("shutdown");
+    c.server.shutdown().await.expect("shutdown");
+}
+
+/// A webhook receiver: its URL and the request bodies it got.
+async fn webhook() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The alert is one JSON object: read until its closing brace.
+            while !buf.ends_with(b"}") {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+            bodies.lock().expect("lock").push(body);
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (url, got)
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tamper {
+    None,
+    Bundle,
+    Tile,
+    UpperTile,
+
+}
+
+/// A tiny HTTP proxy in front of `upstream` that counts entry bundle requests and can alter
+/// one byte of entry bundle 0, of level-0 tile 0 or of level-1 tile 0.
+async fn proxy(upstream: String, tamper: Tamper, bundles: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let client = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (client, upstream, bundles) = (client.clone(), upstream.clone(), bundles.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                if path.starts_with("/tile/entries/") {
+                    bundles.fetch_add(1, Ordering::SeqCst);
+                }
+                let Ok(resp) = client.get(format!("{upstream}{path}")).send().await else {
+                    return;
+                };
+                let status = resp.status().as_u16();
+                let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                let hit = match tamper {
+                    Tamper::Bundle => path.starts_with("/tile/entries/000"),
+                    Tamper::Tile => path.starts_with("/tile/0/000"),
+                    Tamper::UpperTile => path.starts_with("/tile/1/000"),
+                    Tamper::None => false,
+                };
+                if hit && status == 200 && body.len() > 40 {
+                    let at = body.len() - 20;
+                    body[at] ^= 0x01;
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tampered_bundles_and_tiles_are_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = start_log(&dir.path().join("log"), None).await;
+    // Two full bundles, so level-1 tile 0 holds two hashes.
+    log.publish_many("p", 600).await;
+    for (tamper, name) in [
+        (Tamper::Bundle, "bundle"),
+        (Tamper::Tile, "tile"),
+        (Tamper::UpperTile, "upper tile"),
+    ] {
+        let state = dir.path().join(name);
+        let count = Arc::new(AtomicUsize::new(0));
+        let addr = proxy(log.url(), tamper, count).await;
+        let run = once(&format!("http://{addr}"), &log.vkey, &state, &[]).await;
+        assert_eq!(run.code, 1, "{name}: {}", run.stdout);
+        assert!(
+            kinds(&run).contains(&"tile-mismatch"),
+            "{name}: {}",
+            run.stdout
+        );
+        // Nothing tampered was kept: the honest log then verifies from the same state.
+        let run = once(&log.url(), &log.vkey, &state, &[]).await;
+        assert_eq!(run.code, 0, "{name}: {}", run.stdout);
+    }
+    log.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn restart_resumes_without_rereading_verified_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let log = start_log(&dir.path().join("log"), None).await;
+    log.publish_many("r", 300).await;
+    let count = Arc::new(AtomicUsize::new(0));
+    let url = format!(
+        "http://{}",
+        proxy(log.url(), Tamper::None, count.clone()).await
+    );
+
+    let run = once(&url, &log.vkey, &state, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(
+        count.swap(0, Ordering::SeqCst),
+        2,
+        "bundles 000 and 001.p/44"
+    );
+
+    let run = once(&url, &log.vkey, &state, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(
+        count.swap(0, Ordering::SeqCst),
+        0,
+        "nothing new, nothing read"
+    );
+
+    log.publish_many("s", 100).await;
+    let run = once(&url, &log.vkey, &state, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(
+        count.swap(0, Ordering::SeqCst),
+        1,
+        "only the growing bundle 001.p/144"
+    );
+    log.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_2_with_one_line() {
+    let run = monitor(&["--once", "--log", "http://127.0.0.1:1"]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let run = monitor(&["verify-evidence", "/nonexistent/evidence.json"]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+}
+
+/// A static tlog-tiles log of arbitrary (non-btlog) entries, as another kind of log would
+/// serve it: a signed checkpoint, one entry bundle and one level-0 tile (at most 256 entries).
+/// With `tamper`, one entry differs from the one its tile hash was made from.
+async fn static_log(entries: &[Vec<u8>], tamper: bool) -> (SocketAddr, String) {
+    use axum::routing::get;
+    use btlog_core::merkle::leaf_hash;
+    let signer = btlog_core::keys::generate("example.com/other-log").expect("key");
+    let mut frontier = btlog_monitor::state::Frontier::default();
+    let (mut bundle, mut tile) = (Vec::new(), Vec::new());
+    for (i, e) in entries.iter().enumerate() {
+        frontier.push(leaf_hash(e));
+        tile.extend_from_slice(&leaf_hash(e));
+        let served = if tamper && i == 1 {
+            b"forged".to_vec()
+        } else {
+            e.clone()
+        };
+        bundle.extend_from_slice(&u16::try_from(served.len()).expect("short").to_be_bytes());
+        bundle.extend_from_slice(&served);
+    }
+    let checkpoint = btlog_core::checkpoint::Checkpoint {
+        origin: "example.com/other-log".into(),
+        size: entries.len() as u64,
+        root: frontier.root(),
+    }
+    .sign(&signer)
+    .expect("sign");
+    let partial = format!(".p/{}", entries.len());
+    let app = axum::Router::new()
+        .route("/checkpoint", get(move || async move { checkpoint }))
+        .route(
+            &format!("/tile/entries/000{partial}"),
+            get(move || async move { bundle }),
+        )
+        .route(
+            &format!("/tile/0/000{partial}"),
+            get(move || async move { tile }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, signer.verifier().vkey())
+}
+
+#[tokio::test]
+async fn opaque_entries_of_other_logs_are_audited_as_a_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("record {i}\n").into_bytes())
+        .collect();
+    let (addr, vkey) = static_log(&entries, false).await;
+    let url = format!("http://{addr}");
+    // Read as btlog entries, every one is malformed.
+    let run = once(&url, &vkey, &dir.path().join("as-btlog"), &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), vec!["bad-entry"; 5], "{}", run.stdout);
+    // As opaque entries the tree verifies, with no alert.
+    let opaque = ["--entries", "opaque"];
+    let run = once(&url, &vkey, &dir.path().join("opaque"), &opaque).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.alerts.is_empty(), "{}", run.stdout);
+    // An entry that does not match its tile is still caught.
+    let (addr, vkey) = static_log(&entries, true).await;
+    let run = once(
+        &format!("http://{addr}"),
+        &vkey,
+        &dir.path().join("t"),
+        &opaque,
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), vec!["tile-mismatch"], "{}", run.stdout);
+}
