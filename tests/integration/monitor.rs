@@ -273,13 +273,14 @@ fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum Tamper {
     None,
     Bundle,
     Tile,
     UpperTile,
-
+    /// Serve this checkpoint note instead of the log's: a mirror that lags behind.
+    Checkpoint(String),
 }
 
 /// A tiny HTTP proxy in front of `upstream` that counts entry bundle requests and can alter
@@ -291,6 +292,7 @@ async fn proxy(upstream: String, tamper: Tamper, bundles: Arc<AtomicUsize>) -> S
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let (client, upstream, bundles) = (client.clone(), upstream.clone(), bundles.clone());
+            let tamper = tamper.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -310,11 +312,14 @@ async fn proxy(upstream: String, tamper: Tamper, bundles: Arc<AtomicUsize>) -> S
                 };
                 let status = resp.status().as_u16();
                 let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                if let (Tamper::Checkpoint(note), "/checkpoint") = (&tamper, path.as_str()) {
+                    body = note.clone().into_bytes();
+                }
                 let hit = match tamper {
                     Tamper::Bundle => path.starts_with("/tile/entries/000"),
                     Tamper::Tile => path.starts_with("/tile/0/000"),
                     Tamper::UpperTile => path.starts_with("/tile/1/000"),
-                    Tamper::None => false,
+                    Tamper::None | Tamper::Checkpoint(_) => false,
                 };
                 if hit && status == 200 && body.len() > 40 {
                     let at = body.len() - 20;
@@ -357,6 +362,42 @@ async fn tampered_bundles_and_tiles_are_caught() {
         let run = once(&log.url(), &log.vkey, &state, &[]).await;
         assert_eq!(run.code, 0, "{name}: {}", run.stdout);
     }
+    log.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_mirror_that_lags_behind_is_not_an_alert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = start_log(&dir.path().join("log"), None).await;
+    log.publish_many("old", 40).await;
+    let old = reqwest::get(format!("{}/checkpoint", log.url()))
+        .await
+        .expect("checkpoint")
+        .text()
+        .await
+        .expect("text");
+    log.publish_many("new", 30).await;
+    let mirror = proxy(log.url(), Tamper::Checkpoint(old), Arc::default()).await;
+    let mirror = format!("http://{mirror}");
+    let state = dir.path().join("state");
+    let state = state.to_str().expect("utf-8");
+    let args = [
+        "--once",
+        "--log",
+        &mirror,
+        "--log",
+        &log.url(),
+        "--vkey",
+        &log.vkey,
+        "--state",
+        state,
+    ];
+    // First run: the lagging mirror's tree is verified, then extended to the live one's.
+    let run = monitor(&args).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+    // Second run: the mirror's checkpoint is older than the verified one, and a prefix of it.
+    let run = monitor(&args).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
     log.server.shutdown().await.expect("shutdown");
 }
 
