@@ -2,14 +2,15 @@
 //! file, creates a private one, and reads a TOML file.
 //!
 //! [`write_atomic`] leaves either the old or the new content after a crash, never a mix: a
-//! fresh temp file beside the target (created exclusively, so a planted file or symlink is
-//! refused rather than followed), written and fsynced, renamed over the target, then the
+//! fresh temp file beside the target, named for the writing process (created exclusively, so a
+//! planted symlink is never followed), written and fsynced, renamed over the target, then the
 //! directory fsynced so the rename itself is durable. Permission bits apply on Unix; other
 //! platforms keep their defaults.
 
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Who may read a file btlog writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,18 +31,26 @@ impl Access {
     }
 }
 
-/// Replaces `path` with `data` atomically and durably (see the module docs).
+/// Replaces `path` with `data` atomically and durably (see the module docs). Concurrent
+/// writers (two installers sharing a state directory) each use a temp file of their own; the
+/// last rename wins.
 pub fn write_atomic(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = parent(path);
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
-    // A temp file left by a crash is ours to replace; `create_new` below never follows a link.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    let mut result = write_new(&tmp, data, access);
+    if result
+        .as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::AlreadyExists)
+    {
+        // Left by a crashed process that had this id; `create_new` never follows a link.
+        fs::remove_file(&tmp)?;
+        result = write_new(&tmp, data, access);
     }
-    let result = write_new(&tmp, data, access).and_then(|()| fs::rename(&tmp, path));
+    let result = result.and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -163,12 +172,29 @@ mod tests {
         let path = dir.path().join("state.json");
         write_atomic(&path, b"one", Access::Private).expect("write");
         assert_eq!(mode(&path), 0o600);
-        // A stale temp file from a crash is replaced, not appended to or followed.
-        fs::write(dir.path().join("state.json.tmp"), b"stale").expect("stale");
         write_atomic(&path, b"two", Access::Public).expect("rewrite");
         assert_eq!(fs::read(&path).expect("read"), b"two");
         assert_eq!(mode(&path), 0o644);
-        assert!(!dir.path().join("state.json.tmp").exists());
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(names.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn concurrent_writers_do_not_fail_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("origin.checkpoint");
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(path, &[i; 64], Access::Private).expect("write");
+                    }
+                });
+            }
+        });
+        let data = fs::read(&path).expect("read");
+        assert!(data.len() == 64 && data.iter().all(|b| *b == data[0]));
     }
 
     #[test]
