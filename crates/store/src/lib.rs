@@ -16,9 +16,9 @@
 //! is exactly the state after some completed append. Readers only ever look at indexes below
 //! the published size, and everything below it is immutable, so reads never wait for writes.
 
-pub mod append;
-pub mod tile;
-pub mod tile_cache;
+mod append;
+mod tile;
+mod tile_cache;
 
 use btlog_core::merkle::tiles::TILE_WIDTH;
 use btlog_core::merkle::{self, Hash, HashReader, NodeId, ProofError};
