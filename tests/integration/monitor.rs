@@ -455,7 +455,7 @@ async fn static_log(entries: &[Vec<u8>], tamper: bool) -> (SocketAddr, String) {
     use axum::routing::get;
     use btlog_core::merkle::leaf_hash;
     let signer = btlog_core::keys::generate("example.com/other-log").expect("key");
-    let mut frontier = btlog_monitor::state::Frontier::default();
+    let mut frontier = btlog_core::merkle::Frontier::default();
     let (mut bundle, mut tile) = (Vec::new(), Vec::new());
     for (i, e) in entries.iter().enumerate() {
         frontier.push(leaf_hash(e));

@@ -17,10 +17,10 @@ use btlog_core::merkle::{balanced_root, leaf_hash, Hash};
 
 use super::alert::AlertKind;
 use super::claims::Claim;
-use super::state::Frontier;
 use super::upper::{first_mismatch, UpperTiles};
 use super::watch::Watcher;
 use super::{LogMonitor, MonitorError};
+use btlog_core::merkle::Frontier;
 
 /// Entry bundles checked between commits of the state.
 const CHUNK_BUNDLES: u64 = 256;

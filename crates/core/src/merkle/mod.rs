@@ -6,7 +6,10 @@
 //! [`HashReader`] (the store, a test's in-memory tree, ...) and folds them into proof hashes.
 //! Verification follows RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency).
 
+mod frontier;
 pub mod tiles;
+
+pub use frontier::Frontier;
 
 use sha2::{Digest, Sha256};
 use std::ops::Range;

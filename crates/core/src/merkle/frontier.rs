@@ -1,0 +1,108 @@
+//! The right edge of an RFC 6962 tree (a compact range from 0): enough to append leaves or
+//! whole subtrees and compute the root, without the rest of the tree.
+
+use super::{fold, node_hash, Hash, EMPTY_ROOT};
+
+/// The right edge of a Merkle tree: the hashes of the complete subtrees that make it up, largest
+/// first, one per set bit of `size`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    hashes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// A frontier from its parts; None when the hash count does not fit the size.
+    pub fn new(size: u64, hashes: Vec<Hash>) -> Option<Frontier> {
+        (hashes.len() == size.count_ones() as usize).then_some(Frontier { size, hashes })
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The complete-subtree hashes, largest subtree first.
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
+    /// Appends one leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        self.push_subtree(0, leaf);
+    }
+
+    /// Appends a complete subtree of 2^`height` leaves by its root, merging equal-sized
+    /// subtrees at the right edge. The size must be a multiple of 2^`height` (the subtree
+    /// starts on its own boundary), as it is for a full entry bundle pushed whole.
+    pub fn push_subtree(&mut self, height: u8, root: Hash) {
+        debug_assert_eq!(self.size % (1 << height), 0, "subtree off its boundary");
+        let mut hash = root;
+        let mut size = self.size >> height;
+        while size & 1 == 1 {
+            match self.hashes.pop() {
+                Some(left) => hash = node_hash(&left, &hash),
+                None => break,
+            }
+            size >>= 1;
+        }
+        self.hashes.push(hash);
+        self.size += 1 << height;
+    }
+
+    /// The RFC 6962 root of the tree.
+    pub fn root(&self) -> Hash {
+        if self.hashes.is_empty() {
+            EMPTY_ROOT
+        } else {
+            fold(&self.hashes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::{leaf_hash, root, HashReader, NodeId, ProofError};
+
+    struct Leaves(Vec<Hash>);
+
+    impl HashReader for Leaves {
+        type Error = ProofError;
+        fn read_hashes(&self, nodes: &[NodeId]) -> Result<Vec<Hash>, ProofError> {
+            Ok(nodes
+                .iter()
+                .map(|n| {
+                    let start = (n.index << n.level) as usize;
+                    let mut f = Frontier::default();
+                    self.0[start..start + (1 << n.level)]
+                        .iter()
+                        .for_each(|h| f.push(*h));
+                    f.root()
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn frontier_roots_match_rfc6962() {
+        let leaves: Vec<Hash> = (0..70u64).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let reader = Leaves(leaves.clone());
+        let mut f = Frontier::default();
+        assert_eq!(f.root(), EMPTY_ROOT);
+        for (i, l) in leaves.iter().enumerate() {
+            f.push(*l);
+            assert_eq!(f.hashes().len(), f.size().count_ones() as usize);
+            assert_eq!(Ok(f.root()), root(i as u64 + 1, &reader), "size {}", i + 1);
+        }
+        assert!(Frontier::new(3, vec![[0; 32]]).is_none());
+        // Whole subtrees on their boundaries fold in like their leaves.
+        let mut by_leaf = Frontier::default();
+        let mut by_subtree = Frontier::default();
+        for chunk in leaves[..64].chunks(8) {
+            chunk.iter().for_each(|l| by_leaf.push(*l));
+            by_subtree.push_subtree(3, root(8, &Leaves(chunk.to_vec())).expect("root"));
+            assert_eq!(by_subtree, by_leaf);
+        }
+    }
+}
