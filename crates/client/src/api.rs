@@ -16,6 +16,8 @@ use btlog_core::merkle::Hash;
 use btlog_core::proof_bundle::TlogProof;
 use btlog_core::wire::{ConsistencyReply, EntriesReply, InclusionReply, SubmitRequest};
 
+pub use btlog_core::wire::{LookupReply, Status as SubmitStatus, SubmitReply, SubmitResult};
+
 /// Why a `/v1` call failed (before any verification).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -45,8 +47,6 @@ impl ApiError {
         }
     }
 }
-
-pub use btlog_core::wire::{LookupReply, Status as SubmitStatus, SubmitReply, SubmitResult};
 
 /// A client for a log's `/v1` JSON API.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ impl Api {
     ) -> Result<SubmitReply, ApiError> {
         let path = "/v1/entries";
         let body = SubmitRequest {
-            entries: entries.to_vec(),
+            entries: entries.into(),
         };
         let reply: SubmitReply =
             self.decode(path, &self.http.post_json(path, Some(token), &body).await?)?;

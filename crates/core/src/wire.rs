@@ -3,6 +3,8 @@
 //! checkpoints; a client decodes them with [`crate::checkpoint::decode_hash`] and treats a
 //! malformed one as a bad reply.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::entry::EntryFields;
@@ -30,12 +32,12 @@ impl Status {
     }
 }
 
-/// `POST /v1/entries` body.
+/// `POST /v1/entries` body: borrowed when a client sends it, owned when the server reads it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SubmitRequest {
+pub struct SubmitRequest<'a> {
     /// The batch, in order.
-    pub entries: Vec<EntryFields>,
+    pub entries: Cow<'a, [EntryFields]>,
 }
 
 /// The result for one submitted entry.

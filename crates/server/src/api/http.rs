@@ -230,7 +230,7 @@ async fn submit(
         .and_then(|v| v.to_str().ok());
     let entries = match body {
         Ok(bytes) => serde_json::from_slice::<SubmitRequest>(&bytes)
-            .map(|b| b.entries)
+            .map(|b| b.entries.into_owned())
             .map_err(|e| LogError::bad_input(format!("invalid JSON body: {e}"))),
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(LogError::new(
             ErrorKind::TooLarge,
