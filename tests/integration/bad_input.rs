@@ -183,6 +183,9 @@ async fn malformed_requests_get_4xx_and_change_nothing() {
         (b"/tile/7/x018/x446/x744/x073/x709/x551/615.p/1", 404),
         (b"/tile/entries/x018/x446/x744/x073/x709/x551/615", 404),
         (b"/tile/entries/x999/x999/x999/x999/x999/x999/999", 404),
+        // index · 256 + 256 wraps to 0: once answered 200, empty and immutable.
+        (b"/tile/entries/x072/x057/x594/x037/x927/935", 404),
+        (b"/tile/entries/x072/x057/x594/x037/x927/935.p/255", 404),
         (b"/tile/entries/000.p/4", 404),
         (b"/tile/", 404),
         (b"/nothing/here", 404),
@@ -519,6 +522,9 @@ async fn grpc_cases(addr: SocketAddr, log: &btlog_server::log::Log, token: &str)
     }
     for (index, width, want) in [
         (max, 0, Code::NotFound),
+        // index · 256 + width wraps to 0 (2^56 - 1 is the last index whose start fits).
+        ((1 << 56) - 1, 0, Code::NotFound),
+        ((1 << 56) - 1, 255, Code::NotFound),
         (0, 257, bad),
         (0, 4, Code::NotFound),
     ] {

@@ -301,13 +301,13 @@ impl Store {
     /// The tlog-tiles entry bundle `index` with `width` entries: each entry prefixed by its
     /// big-endian u16 length. None when the log does not hold that many entries.
     pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(start) = index.checked_mul(TILE_WIDTH) else {
-            return Ok(None);
-        };
-        let end = start + u64::from(width);
-        if end > self.size() {
+        // Level 0 of the tree holds one hash per entry: the bundle exists exactly when that
+        // tile does, and `width_at` does the (checked) index arithmetic for both.
+        if merkle::tiles::width_at(0, index, self.size()).is_none_or(|have| have < width) {
             return Ok(None);
         }
+        let start = index * TILE_WIDTH;
+        let end = start + u64::from(width);
         let mut out = Vec::new();
         self.for_each_entry(start, end, |e| {
             let len = u16::try_from(e.len())
