@@ -15,4 +15,5 @@ mod monitor;
 mod router_fuzz;
 mod server_grpc;
 mod server_http;
+mod startup;
 mod store;

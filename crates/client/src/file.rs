@@ -65,6 +65,18 @@ pub fn create_new(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
     sync_dir(parent(path))
 }
 
+/// Holds an exclusive advisory lock on `path` (created, mode 0600) until dropped: the way
+/// processes sharing a directory serialize a read-modify-write of a file in it.
+pub fn lock_exclusive(path: &Path) -> io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, Access::Private.mode());
+    let file = options.open(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
 /// Creates `dir` and its parents; the last one mode 0700 on Unix.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = fs::DirBuilder::new();
@@ -108,14 +120,15 @@ fn parent(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Makes the entries of `dir` (a file created or renamed in it) durable.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
 /// Directories cannot be opened for fsync off Unix; the rename is as durable as the OS makes it.
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 

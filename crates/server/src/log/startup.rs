@@ -42,6 +42,22 @@ pub enum OpenError {
         /// The configured origin.
         configured: String,
     },
+    /// The store holds signed checkpoints but the key that signed them is gone.
+    #[error("{} is missing, but the log in {} has signed checkpoints: restore the key (a new one would fork the log for everyone holding its vkey), or pass --key", path.display(), store.display())]
+    KeyMissing {
+        /// Where the key was expected.
+        path: PathBuf,
+        /// The store.
+        store: PathBuf,
+    },
+    /// The key given does not verify the checkpoints already in the store.
+    #[error("the checkpoints in {} were not signed by key {vkey}: this is another log's key", store.display())]
+    KeyMismatch {
+        /// The store.
+        store: PathBuf,
+        /// The vkey of the key given.
+        vkey: String,
+    },
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -70,13 +86,22 @@ pub(super) struct Opened {
 }
 
 pub(super) fn open(config: &Config) -> Result<Opened, OpenError> {
-    file::create_private_dir(&config.data).map_err(|source| OpenError::Io {
+    let io = |source| OpenError::Io {
         path: config.data.clone(),
         source,
-    })?;
-    let signer = load_or_create_key(config)?;
-    keyfile::write_vkey(&config.vkey_path(), &signer.verifier())?;
+    };
+    let fresh = !config.data.exists();
+    file::create_private_dir(&config.data).map_err(io)?;
+    if fresh {
+        // The new directory's entry must be durable before anything inside it is.
+        if let Some(parent) = config.data.parent().filter(|p| !p.as_os_str().is_empty()) {
+            file::sync_dir(parent).map_err(io)?;
+        }
+    }
     let store = Store::open(&config.store_path())?;
+    let signed = store.latest_checkpoint()?;
+    let signer = load_or_create_key(config, signed.as_ref().map(|(_, note)| note.as_str()))?;
+    keyfile::write_vkey(&config.vkey_path(), &signer.verifier())?;
     let mut appender = store.appender()?;
     let checkpoint = startup_checkpoint(&mut appender, &signer)?;
     let tokens = Tokens::load(&config.tokens_path())?;
@@ -94,12 +119,15 @@ pub(super) fn open(config: &Config) -> Result<Opened, OpenError> {
     })
 }
 
-fn load_or_create_key(config: &Config) -> Result<Signer, OpenError> {
-    if let Some(path) = &config.key {
-        return Ok(keyfile::load_private_key(path)?);
-    }
+/// The signing key: `--key`, or `log.key` in the data directory, created only for a log that
+/// has never signed anything. `signed` is the newest checkpoint in the store: a log that has
+/// one keeps the key that signed it, so a lost `log.key` or a `--key` for another log is an
+/// error rather than a new key that no distributed vkey verifies.
+fn load_or_create_key(config: &Config, signed: Option<&str>) -> Result<Signer, OpenError> {
     let path = config.key_path();
-    if path.exists() {
+    let signer = if let Some(path) = &config.key {
+        keyfile::load_private_key(path)?
+    } else if path.exists() {
         let signer = keyfile::load_private_key(&path)?;
         if signer.name() != config.origin {
             return Err(OpenError::OriginMismatch {
@@ -108,11 +136,27 @@ fn load_or_create_key(config: &Config) -> Result<Signer, OpenError> {
                 configured: config.origin.clone(),
             });
         }
-        return Ok(signer);
+        signer
+    } else if signed.is_some() {
+        return Err(OpenError::KeyMissing {
+            path,
+            store: config.store_path(),
+        });
+    } else {
+        let signer = keys::generate(&config.origin)?;
+        keyfile::write_private_key(&path, &signer)?;
+        tracing::info!(path = %path.display(), "created a new signing key");
+        signer
+    };
+    if let Some(note) = signed {
+        let verifier = signer.verifier();
+        if Checkpoint::verify(note.as_bytes(), &verifier).is_err() {
+            return Err(OpenError::KeyMismatch {
+                store: config.store_path(),
+                vkey: verifier.vkey(),
+            });
+        }
     }
-    let signer = keys::generate(&config.origin)?;
-    keyfile::write_private_key(&path, &signer)?;
-    tracing::info!(path = %path.display(), "created a new signing key");
     Ok(signer)
 }
 
