@@ -31,8 +31,9 @@ enum Command {
         /// Registry name stamped into every entry submitted with this token.
         #[arg(long)]
         registry: String,
-        /// Purl prefix the token may write (repeatable; none means any package).
-        #[arg(long = "allow", value_name = "PURL-PREFIX")]
+        /// Purl prefix the token may write, whole segments (`pkg:npm/%40acme`); repeatable;
+        /// `*` for any package.
+        #[arg(long = "allow", value_name = "PURL-PREFIX", required = true)]
         allow: Vec<String>,
     },
     /// Create a log signing key file (mode 0600); prints the vkey.

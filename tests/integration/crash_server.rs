@@ -199,7 +199,7 @@ async fn acknowledged_entries_and_signed_checkpoints_survive_sigkill() {
     let out = btlog()
         .args(["token", "--data"])
         .arg(&data)
-        .args(["--registry", REGISTRY])
+        .args(["--registry", REGISTRY, "--allow", "*"])
         .output()
         .expect("btlog token");
     assert!(out.status.success());

@@ -30,9 +30,9 @@ pub fn config(dir: &Path) -> Config {
     }
 }
 
-/// Adds a token for [`REGISTRY`] to the data directory.
+/// Adds a token for [`REGISTRY`] that may write any package to the data directory.
 pub fn add_token(dir: &Path) -> String {
-    auth::add_token(&dir.join("tokens.toml"), REGISTRY, &[]).expect("token")
+    auth::add_token(&dir.join("tokens.toml"), REGISTRY, &[auth::ANY.into()]).expect("token")
 }
 
 /// Starts a server on `config`.

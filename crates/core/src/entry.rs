@@ -598,6 +598,25 @@ fn is_hidden_char(c: char) -> bool {
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// Checks a purl prefix naming whole segments: `pkg:<type>` or `pkg:<type>/<seg>/…/<seg>`,
+/// each part following the purl rules of the module docs (a trailing `/` is not part of it).
+pub fn validate_purl_prefix(s: &str) -> Result<(), String> {
+    let s = s.strip_suffix('/').unwrap_or(s);
+    match s.strip_prefix("pkg:").map(|rest| rest.contains('/')) {
+        Some(false) => validate_purl_type(&s["pkg:".len()..]),
+        _ => validate_purl(s),
+    }
+}
+
+/// True when `package` is `prefix` or lies under it: prefixes match whole purl segments, so
+/// `pkg:npm/%40acme` covers `pkg:npm/%40acme/x` but not `pkg:npm/%40acme-evil/x`.
+pub fn purl_has_prefix(package: &str, prefix: &str) -> bool {
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    package
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Checks a purl without version, qualifiers or subpath; see the module docs for the rules.
 fn validate_purl(s: &str) -> Result<(), String> {
     if s.len() > MAX_PACKAGE {
@@ -644,6 +663,10 @@ fn validate_purl_segment(seg: &str) -> Result<(), String> {
         }
         decoded.push(b);
         i += 1;
+    }
+    if seg == "." || seg == ".." {
+        // A path that a registry, mirror or allow-list check resolving dots would alias.
+        return Err(format!("{seg:?} is not a name"));
     }
     let text = std::str::from_utf8(&decoded).map_err(|_| "percent-encoding is not UTF-8")?;
     match text.chars().find(|c| c.is_control()) {
@@ -813,6 +836,8 @@ mod tests {
             "pkg:npm/left-pad",
             "pkg:npm/%40scope/left-pad",
             "pkg:deb/debian/libstdc%2B%2B6",
+            "pkg:maven/org.acme/x...y",
+            "pkg:npm/.x",
         ] {
             assert_eq!(validate_purl(ok), Ok(()), "{ok}");
         }
@@ -831,8 +856,48 @@ mod tests {
             "pkg:npm/a b",
             "pkg:npm/%00",
             "pkg:1npm/x",
+            "pkg:npm/.",
+            "pkg:npm/..",
+            "pkg:maven/org.acme/../x",
+            "pkg:maven/./x",
         ] {
             assert!(validate_purl(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn purl_prefixes_match_whole_segments() {
+        for (package, prefix, want) in [
+            ("pkg:npm/%40acme/x", "pkg:npm/%40acme", true),
+            ("pkg:npm/%40acme/x", "pkg:npm/%40acme/", true),
+            ("pkg:npm/%40acme", "pkg:npm/%40acme", true),
+            ("pkg:npm/%40acme-evil/x", "pkg:npm/%40acme", false),
+            ("pkg:npm/%40acme-evil/x", "pkg:npm/%40acme/", false),
+            ("pkg:npm/react", "pkg:npm", true),
+            ("pkg:npmx/react", "pkg:npm", false),
+            ("pkg:cargo/serde", "pkg:npm", false),
+        ] {
+            assert_eq!(purl_has_prefix(package, prefix), want, "{package} {prefix}");
+        }
+        for ok in [
+            "pkg:npm",
+            "pkg:npm/",
+            "pkg:npm/%40acme",
+            "pkg:maven/org.acme/",
+        ] {
+            assert_eq!(validate_purl_prefix(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "npm/",
+            "pkg:",
+            "pkg:NPM",
+            "pkg:npm//x",
+            "pkg:npm/x@1",
+            "pkg:npm/..",
+            "pkg:npm/a/./b",
+            "*",
+        ] {
+            assert!(validate_purl_prefix(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,6 +1,11 @@
-//! Submitter credentials (PROTOCOL.md §6): bearer tokens bound to one registry name and optionally to
-//! purl prefixes. Only SHA-256 of each token is stored, in `<data>/tokens.toml`; presented
-//! tokens are hashed and compared in constant time. Tokens are never logged.
+//! Submitter credentials (PROTOCOL.md §6): bearer tokens bound to one registry name and to the
+//! purl prefixes they may write. Only SHA-256 of each token is stored, in `<data>/tokens.toml`;
+//! presented tokens are hashed and compared in constant time. Tokens are never logged.
+//!
+//! Deny by default: a token writes only under the prefixes it names, matched at purl segment
+//! boundaries; `*` (one registry per log) is the explicit "any package". Otherwise the first
+//! token to claim `pkg:npm/react 19.0.0` would own that identity forever, whichever registry
+//! it was made for.
 
 use super::error::{ErrorKind, LogError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -46,8 +51,8 @@ pub struct TokenRecord {
     pub sha256: String,
     /// The registry name stamped into every entry this token submits.
     pub registry: String,
-    /// Purl prefixes the token may write; empty means any package.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Purl prefixes the token may write, or `*` for any package.
+    #[serde(default)]
     pub allow: Vec<String>,
 }
 
@@ -63,7 +68,7 @@ struct TokensFile {
 pub struct Credential {
     /// The registry name bound to the token.
     pub registry: String,
-    /// Purl prefixes it may write (empty: any).
+    /// Purl prefixes it may write, or `*`.
     pub allow: Vec<String>,
     /// A stable, non-secret id for rate limiting and logs (a prefix of the token hash).
     pub id: String,
@@ -72,7 +77,8 @@ pub struct Credential {
 impl Credential {
     /// Checks that this credential may write `package`.
     pub fn check_package(&self, package: &str) -> Result<(), LogError> {
-        if self.allow.is_empty() || self.allow.iter().any(|p| package.starts_with(p.as_str())) {
+        let allowed = |p: &String| p == ANY || btlog_core::entry::purl_has_prefix(package, p);
+        if self.allow.iter().any(allowed) {
             return Ok(());
         }
         Err(LogError::bad_input(format!(
@@ -94,6 +100,10 @@ impl Tokens {
         let file = read_file(path)?;
         let mut records = Vec::with_capacity(file.token.len());
         for rec in file.token {
+            check_allow(&rec.allow).map_err(|reason| AuthError::Malformed {
+                path: path.to_owned(),
+                reason: format!("token {}…: {reason}", rec.sha256.get(..12).unwrap_or("?")),
+            })?;
             let hash: [u8; 32] = hex::decode(&rec.sha256)
                 .ok()
                 .and_then(|h| h.try_into().ok())
@@ -148,15 +158,21 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Creates a token for `registry` (optionally limited to purl `allow` prefixes), stores its
-/// SHA-256 in the tokens file at `path` (mode 0600) and returns the token.
+/// Creates a token for `registry` that may write under the purl prefixes `allow` (or `*`),
+/// stores its SHA-256 in the tokens file at `path` (mode 0600) and returns the token.
+/// Concurrent calls on one file each keep their token: the read-modify-write holds an
+/// exclusive lock on `<path>.lock`.
 pub fn add_token(path: &Path, registry: &str, allow: &[String]) -> Result<String, AuthError> {
     check_registry(registry)?;
-    if let Some(p) = allow.iter().find(|p| !p.starts_with("pkg:")) {
-        return Err(AuthError::Invalid(format!(
-            "allowed prefix {p:?} must start with `pkg:`"
-        )));
+    check_allow(allow).map_err(AuthError::Invalid)?;
+    let io = |source| AuthError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        file::create_private_dir(dir).map_err(io)?;
     }
+    let _lock = file::lock_exclusive(&lock_path(path)).map_err(io)?;
     let mut file = read_file(path)?;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
@@ -167,15 +183,34 @@ pub fn add_token(path: &Path, registry: &str, allow: &[String]) -> Result<String
         allow: allow.to_vec(),
     });
     let text = toml::to_string(&file).map_err(|e| AuthError::Invalid(e.to_string()))?;
-    let io = |source| AuthError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        file::create_private_dir(dir).map_err(io)?;
-    }
     file::write_atomic(path, text.as_bytes(), Access::Private).map_err(io)?;
     Ok(token)
+}
+
+/// The allow-list entry that lets a token write any package.
+pub const ANY: &str = "*";
+
+/// An allow-list names at least one purl prefix of whole segments, or is exactly `["*"]`.
+fn check_allow(allow: &[String]) -> Result<(), String> {
+    if allow.is_empty() {
+        return Err(format!(
+            "no allowed packages: name the purl prefixes the token may write (`--allow pkg:npm/`), or {ANY:?} for any package"
+        ));
+    }
+    if allow.len() > 1 && allow.iter().any(|p| p == ANY) {
+        return Err(format!("{ANY:?} allows every package and stands alone"));
+    }
+    for p in allow.iter().filter(|p| *p != ANY) {
+        btlog_core::entry::validate_purl_prefix(p)
+            .map_err(|reason| format!("allowed prefix {p:?}: {reason}"))?;
+    }
+    Ok(())
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
 }
 
 /// A registry name must be acceptable in an entry's `registry` line; the entry rules decide.
@@ -224,7 +259,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("tokens.toml");
         let a = add_token(&path, "registry.npmjs.org", &["pkg:npm/".into()]).expect("add");
-        let b = add_token(&path, "crates.io", &[]).expect("add");
+        let b = add_token(&path, "crates.io", &[ANY.into()]).expect("add");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains(&a) && !text.contains(&b));
         let tokens = Tokens::load(&path).expect("load");
@@ -238,7 +273,59 @@ mod tests {
         );
         assert!(tokens.authenticate(Some("btlog_nope")).is_err());
         assert!(tokens.authenticate(None).is_err());
-        assert!(add_token(&path, "Bad Name", &[]).is_err());
+        assert!(add_token(&path, "Bad Name", &[ANY.into()]).is_err());
+    }
+
+    #[test]
+    fn tokens_are_denied_by_default_and_prefixes_end_at_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.toml");
+        for allow in [
+            &[][..],
+            &["npm/".to_owned()],
+            &["pkg:npm/..".to_owned()],
+            &["pkg:npm/%40acme".to_owned(), ANY.to_owned()],
+        ] {
+            let e = add_token(&path, "crates.io", allow).expect_err("refused");
+            assert!(matches!(e, AuthError::Invalid(_)), "{allow:?}: {e}");
+        }
+        let acme = add_token(&path, "acme", &["pkg:npm/%40acme".into()]).expect("add");
+        let tokens = Tokens::load(&path).expect("load");
+        let c = tokens.authenticate(Some(&acme)).expect("acme");
+        assert!(c.check_package("pkg:npm/%40acme/x").is_ok());
+        assert!(c.check_package("pkg:npm/%40acme-evil/x").is_err());
+        assert!(c.check_package("pkg:npm/react").is_err());
+
+        // A file without an allow-list (as written before deny-by-default) is refused at load,
+        // naming the fix, rather than running with tokens that may write anything.
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str(&format!(
+            "[[token]]\nsha256 = \"{}\"\nregistry = \"crates.io\"\n",
+            "ab".repeat(32)
+        ));
+        std::fs::write(&path, text).expect("write");
+        let e = Tokens::load(&path).expect_err("no allow-list");
+        assert!(e.to_string().contains("no allowed packages"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_token_adds_all_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.toml");
+        let added: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| add_token(&path, "crates.io", &[ANY.into()]).expect("add")))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        let tokens = Tokens::load(&path).expect("load");
+        assert_eq!(tokens.len(), 8);
+        for t in &added {
+            assert!(tokens.authenticate(Some(t)).is_ok());
+        }
     }
 
     #[test]
