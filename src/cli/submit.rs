@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{api, block_on, hash_file, read_vkey, CliError, Exit, EXIT_CODES};
 use btlog_client::api::{Api, SubmitReply, SubmitStatus};
+use btlog_client::file::Access;
 use btlog_core::entry::{parse_hex, EntryFields, Kind};
 use btlog_core::note::Verifier;
 use btlog_core::proof_bundle::ArtifactClaim;
@@ -24,9 +25,18 @@ pub struct SubmitArgs {
     /// Base URL of the log (http://host:port).
     #[arg(long)]
     pub log: String,
-    /// Submitter token (from `btlog token`).
-    #[arg(long)]
-    pub token: String,
+    /// Submitter token (from `btlog token`). Prefer BTLOG_TOKEN or --token-file: a command
+    /// line is visible to every user of the machine (`ps`).
+    #[arg(
+        long,
+        env = "BTLOG_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the submitter token (a final newline is ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// JSON Lines file of entries, e.g. {"kind":"publish","package":"pkg:npm/x","version":"1.0.0","file":"x-1.0.0.tgz","sha256":"<hex>"}.
     #[arg(long, conflicts_with_all = ["package", "version", "file", "artifact", "sha256", "size", "publisher", "provenance", "time", "kind"])]
     pub batch: Option<PathBuf>,
@@ -82,14 +92,16 @@ struct Item {
 
 /// Runs `btlog submit`.
 pub fn run(args: SubmitArgs) -> Result<(), CliError> {
+    let token = token(&args)?;
     let items = items(&args)?;
+    prepare_proof_dirs(&items)?;
     let vkey = args.vkey.as_deref().map(read_vkey).transpose()?;
     let api = api(&args.log)?;
     let mut conflicts = 0usize;
     block_on(async {
         for chunk in items.chunks(CHUNK) {
             let fields: Vec<EntryFields> = chunk.iter().map(|i| i.fields.clone()).collect();
-            let reply = api.submit(&args.token, &fields).await?;
+            let reply = api.submit(&token, &fields).await?;
             conflicts += report(&api, vkey.as_ref(), chunk, &reply).await?;
         }
         Ok(())
@@ -102,6 +114,35 @@ pub fn run(args: SubmitArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
+}
+
+/// The token from --token (or BTLOG_TOKEN) or from --token-file.
+fn token(args: &SubmitArgs) -> Result<String, CliError> {
+    let (token, from) = match (&args.token, &args.token_file) {
+        (Some(t), _) => (t.clone(), "--token"),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::new(Exit::Usage, format!("--token-file {}: {e}", path.display()))
+            })?;
+            (
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+                "--token-file",
+            )
+        }
+        (None, None) => {
+            return Err(CliError::new(
+                Exit::Usage,
+                "give the token in BTLOG_TOKEN, --token-file or --token",
+            ))
+        }
+    };
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CliError::new(
+            Exit::Usage,
+            format!("{from}: a token is one word without spaces or control characters"),
+        ));
+    }
+    Ok(token)
 }
 
 /// Prints one line per result and writes the proofs; returns the number of conflicts.
@@ -161,8 +202,34 @@ async fn write_proof(
             format!("the log's proof for entry {index} does not verify: {e}"),
         )
     })?;
-    std::fs::write(path, proof.format())
+    btlog_client::file::write_atomic(path, proof.format().as_bytes(), Access::Public)
         .map_err(|e| CliError::usage(format!("writing {}: {e}", path.display())))
+}
+
+/// Makes sure every proof can be written before anything is sent: a missing `--proof-dir` is
+/// created, and each directory must take a new file. Otherwise a batch would be logged with
+/// its proofs lost and its later chunks never sent.
+fn prepare_proof_dirs(items: &[Item]) -> Result<(), CliError> {
+    let dirs: HashSet<&Path> = items
+        .iter()
+        .filter_map(|i| i.proof_path.as_deref()?.parent())
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .collect();
+    for dir in dirs {
+        let fail =
+            |e: std::io::Error| CliError::usage(format!("proof directory {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        let probe = dir.join(format!(".btlog-probe.{}", std::process::id()));
+        btlog_client::file::create_new(&probe, b"", Access::Public).map_err(fail)?;
+        std::fs::remove_file(&probe).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// The entries to submit, checked locally (so no chunk is sent when any entry is malformed),

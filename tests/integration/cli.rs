@@ -294,8 +294,8 @@ fn registry_and_installer_journeys() {
 fn batch_submit_and_log_down() {
     let mut log = Log::start(None);
     let work = TempDir::new().expect("tempdir");
-    let proofs = work.path().join("proofs");
-    std::fs::create_dir(&proofs).expect("mkdir");
+    // A --proof-dir that does not exist yet is created before anything is sent.
+    let proofs = work.path().join("proofs").join("new");
     let line = |v: &str, sha: &str| {
         format!(
             r#"{{"kind":"publish","package":"{PKG}","version":"{v}","file":"left-pad-{v}.tgz","sha256":"{sha}"}}"#
@@ -427,4 +427,65 @@ fn rolled_back_or_forked_log_is_refused() {
     }
     let out = d.verify_online(&state, "4", "x-4.tgz", &fork_art);
     refused(&out, 4, "two checkpoints of size 4 with different roots");
+}
+
+#[test]
+fn outputs_and_token_are_checked_before_anything_is_sent() {
+    let log = Log::start(None);
+    let work = TempDir::new().expect("tempdir");
+    let art = write(work.path(), "a.tgz", "a bytes");
+    let art_path = path(&art);
+    let single = |extra: &[&str]| {
+        let mut args = vec!["--package", PKG, "--version", "9.0.0", "--file", "a.tgz"];
+        args.extend_from_slice(&["--artifact", &art_path]);
+        args.extend_from_slice(extra);
+        log.submit(&args)
+    };
+    // A proof directory that cannot be made (its parent is a file): refused, nothing logged.
+    let unwritable = art.join("proofs");
+    let out = single(&["--proof-dir", &path(&unwritable), "--vkey", &log.vkey]);
+    refused(&out, 2, "proof directory");
+    let out = single(&[]);
+    ok(&out);
+    assert!(stdout(&out).starts_with("0 new "), "{}", stdout(&out));
+
+    // The token from BTLOG_TOKEN or --token-file rather than the command line (`ps`).
+    let submit = |token: (&str, &str), version: &str, file: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_btlog"));
+        cmd.args([
+            "submit",
+            "--log",
+            &log.url,
+            "--package",
+            PKG,
+            "--version",
+            version,
+        ])
+        .args(["--file", file, "--sha256", &"ab".repeat(32)]);
+        match token {
+            ("env", t) => cmd.env("BTLOG_TOKEN", t),
+            (_, f) => cmd.args(["--token-file", f]).env_remove("BTLOG_TOKEN"),
+        };
+        cmd.output().expect("run btlog")
+    };
+    ok(&submit(("env", &log.token), "9.0.1", "b.tgz"));
+    let file = write(work.path(), "token", &format!("{}\n", log.token));
+    ok(&submit(("file", &path(&file)), "9.0.2", "c.tgz"));
+    let wrong = write(work.path(), "wrong", "btlog_nope\n");
+    refused(
+        &submit(("file", &path(&wrong)), "9.0.3", "d.tgz"),
+        2,
+        "unknown bearer token",
+    );
+    refused(
+        &submit(("file", "/nonexistent/token"), "9.0.3", "d.tgz"),
+        2,
+        "--token-file",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_btlog"))
+        .args(["submit", "--help"])
+        .env("BTLOG_TOKEN", &log.token)
+        .output()
+        .expect("help");
+    assert!(!stdout(&out).contains(&log.token), "--help shows no token");
 }
