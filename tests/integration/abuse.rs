@@ -193,6 +193,7 @@ async fn h2_session<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_stalled_http2_connections_are_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let token = add_token(dir.path());
     let mut cfg = config(dir.path());
     cfg.limits.header_read_timeout_secs = 2;
     cfg.limits.request_timeout_secs = 2;
@@ -211,6 +212,7 @@ async fn idle_and_stalled_http2_connections_are_closed() {
     let (mut client, stalled) = h2_session(connect().await, 65_535, limit).await;
     let request = axum::http::Request::post(format!("http://{addr}/v1/entries"))
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
         .header("content-length", "1000")
         .body(())
         .expect("request");
@@ -360,9 +362,10 @@ async fn idle_and_stalled_grpc_connections_are_closed_but_watchers_stay() {
 
     // A unary call whose request message never arrives: a 100-byte message announced, 1 sent.
     let (mut client, stalled) = h2_session(connect().await, 65_535, limit).await;
-    let (response, mut body) = client
-        .send_request(grpc_call(addr, "AddEntries"), false)
-        .expect("stream");
+    let mut call = grpc_call(addr, "AddEntries");
+    let bearer = format!("Bearer {token}").parse().expect("header");
+    call.headers_mut().insert("authorization", bearer);
+    let (response, mut body) = client.send_request(call, false).expect("stream");
     body.send_data(
         axum::body::Bytes::from_static(&[0, 0, 0, 0, 100, 10]),
         false,
@@ -482,12 +485,12 @@ fn wait_exit(mut child: Child, limit: Duration) -> std::process::Output {
     child.wait_with_output().expect("output")
 }
 
-/// `btlog serve` on `http` and any gRPC port, its stderr going to `stderr`.
-fn serve(data: &Path, http: &str, stderr: &Path, extra: &[&str]) -> Child {
+/// `btlog serve` on `http` and `grpc`, its stderr going to `stderr`.
+fn serve(data: &Path, http: &str, grpc: &str, stderr: &Path, extra: &[&str]) -> Child {
     btlog()
         .args(["serve", "--data"])
         .arg(data)
-        .args(["--http", http, "--grpc", "127.0.0.1:0"])
+        .args(["--http", http, "--grpc", grpc])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(stderr).expect("stderr file"))
@@ -512,6 +515,7 @@ fn private_key_readable_by_others_is_refused() {
     let child = serve(
         &dir.path().join("data"),
         "127.0.0.1:0",
+        "127.0.0.1:0",
         &stderr,
         &["--key", key_arg],
     );
@@ -528,18 +532,9 @@ async fn tokens_never_reach_the_server_log() {
     let data = dir.path().join("data");
     let token = add_token(&data);
     let wrong = format!("{}x", &token[..token.len() - 1]);
-    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = http.local_addr().expect("addr").port();
-    drop(http);
     let stderr = dir.path().join("stderr");
-    let child = serve(&data, &format!("127.0.0.1:{port}"), &stderr, &[]);
-    let base = format!("http://127.0.0.1:{port}");
+    let (child, base, _) = serve_child(&data, &stderr).await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let mut statuses = Vec::new();
     for (t, b) in [
         (&token, body("a", 0)),
@@ -569,4 +564,198 @@ async fn tokens_never_reach_the_server_log() {
     for secret in [token.as_str(), wrong.as_str(), &token["btlog_".len()..]] {
         assert!(!log.contains(secret), "token in the log:\n{log}");
     }
+}
+
+/// A port free at the time of asking.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `btlog serve` on free ports, once it answers: the child, the HTTP base URL, the gRPC address.
+async fn serve_child(data: &Path, stderr: &Path) -> (Child, String, std::net::SocketAddr) {
+    let (http, grpc) = (free_port(), free_port());
+    let grpc: std::net::SocketAddr = format!("127.0.0.1:{grpc}").parse().expect("addr");
+    let child = serve(
+        data,
+        &format!("127.0.0.1:{http}"),
+        &grpc.to_string(),
+        stderr,
+        &[],
+    );
+    let base = format!("http://127.0.0.1:{http}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, base, grpc)
+}
+
+/// The peak resident memory of process `pid`, in MiB (`VmHWM` of /proc/PID/status).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024
+}
+
+/// A unary gRPC call with a raw message body over its own HTTP/2 connection, sending the body
+/// as flow control allows; the grpc-status and message of the reply (None when the call
+/// failed).
+async fn grpc_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    token: Option<String>,
+    message: axum::body::Bytes,
+) -> Option<(u32, String)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut client, conn) = h2::client::handshake(tcp).await.ok()?;
+    tokio::spawn(conn);
+    let mut req = grpc_call(addr, method);
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    let (reply, mut stream) = client.send_request(req, false).ok()?;
+    let len = u32::try_from(message.len()).expect("message fits a frame");
+    let mut rest = axum::body::Bytes::from([&[0u8][..], &len.to_be_bytes(), &message].concat());
+    while !rest.is_empty() {
+        stream.reserve_capacity(rest.len());
+        match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(Ok(n)) => {
+                let chunk = rest.split_to(n.min(rest.len()));
+                if stream.send_data(chunk, rest.is_empty()).is_err() {
+                    break;
+                }
+            }
+            // The server answered (and reset the stream) before taking the whole body.
+            _ => break,
+        }
+    }
+    let reply = tokio::time::timeout(Duration::from_secs(60), reply)
+        .await
+        .ok()?
+        .ok()?;
+    let mut headers = reply.headers().clone();
+    if !headers.contains_key("grpc-status") {
+        headers = reply.into_body().trailers().await.ok()??;
+    }
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or_default();
+    Some((code, message.replace("%20", " ")))
+}
+
+/// Requests without a credential cost the server nothing: it checks the token before it reads
+/// the body; an authenticated message is not decoded beyond `max_entries_per_request`. Eight concurrent 4 MiB `AddEntries` messages of empty entries (each 2-byte entry
+/// decodes to a ~230-byte struct: ~0.5 GB a message) and eight 4 MiB JSON bodies, none with a
+/// valid token, leave the server's peak RSS within its budget. Once, they took a server from
+/// 20 MiB to 984 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_bulk_submissions_cost_no_memory() {
+    const BUDGET_MIB: u64 = 160;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = add_token(&data);
+    let stderr = dir.path().join("stderr");
+    let (child, base, grpc) = serve_child(&data, &stderr).await;
+    let before = peak_rss_mib(child.id());
+
+    let message = axum::body::Bytes::from([0x0Au8, 0x00].repeat((4 << 20) / 2 - 8));
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let token = (i % 2 == 1).then(|| "btlog_wrong".to_owned());
+            tokio::spawn(grpc_raw(grpc, "AddEntries", token, message.clone()))
+        })
+        .collect();
+    for c in calls {
+        let reply = c.await.expect("task");
+        assert!(
+            matches!(reply, None | Some((16, _))),
+            "UNAUTHENTICATED, got {reply:?}"
+        );
+    }
+    // With a valid token the message is read, but its 2 million entries are counted on the
+    // wire and refused (RESOURCE_EXHAUSTED) before any is decoded.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(grpc_raw(
+                grpc,
+                "AddEntries",
+                Some(token.clone()),
+                message.clone(),
+            ))
+        })
+        .collect();
+    for c in calls {
+        let (code, message) = c.await.expect("task").expect("answered");
+        assert_eq!(code, 8, "RESOURCE_EXHAUSTED: {message}");
+        assert!(
+            message.contains("2097144 entries in one request"),
+            "{message}"
+        );
+    }
+    let entry = json!({"kind": "publish", "package": "pkg:npm/x", "version": "1", "file": "f", "sha256": "ab".repeat(32)});
+    let json =
+        serde_json::to_vec(&json!({"entries": vec![entry; 4 * 1024 * 1024 / 150]})).expect("json");
+    assert!(json.len() < 4 << 20);
+    let posts: Vec<_> = (0..8)
+        .map(|_| {
+            let req = reqwest::Client::new()
+                .post(format!("{base}/v1/entries"))
+                .header("content-type", "application/json")
+                .body(json.clone());
+            tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()).ok() })
+        })
+        .collect();
+    for p in posts {
+        let status = p.await.expect("task");
+        assert!(matches!(status, None | Some(401)), "401, got {status:?}");
+    }
+    let peak = peak_rss_mib(child.id());
+    eprintln!("server peak RSS {peak} MiB (at start {before} MiB)");
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        peak <= BUDGET_MIB,
+        "server peak RSS {peak} MiB (at start {before} MiB), budget {BUDGET_MIB} MiB"
+    );
+}
+
+/// Each front end holds at most `max_connections` open: beyond that a client waits in the
+/// listen backlog until a connection closes, and is then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_for_one_to_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.limits.max_connections = 2;
+    let srv = start(&cfg).await;
+    let addr = srv.http_addr();
+    let first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let url = format!("http://{addr}/checkpoint");
+    let third = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served at a cap of 2"
+    );
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a connection closed")
+        .expect("task")
+        .expect("answered");
+    assert_eq!(status, 200);
+    srv.shutdown().await.expect("shutdown");
 }

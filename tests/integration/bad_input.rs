@@ -296,15 +296,17 @@ mod fake {
 
 async fn send_raw<M: prost::Message + Send + Sync + 'static>(
     channel: Channel,
+    token: &str,
     msg: M,
 ) -> tonic::Status {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let codec = tonic_prost::ProstCodec::<M, pb::AddEntriesResponse>::default();
     let path = PathAndQuery::from_static("/btlog.v1.Log/AddEntries");
-    grpc.unary(tonic::Request::new(msg), path, codec)
-        .await
-        .expect_err("refused")
+    let mut request = tonic::Request::new(msg);
+    let bearer = format!("Bearer {token}").parse().expect("metadata");
+    request.metadata_mut().insert("authorization", bearer);
+    grpc.unary(request, path, codec).await.expect_err("refused")
 }
 
 fn pb_entry(f: impl FnOnce(&mut pb::EntryFields)) -> pb::EntryFields {
@@ -356,12 +358,13 @@ async fn grpc_cases(addr: SocketAddr, log: &btlog_server::log::Log, token: &str)
     let raw_cases: Vec<(&str, tonic::Status)> = vec![
         (
             "wrong wire type",
-            send_raw(channel.clone(), fake::WrongType { entries: 7 }).await,
+            send_raw(channel.clone(), token, fake::WrongType { entries: 7 }).await,
         ),
         (
             "garbage entry",
             send_raw(
                 channel.clone(),
+                token,
                 fake::RawEntry {
                     entries: vec![0xff; 9],
                 },
@@ -370,12 +373,13 @@ async fn grpc_cases(addr: SocketAddr, log: &btlog_server::log::Log, token: &str)
         ),
         (
             "truncated entry",
-            send_raw(channel.clone(), fake::RawEntry { entries: enc }).await,
+            send_raw(channel.clone(), token, fake::RawEntry { entries: enc }).await,
         ),
         (
             "non-UTF-8 string",
             send_raw(
                 channel.clone(),
+                token,
                 fake::RawEntry {
                     entries: prost::Message::encode_to_vec(&fake::BytesKind {
                         kind: vec![0xc3, 0x28],
@@ -454,8 +458,8 @@ async fn grpc_cases(addr: SocketAddr, log: &btlog_server::log::Log, token: &str)
             want,
         );
     }
-    // Tonic refuses an oversized message before decoding it, with OUT_OF_RANGE; the server
-    // rewrites the code to RESOURCE_EXHAUSTED (gRPC's code for it, and PROTOCOL.md §6's 413).
+    // An oversized message is refused before it is decoded, with RESOURCE_EXHAUSTED (gRPC's
+    // code for it, and PROTOCOL.md §6's 413).
     let exhausted = grpc_count(log, "ResourceExhausted");
     let oversized = (0..4)
         .map(|_| pb_entry(|e| e.publisher = Some("p".repeat(MAX_BODY / 3))))

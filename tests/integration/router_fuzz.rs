@@ -126,8 +126,11 @@ fn fixture() -> Fixture {
         })
         .collect();
     let auth = format!("Bearer {token}");
-    rt.block_on(log.submit(Some(&auth), Ok(entries)))
-        .expect("seed");
+    rt.block_on(async {
+        let admission = log.admit(Some(&auth)).await.expect("admitted");
+        log.submit(admission, Ok(entries)).await
+    })
+    .expect("seed");
     Fixture {
         rt,
         log,

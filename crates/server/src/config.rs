@@ -57,6 +57,13 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most entries in one submission.
     pub max_entries_per_request: usize,
+    /// Submissions whose bodies are read and decoded at once (others wait): with
+    /// `max_body_bytes`, what bounds the memory authenticated submitters can make the server
+    /// hold. Bodies of requests without a valid token are never read.
+    pub max_concurrent_submissions: usize,
+    /// Connections each front end (HTTP, gRPC) holds open; beyond this it stops accepting
+    /// until one closes (clients wait in the listen backlog).
+    pub max_connections: usize,
     /// Largest encoded entry, in bytes (at most 65,535, PROTOCOL.md §2).
     pub max_entry_bytes: usize,
     /// Most entries the sequencer commits in one group commit.
@@ -85,6 +92,8 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 4 << 20,
             max_entries_per_request: 1000,
+            max_concurrent_submissions: 16,
+            max_connections: 4096,
             max_entry_bytes: btlog_core::entry::MAX_ENTRY_BYTES,
             batch_max_entries: 4096,
             batch_delay_ms: 5,
@@ -116,8 +125,18 @@ impl Limits {
 
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
-        if self.max_body_bytes == 0 || self.max_entries_per_request == 0 || self.max_page == 0 {
+        if self.max_body_bytes == 0
+            || self.max_entries_per_request == 0
+            || self.max_page == 0
+            || self.max_concurrent_submissions == 0
+            || self.max_connections == 0
+        {
             return bad("limits must be positive");
+        }
+        if self.max_concurrent_submissions > 65_536 || self.max_connections > 1 << 20 {
+            return bad(
+                "max_concurrent_submissions must be at most 65536, max_connections at most 1048576",
+            );
         }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > btlog_core::entry::MAX_ENTRY_BYTES {
             return bad("max_entry_bytes must be 1..=65535");

@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
 /// Serves `router` with `builder` on each connection `listener` accepts, until `stopped` turns
 /// true; then lets the connections drain.
 ///
-/// A connection is closed once nothing has been in flight on it for `idle`. A request is in
+/// At most `max_connections` are open at once (file descriptors and per-connection buffers
+/// stay bounded); more wait in the listen backlog. A connection is closed once nothing has
+/// been in flight on it for `idle`. A request is in
 /// flight from when it reaches `router` until its response head is ready, and again whenever
 /// its response body waits on the server for its next frame (a gRPC server stream between
 /// messages). A frame that waits for the client to take it (flow control, a full socket) does
@@ -34,11 +36,21 @@ pub(crate) async fn serve(
     builder: auto::Builder<TokioExecutor>,
     router: Router,
     idle: Duration,
+    max_connections: usize,
     stopped: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop_signal(stopped));
+    let open = Arc::new(Semaphore::new(max_connections));
     loop {
+        // At the cap, stop accepting until a connection closes; clients wait in the backlog.
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -79,6 +91,7 @@ pub(crate) async fn serve(
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _open = permit;
             tokio::select! {
                 result = conn => if let Err(e) = result {
                     tracing::debug!(api, error = %e, "connection closed with an error");

@@ -3,8 +3,8 @@
 
 use super::conn;
 use super::pb::{self, log_server};
-use crate::log::error::LogError;
-use crate::log::{self, Leaf, Log, SignedCheckpoint};
+use crate::log::error::{ErrorKind, LogError};
+use crate::log::{self, Admission, Leaf, Log, SignedCheckpoint};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{self, HeaderValue};
@@ -13,6 +13,7 @@ use btlog_core::entry::{EntryFields, Identity};
 use btlog_core::merkle::tiles::{TileKind, MAX_LEVEL};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,6 +37,7 @@ use tonic::{Code, Request, Response, Status};
 pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<bool>) {
     let limits = log.limits().clone();
     let idle = limits.header_read_timeout();
+    let max_connections = limits.max_connections;
     let service = log_server::LogServer::new(GrpcLog {
         log: log.clone(),
         stopped: stopped.clone(),
@@ -51,7 +53,16 @@ pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<boo
         .timer(TokioTimer::new())
         .keep_alive_interval(idle)
         .keep_alive_timeout(idle);
-    conn::serve("grpc", listener, builder, router, idle, stopped).await;
+    conn::serve(
+        "grpc",
+        listener,
+        builder,
+        router,
+        idle,
+        max_connections,
+        stopped,
+    )
+    .await;
 }
 
 /// Bounds a call by the request timeout (UNAVAILABLE, as HTTP answers 503), gives an oversized
@@ -63,7 +74,16 @@ async fn guard(
     next: Next,
 ) -> http::Response<Body> {
     let timeout = log.limits().request_timeout();
-    let mut response = match tokio::time::timeout(timeout, next.run(req)).await {
+    let call = async {
+        if req.uri().path() != ADD_ENTRIES {
+            return next.run(req).await;
+        }
+        match admit(&log, req).await {
+            Ok(req) => next.run(req).await,
+            Err(e) => status(e).into_http(),
+        }
+    };
+    let mut response = match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
         Err(_) => status(LogError::timed_out()).into_http(),
     };
@@ -75,6 +95,98 @@ async fn guard(
         .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
     log.metrics().record_request("grpc", format!("{code:?}"));
     response
+}
+
+const ADD_ENTRIES: &str = "/btlog.v1.Log/AddEntries";
+
+/// An [`Admission`] handed from [`guard`] to the handler in the request's extensions (which
+/// must be `Clone`); the handler takes it.
+#[derive(Clone)]
+struct Admitted(Arc<Mutex<Option<Admission>>>);
+
+/// Admits an `AddEntries` call before its message is decoded (PROTOCOL.md §6.5): the token
+/// first, so a call without one costs nothing; then the message is read, at most
+/// `max_body_bytes`, and its entries counted on the wire, so tonic never decodes more than
+/// `max_entries_per_request` of them (each 2-byte empty entry would become a ~230-byte struct).
+async fn admit(log: &Log, req: http::Request<Body>) -> Result<http::Request<Body>, LogError> {
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let admission = log.admit(authorization).await?;
+    let limits = log.limits();
+    let (mut parts, body) = req.into_parts();
+    let too_large = || {
+        LogError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "request message too large: more than {} bytes",
+                limits.max_body_bytes
+            ),
+        )
+    };
+    let bytes = axum::body::to_bytes(body, limits.max_body_bytes.saturating_add(FRAME_HEADER))
+        .await
+        .map_err(|_| too_large())?;
+    if let Some(count) = bytes
+        .get(FRAME_HEADER..)
+        .filter(|_| bytes[0] == 0)
+        .and_then(|message| count_field(message, 1))
+    {
+        if count > limits.max_entries_per_request {
+            return Err(LogError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "{count} entries in one request, at most {} allowed",
+                    limits.max_entries_per_request
+                ),
+            ));
+        }
+    }
+    parts
+        .extensions
+        .insert(Admitted(Arc::new(Mutex::new(Some(admission)))));
+    Ok(http::Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// A gRPC message frame's header: a compression flag and a big-endian u32 length.
+const FRAME_HEADER: usize = 5;
+
+/// How many times length-delimited field `field` occurs at the top level of protobuf
+/// `message`; None when the message is not well-formed (tonic then refuses it).
+fn count_field(mut message: &[u8], field: u64) -> Option<usize> {
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = buf.split_first()?;
+            *buf = rest;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    fn skip(buf: &mut &[u8], n: u64) -> Option<()> {
+        *buf = buf.get(usize::try_from(n).ok()?..)?;
+        Some(())
+    }
+    let mut count = 0;
+    while !message.is_empty() {
+        let tag = varint(&mut message)?;
+        match tag & 7 {
+            0 => drop(varint(&mut message)?),
+            1 => skip(&mut message, 8)?,
+            2 => {
+                let len = varint(&mut message)?;
+                skip(&mut message, len)?;
+                count += usize::from(tag >> 3 == field);
+            }
+            5 => skip(&mut message, 4)?,
+            _ => return None,
+        }
+    }
+    Some(count)
 }
 
 /// tonic refuses a request message over `max_decoding_message_size` before the service runs,
@@ -145,11 +257,11 @@ impl log_server::Log for GrpcLog {
         &self,
         request: Request<pb::AddEntriesRequest>,
     ) -> Result<Response<pb::AddEntriesResponse>, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let admission = request
+            .extensions()
+            .get::<Admitted>()
+            .and_then(|a| a.0.lock().unwrap_or_else(|p| p.into_inner()).take())
+            .ok_or_else(|| status(LogError::internal(&"AddEntries without admission")))?;
         let entries = request
             .into_inner()
             .entries
@@ -159,7 +271,7 @@ impl log_server::Log for GrpcLog {
                 entry_fields(e).map_err(|err| LogError::bad_input(format!("entry {i}: {err}")))
             })
             .collect();
-        let outcome = self.log.submit(authorization.as_deref(), entries).await;
+        let outcome = self.log.submit(admission, entries).await;
         reply(outcome.map(|o| {
             pb::AddEntriesResponse {
                 checkpoint: o.checkpoint.note,
@@ -315,5 +427,31 @@ impl log_server::Log for GrpcLog {
             }
         });
         reply(Ok(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_field;
+
+    #[test]
+    fn entries_are_counted_on_the_wire() {
+        assert_eq!(count_field(&[], 1), Some(0));
+        // Three empty entries (field 1), a varint field 2, a fixed64 and a fixed32 field.
+        let msg = [
+            0x0a, 0, 0x0a, 0, 0x10, 0x96, 0x01, 0x19, 1, 2, 3, 4, 5, 6, 7, 8, 0x25, 1, 2, 3, 4,
+            0x0a, 0,
+        ];
+        assert_eq!(count_field(&msg, 1), Some(3));
+        assert_eq!(count_field(&[0x0a, 5, 1], 1), None, "length past the end");
+        assert_eq!(count_field(&[0x0b], 1), None, "group wire type");
+        assert_eq!(count_field(&[0x10, 0x80], 1), None, "truncated varint");
+        assert_eq!(
+            count_field(
+                &[0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+                1
+            ),
+            None
+        );
     }
 }

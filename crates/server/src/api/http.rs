@@ -4,8 +4,7 @@
 use super::conn;
 use crate::log::error::{ErrorKind, LogError};
 use crate::log::{self, Leaf, Log, SubmitOutcome};
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -48,6 +47,7 @@ const MAX_HEAD_BYTES: usize = 64 << 10;
 /// default of 200.
 pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<bool>) {
     let idle = log.limits().header_read_timeout();
+    let max_connections = log.limits().max_connections;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -55,7 +55,16 @@ pub async fn serve(log: Log, listener: TcpListener, stopped: watch::Receiver<boo
         .header_read_timeout(idle)
         // Bounds the request line and headers (431 beyond); bodies are streamed past it.
         .max_buf_size(MAX_HEAD_BYTES);
-    conn::serve("http", listener, builder, router(log), idle, stopped).await;
+    conn::serve(
+        "http",
+        listener,
+        builder,
+        router(log),
+        idle,
+        max_connections,
+        stopped,
+    )
+    .await;
 }
 
 /// The routes, with the body limit, request timeout and request counting applied.
@@ -220,30 +229,39 @@ fn submit_reply(o: SubmitOutcome) -> SubmitReply {
     }
 }
 
-async fn submit(
-    State(log): State<Log>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> JsonResult<SubmitReply> {
+/// `POST /v1/entries`: the token is checked before the body is read (PROTOCOL.md §6.5), and
+/// the body is read only up to `max_body_bytes`.
+async fn submit(State(log): State<Log>, headers: HeaderMap, body: Body) -> JsonResult<SubmitReply> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let entries = match body {
+    let admission = log.admit(authorization).await?;
+    let max = log.limits().max_body_bytes;
+    let entries = match axum::body::to_bytes(body, max).await {
         Ok(bytes) => serde_json::from_slice::<SubmitRequest>(&bytes)
             .map(|b| b.entries.into_owned())
             .map_err(|e| LogError::bad_input(format!("invalid JSON body: {e}"))),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(LogError::new(
+        Err(e) if is_length_limit(&e) => Err(LogError::new(
             ErrorKind::TooLarge,
-            format!(
-                "request body larger than {} bytes",
-                log.limits().max_body_bytes
-            ),
+            format!("request body larger than {max} bytes"),
         )),
-        Err(e) => Err(LogError::bad_input(e.body_text())),
+        Err(e) => Err(LogError::bad_input(format!(
+            "reading the request body: {e}"
+        ))),
     };
-    Ok(Json(submit_reply(
-        log.submit(authorization, entries).await?,
-    )))
+    Ok(Json(submit_reply(log.submit(admission, entries).await?)))
+}
+
+/// Whether reading a body failed on its length limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[derive(Deserialize)]

@@ -61,6 +61,13 @@ pub struct Lookup {
     pub proof: String,
 }
 
+/// A submitter admitted by [`Log::admit`]: its credential, and its slot among the
+/// submissions being read and decoded, held until its entries are checked.
+pub struct Admission {
+    credential: auth::Credential,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// The log service; cheap to clone.
 #[derive(Clone)]
 pub struct Log {
@@ -73,6 +80,7 @@ struct Inner {
     tokens: RwLock<Arc<Tokens>>,
     tokens_path: PathBuf,
     limiter: RateLimiter,
+    submissions: Arc<tokio::sync::Semaphore>,
     sequencer: Sequencer,
     latest: watch::Receiver<SignedCheckpoint>,
     metrics: Arc<Metrics>,
@@ -109,6 +117,9 @@ impl Log {
                 tokens: RwLock::new(Arc::new(opened.tokens)),
                 tokens_path: config.tokens_path(),
                 limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+                submissions: Arc::new(tokio::sync::Semaphore::new(
+                    limits.max_concurrent_submissions,
+                )),
                 sequencer,
                 latest,
                 metrics,
@@ -175,16 +186,11 @@ impl Log {
         self.inner.latest.clone()
     }
 
-    /// Submits a batch on behalf of the holder of the `Authorization` header value. `entries`
-    /// is the batch as the front end decoded it, or why it could not (reported only after the
-    /// credential is checked). Returns once the new entries are durable and covered by the
-    /// returned checkpoint. A batch with any malformed or refused entry is refused whole and
-    /// changes nothing.
-    pub async fn submit(
-        &self,
-        authorization: Option<&str>,
-        entries: Result<Vec<EntryFields>, LogError>,
-    ) -> Result<SubmitOutcome, LogError> {
+    /// Admits a submitter before its request body is read: checks the bearer token of the
+    /// `Authorization` header value and its rate, then waits for one of the
+    /// `max_concurrent_submissions` slots. A request without a valid token thus costs no
+    /// memory for its body, and the bodies being read and decoded at once are bounded.
+    pub async fn admit(&self, authorization: Option<&str>) -> Result<Admission, LogError> {
         let tokens = self
             .inner
             .tokens
@@ -193,6 +199,29 @@ impl Log {
             .clone();
         let credential = tokens.authenticate(auth::bearer(authorization))?;
         self.inner.limiter.check(&credential.id)?;
+        let slot = self
+            .inner
+            .submissions
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| LogError::internal(&e))?;
+        Ok(Admission {
+            credential,
+            _slot: slot,
+        })
+    }
+
+    /// Submits a batch for an admitted submitter. `entries` is the batch as the front end
+    /// decoded it, or why it could not. Returns once the new entries are durable and covered
+    /// by the returned checkpoint. A batch with any malformed or refused entry is refused
+    /// whole and changes nothing.
+    pub async fn submit(
+        &self,
+        admission: Admission,
+        entries: Result<Vec<EntryFields>, LogError>,
+    ) -> Result<SubmitOutcome, LogError> {
+        let credential = &admission.credential;
         let entries = entries?;
         let limits = &self.inner.limits;
         if entries.is_empty() {
@@ -229,6 +258,8 @@ impl Log {
             }
             checked.push(submission);
         }
+        // The decoded request is gone; the slot goes to the next body.
+        drop(admission);
         let submit = self.inner.sequencer.submit(checked);
         tokio::time::timeout(limits.request_timeout(), submit)
             .await
