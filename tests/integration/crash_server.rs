@@ -1,14 +1,12 @@
 //! Crash safety end to end. The real `btlog` binary runs under concurrent write load and is
 //! killed with SIGKILL at random moments, then restarted: every acknowledged entry must be at
 //! its index with its leaf hash, and every checkpoint handed out before any crash must verify
-//! and be consistent with the log after it. Two more tests inject storage failures (the store's
-//! hook): a write that fails before it reaches the disk fails its batch, nothing is signed or
-//! published for it, and the log carries on; a write that lands but reports an error stops the
-//! writer (appends refused, reads served) until a restart picks the batch up consistently.
+//! and be consistent with the log after it. Storage failures: a real full filesystem (a small
+//! tmpfs) and a write that lands but reports an error (the store's hook, as a failed fsync
+//! after the data reached the disk) both stop the writer (appends refused, reads served) until
+//! a restart reloads the tree consistently.
 
 use crate::server::*;
-use base64::Engine as _;
-use btlog_core::checkpoint::Checkpoint;
 use btlog_core::merkle::{self, Hash};
 use btlog_core::note::Verifier;
 use btlog_server::api::pb;
@@ -246,59 +244,164 @@ async fn acknowledged_entries_and_signed_checkpoints_survive_sigkill() {
     );
 }
 
-#[tokio::test]
-async fn failed_storage_write_fails_the_batch_and_signs_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = add_token(dir.path());
-    let server = start_server(dir.path()).await;
-    let log = server.log().clone();
-    let vkey = log.verifier().clone();
+/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted when dropped. A real
+/// filesystem that fills up: what the writer sees is the kernel's ENOSPC through RocksDB.
+/// Mounting needs CAP_SYS_ADMIN (root, as the CI runs).
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).expect("mkdir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { _dir: dir, path }
+    }
+
+    /// Writes a file until the filesystem is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        for chunk in [1 << 20, 4096, 1] {
+            let block = vec![0xa5u8; chunk];
+            while f.write_all(&block).is_ok() {}
+        }
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A real storage failure: the log's filesystem fills up. The batch that fails is answered 503
+/// on either front end, the writer stops (every later append 503, `/healthz` 503,
+/// `btlog_writer_stopped 1`), nothing new is signed, and reads of the published tree go on.
+/// Once space is freed, a restart reloads the tree from disk: every acknowledged entry is there,
+/// the checkpoint is consistent with every one signed before (the failed batch may or may not
+/// have landed), and appends work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_writer_until_a_restart() {
+    let disk = SmallDisk::mount(48);
+    let data = disk.path.join("data");
+    let token = add_token(&data);
     let client = reqwest::Client::new();
+    let mut signed = BTreeMap::new();
+    let mut acked = Vec::new();
+
+    let server = start_server(&data).await;
     let base = format!("http://{}", server.http_addr());
-    let (status, first) = submit_http(&client, &base, &token, "first").await;
-    assert_eq!(status, 200, "{first}");
-    let before = log.checkpoint();
-    assert_eq!(before.size, 1, "{first}");
+    let vkey = server.log().verifier().clone();
+    for i in 0..3 {
+        let (status, body) = submit_http(&client, &base, &token, &format!("before-{i}")).await;
+        assert_eq!(status, 200, "{body}");
+        acked.push(ack(&body));
+    }
+    let filler = disk.fill();
 
-    // HTTP: the write fails; the submitter gets 503 with a reason.
-    log.store()
-        .inject_write_failures(InjectedFailure::BeforeWrite, 1);
-    let (status, body) = submit_http(&client, &base, &token, "lost").await;
+    // Batches of large entries until the disk refuses one (RocksDB may still have room in a
+    // preallocated WAL file for the first few).
+    let mut failed = None;
+    for round in 0..2000 {
+        let (status, body) = submit_big(&client, &base, &token, round).await;
+        if status == 200 {
+            acked.push(ack(&body));
+            continue;
+        }
+        failed = Some((status, body));
+        break;
+    }
+    let (status, body) = failed.expect("a write failed on the full disk");
+    assert_eq!(status, 503, "{body}");
+    assert_reason(body["error"].as_str().expect("reason"), "storage failure");
+    let store = server.log().store().clone();
+    assert!(store.writer_stopped());
+    let before = served_checkpoint(&client, &base).await;
+    let (size, root) = verify_checkpoint(&before, &vkey);
+
+    // Every later append is refused on both front ends; nothing new is signed.
+    for front in [Front::Http, Front::Grpc] {
+        refused(&client, &base, server.grpc_addr(), &token, "later", front).await;
+    }
+    assert_eq!(served_checkpoint(&client, &base).await, before);
+    let (status, reason) = get(&client, &base, "/healthz").await;
     assert_eq!(status, 503);
-    assert_reason(body["error"].as_str().expect("reason"), "storage");
-    // gRPC: the same, as UNAVAILABLE.
-    log.store()
-        .inject_write_failures(InjectedFailure::BeforeWrite, 1);
-    let err = submit_grpc(server.grpc_addr(), &token, "lost2")
-        .await
-        .expect_err("write fails");
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-
-    // Nothing was published, stored or signed for the failed batches.
-    assert_eq!(log.checkpoint(), before);
-    assert_eq!(log.store().size(), 1);
-    assert_eq!(log.store().checkpoint(2).expect("read"), None);
-    assert_eq!(served_checkpoint(&client, &base).await, before.note);
-
-    // The next batch succeeds, right after the tree before the failure, and the failed entry
-    // was never logged (it comes back new, not duplicate).
-    let (_, again) = submit_http(&client, &base, &token, "lost").await;
-    assert_eq!(again["results"][0]["status"], "new", "{again}");
-    assert_eq!(again["results"][0]["index"], 1);
-    let note = again["checkpoint"].as_str().expect("checkpoint");
-    let (size, root) = verify_checkpoint(note, &vkey);
-    assert_eq!(size, 2);
-    let (_, root1) = verify_checkpoint(&before.note, &vkey);
-    let proof = log.consistency_proof(1, 2).await.expect("proof");
-    merkle::verify_consistency(1, 2, &proof, &root1, &root).expect("consistent");
-    let cp = Checkpoint::verify(note.as_bytes(), &vkey)
-        .expect("verify")
-        .0;
-    assert_eq!(
-        base64::engine::general_purpose::STANDARD.encode(cp.root),
-        base64::engine::general_purpose::STANDARD.encode(log.store().root(2).expect("root"))
-    );
+    assert_reason(&reason, "restart");
+    let (_, metrics) = get(&client, &base, "/metrics").await;
+    assert!(metrics.contains("btlog_writer_stopped 1"), "{metrics}");
+    // Reads go on.
+    let proof = get_json(
+        &client,
+        format!("{base}/v1/proof/inclusion?index=0&size={size}"),
+    )
+    .await;
+    let leaf = b64_hash(proof["leaf_hash"].as_str().expect("leaf hash"));
+    check_inclusion(&leaf, 0, size, &hashes(&proof["proof"]), &root);
+    drop(store);
     server.shutdown().await.expect("shutdown");
+
+    // Space is freed and the log restarted: the tree is reloaded from disk.
+    std::fs::remove_file(filler).expect("free space");
+    let server = start_server(&data).await;
+    let base = format!("http://{}", server.http_addr());
+    assert_eq!(get(&client, &base, "/healthz").await.0, 200);
+    check_log(&base, &vkey, &acked, &mut signed).await;
+    let (status, body) = submit_http(&client, &base, &token, "after").await;
+    assert_eq!(status, 200, "{body}");
+    acked.push(ack(&body));
+    check_log(&base, &vkey, &acked, &mut signed).await;
+    server.shutdown().await.expect("shutdown");
+}
+
+/// The ack of an accepted one-entry (or first-entry) submission.
+fn ack(body: &Value) -> Ack {
+    let result = &body["results"][0];
+    Ack {
+        index: result["index"].as_u64().expect("index"),
+        leaf_hash: b64_hash(result["leaf_hash"].as_str().expect("leaf hash")),
+        checkpoint: body["checkpoint"].as_str().expect("checkpoint").to_owned(),
+    }
+}
+
+/// Submits 50 publish entries with 3 KB publishers (about 150 KB of WAL) over HTTP.
+async fn submit_big(client: &reqwest::Client, base: &str, token: &str, round: u32) -> (u16, Value) {
+    let publisher = "p".repeat(3000);
+    let entries: Vec<Value> = (0..50)
+        .map(|i| {
+            let name = format!("big-{round}-{i}");
+            let mut e = publish(&format!("pkg:npm/{name}"), "1", "f", &digest(&name));
+            e["publisher"] = json!(publisher);
+            e
+        })
+        .collect();
+    let resp = client
+        .post(format!("{base}/v1/entries"))
+        .bearer_auth(token)
+        .json(&json!({ "entries": entries }))
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json"))
 }
 
 /// The front end that submits the batch whose write lands but reports a failure.

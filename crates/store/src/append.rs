@@ -144,12 +144,12 @@ impl Appender {
     }
 
     /// Writes a staged batch together with the checkpoint signed for it, synced, in one
-    /// atomic write; only then does the new size become visible to readers. On error the
-    /// writer and the readable log are unchanged ([`StoreError::WriteFailed`]). If the failed
-    /// write may still have reached the disk (the stored size moved), the writer stops
-    /// ([`Store::writer_stopped`]) and refuses every later append
-    /// ([`StoreError::WriterPoisoned`]) rather than sign another tree at the same size; a
-    /// restart reloads the tree from disk, the landed batch included.
+    /// atomic write; only then does the new size become visible to readers. On any error the
+    /// readable log is unchanged and the writer stops ([`Store::writer_stopped`]), refusing
+    /// every later append ([`StoreError::WriterPoisoned`]): whether the batch reached the disk
+    /// is unknown (a failed fsync may leave it in the WAL, and RocksDB replays it at the next
+    /// open), so the log must not sign another tree at that size. A restart reloads the tree
+    /// from disk, with the batch if it landed.
     pub fn commit(&mut self, mut staged: Staged, checkpoint: &str) -> Result<(), StoreError> {
         if self.store.writer_stopped() {
             return Err(StoreError::WriterPoisoned);
@@ -175,7 +175,6 @@ impl Appender {
         };
         let written = match self.store.take_injected_failure() {
             None => write(staged.batch),
-            Some(InjectedFailure::BeforeWrite) => Err("injected write failure".to_owned()),
             Some(InjectedFailure::AfterWrite) => {
                 write(staged.batch).and(Err("injected failure after the write".to_owned()))
             }
@@ -185,12 +184,14 @@ impl Appender {
             }
         };
         if let Err(reason) = written {
-            if self.stored_size() != Some(staged.start) {
-                self.store.stop_writer();
-                tracing::error!(%reason, "append failed and the stored size moved; writer stopped until restart");
-                return Err(StoreError::WriterPoisoned);
-            }
-            return Err(StoreError::WriteFailed(reason));
+            self.store.stop_writer();
+            tracing::error!(
+                %reason,
+                stored_size = ?self.stored_size(),
+                tree_size = staged.start,
+                "append failed; writer stopped until restart"
+            );
+            return Err(StoreError::WriterPoisoned);
         }
         self.frontier = staged.frontier;
         self.store.publish_size(size);

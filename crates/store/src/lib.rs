@@ -84,12 +84,10 @@ pub enum StoreError {
     /// A second writer was requested; the log has exactly one.
     #[error("the store already has a writer")]
     WriterTaken,
-    /// An append's synced write failed: nothing of that batch is in the log, and the writer
-    /// (in memory and on disk) is still at the tree before it.
-    #[error("append not written: {0}")]
-    WriteFailed(String),
-    /// An earlier append failed in a way that left the disk state unknown; the writer refuses
-    /// to append until the store is reopened (a restart reloads the tree from disk).
+    /// An append failed, or an earlier one did: after a failed write the disk state is
+    /// unknown (RocksDB turns read-only, and WAL replay at the next open may bring the batch
+    /// back), so the writer refuses to append until the store is reopened (a restart reloads
+    /// the tree from disk).
     #[error("the writer stopped after a failed append; restart the log")]
     WriterPoisoned,
 }
@@ -97,8 +95,6 @@ pub enum StoreError {
 /// Where an injected write failure strikes; see [`Store::inject_write_failures`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InjectedFailure {
-    /// The synced write fails before it reaches RocksDB: nothing of the batch is written.
-    BeforeWrite,
     /// The batch is written, then the write reports an error (as a failed fsync after the data
     /// reached the disk would): the stored size moved, and the writer stops.
     AfterWrite,
@@ -199,9 +195,8 @@ impl Store {
         self.inner.size.load(Ordering::Acquire)
     }
 
-    /// Whether the writer stopped after an append failed once its write may have landed
-    /// ([`StoreError::WriterPoisoned`]): reads go on, appends are refused until the store is
-    /// reopened.
+    /// Whether the writer stopped after an append failed ([`StoreError::WriterPoisoned`]):
+    /// reads go on, appends are refused until the store is reopened.
     pub fn writer_stopped(&self) -> bool {
         self.inner.writer_stopped.load(Ordering::Acquire)
     }

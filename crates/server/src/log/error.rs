@@ -93,17 +93,10 @@ impl From<StoreError> for LogError {
         match e {
             StoreError::Proof(p) => LogError::bad_input(p.to_string()),
             StoreError::BeyondLog { .. } => LogError::bad_input(e.to_string()),
-            StoreError::WriteFailed(_) => {
-                tracing::error!(error = %e, "append failed");
-                LogError::new(
-                    ErrorKind::Overloaded,
-                    "storage write failed; nothing of this batch was logged; retry later",
-                )
-            }
             // The store logged the failure once, at error level, when the writer stopped.
             StoreError::WriterPoisoned => LogError::new(
                 ErrorKind::Overloaded,
-                "the log stopped appending after a storage failure (the last batch may be logged); retry once the log is restarted",
+                "the log stopped appending after a storage failure (the failed batch may be logged); retry once the log is restarted",
             ),
             other => LogError::internal(&other),
         }
