@@ -246,7 +246,7 @@ async fn acknowledged_entries_and_signed_checkpoints_survive_sigkill() {
 
 /// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted when dropped. A real
 /// filesystem that fills up: what the writer sees is the kernel's ENOSPC through RocksDB.
-/// Mounting needs CAP_SYS_ADMIN (root, as the CI runs).
+/// Mounting needs root (or passwordless sudo), as `.ci/run` has for its package installs.
 struct SmallDisk {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
@@ -257,14 +257,14 @@ impl SmallDisk {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("disk");
         std::fs::create_dir(&path).expect("mkdir");
-        let out = std::process::Command::new("mount")
+        let out = privileged("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
             .arg(&path)
             .output()
             .expect("run mount");
         assert!(
             out.status.success(),
-            "mounting a tmpfs (needs root): {}",
+            "mounting a tmpfs (needs root or passwordless sudo): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         SmallDisk { _dir: dir, path }
@@ -284,12 +284,21 @@ impl SmallDisk {
     }
 }
 
+/// `program` run as root: directly when this process is root, else through `sudo -n`.
+fn privileged(program: &str) -> Command {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", program]);
+        sudo
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
+        let _ = privileged("umount").arg("-l").arg(&self.path).status();
     }
 }
 
