@@ -154,6 +154,12 @@ impl TlogProof {
             return Err(ProofBundleError::TooLarge(bytes.len()));
         }
         let text = std::str::from_utf8(bytes).map_err(|_| ProofBundleError::NotUtf8)?;
+        if text.ends_with("\n\n") {
+            // The most common way to damage a proof: `jq -r .proof > FILE` adds a newline.
+            return Err(ProofBundleError::Malformed(
+                "extra blank line at the end: the file must end right after the checkpoint's last signature line (`jq -r` adds a newline; use `jq -j`)",
+            ));
+        }
         let (head, checkpoint) = text.split_once("\n\n").ok_or(ProofBundleError::Malformed(
             "no blank line before the checkpoint",
         ))?;

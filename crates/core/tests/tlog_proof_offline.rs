@@ -35,6 +35,17 @@ fn load() -> (TlogProof, btlog_core::note::Verifier) {
     )
 }
 
+/// A proof saved with `jq -r .proof > FILE` ends with an extra newline: refused, saying so and
+/// how to save it instead (it used to say "note has no signatures").
+#[test]
+fn a_final_blank_line_is_refused_with_the_fix() {
+    let mut proof = std::fs::read(vectors().join("widget-2.0.2.tgz.tlog-proof")).expect("proof");
+    proof.push(b'\n');
+    let e = TlogProof::parse(&proof).expect_err("trailing newline");
+    assert!(e.to_string().contains("extra blank line at the end"), "{e}");
+    assert!(e.to_string().contains("jq -j"), "{e}");
+}
+
 #[test]
 fn the_protocol_sample_proof_verifies_offline() {
     let (proof, log) = load();
