@@ -121,9 +121,15 @@ fn token(args: &SubmitArgs) -> Result<String, CliError> {
     let (token, from) = match (&args.token, &args.token_file) {
         (Some(t), _) => (t.clone(), "--token"),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CliError::new(Exit::Usage, format!("--token-file {}: {e}", path.display()))
-            })?;
+            use std::io::Read as _;
+            // A token is 49 bytes; reading a few KiB at most keeps a wrong path (a device, a
+            // huge file) from being read whole.
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(4096).read_to_string(&mut text))
+                .map_err(|e| {
+                    CliError::new(Exit::Usage, format!("--token-file {}: {e}", path.display()))
+                })?;
             (
                 text.trim_end_matches(['\n', '\r']).to_owned(),
                 "--token-file",
