@@ -108,7 +108,7 @@ impl OpenTile {
     fn push(&mut self, h: Hash) -> Option<Hash> {
         self.rows[0].push(h);
         let mut r = 0;
-        while self.rows[r].len() % 2 == 0 {
+        while self.rows[r].len().is_multiple_of(2) {
             let row = &self.rows[r];
             let parent = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
             if r + 1 == TILE_HEIGHT as usize {
