@@ -828,7 +828,11 @@ fn entry_data() -> impl Strategy<Value = EntryData> {
     let text = (
         proptest::sample::select(Kind::ALL.to_vec()),
         "[a-z0-9]([a-z0-9.-]{0,20}[a-z0-9])?",
-        "pkg:[a-z]{1,6}/(%40[a-z0-9]{1,8}/)?[A-Za-z0-9._~-]{1,20}(%2B|%20)?",
+        // A name segment is never `.` or `..`.
+        "pkg:[a-z]{1,6}/(%40[a-z0-9]{1,8}/)?[A-Za-z0-9._~-]{1,20}(%2B|%20)?"
+            .prop_filter("not a dot segment", |p| {
+                !p.ends_with("/.") && !p.ends_with("/..")
+            }),
         "[!-~]{2,20}",
         "[!-~]{1,30}",
         proptest::option::of("[a-zA-Z0-9./@:_-]{1,30}( [a-z]{1,5})?"),
