@@ -352,19 +352,7 @@ async fn a_full_disk_stops_the_writer_until_a_restart() {
         refused(&client, &base, server.grpc_addr(), &token, "later", front).await;
     }
     assert_eq!(served_checkpoint(&client, &base).await, before);
-    let (status, reason) = get(&client, &base, "/healthz").await;
-    assert_eq!(status, 503);
-    assert_reason(&reason, "restart");
-    let (_, metrics) = get(&client, &base, "/metrics").await;
-    assert!(metrics.contains("btlog_writer_stopped 1"), "{metrics}");
-    // Reads go on.
-    let proof = get_json(
-        &client,
-        format!("{base}/v1/proof/inclusion?index=0&size={size}"),
-    )
-    .await;
-    let leaf = b64_hash(proof["leaf_hash"].as_str().expect("leaf hash"));
-    check_inclusion(&leaf, 0, size, &hashes(&proof["proof"]), &root);
+    stopped_but_reading(&client, &base, size, &root).await;
     drop(store);
     server.shutdown().await.expect("shutdown");
 
@@ -491,12 +479,7 @@ async fn write_failing_after_it_landed_stops_appends_until_restart() {
             "nothing stored after the landed batch"
         );
 
-        // Health and metrics say the writer stopped.
-        let (status, reason) = get(&client, &base, "/healthz").await;
-        assert_eq!(status, 503);
-        assert_reason(&reason, "restart");
-        let (_, metrics) = get(&client, &base, "/metrics").await;
-        assert!(metrics.contains("btlog_writer_stopped 1"), "{metrics}");
+        stopped_but_reading(&client, &base, size, &root).await;
 
         // Reads of the published tree go on; the landed batch is not visible.
         for path in [
@@ -508,13 +491,6 @@ async fn write_failing_after_it_landed_stops_appends_until_restart() {
         }
         let (status, _) = get(&client, &base, &format!("/tile/0/000.p/{}", size + 1)).await;
         assert_eq!(status, 404);
-        let proof = get_json(
-            &client,
-            format!("{base}/v1/proof/inclusion?index=0&size={size}"),
-        )
-        .await;
-        let leaf = b64_hash(proof["leaf_hash"].as_str().expect("leaf hash"));
-        check_inclusion(&leaf, 0, size, &hashes(&proof["proof"]), &root);
         let pkg = get_json(&client, format!("{base}/v1/packages/pkg:npm/{name}")).await;
         assert_eq!(pkg["entries"], json!([]), "{pkg}");
         let lookup = format!("/v1/lookup?package=pkg:npm/{name}&version=1&file=f");
@@ -549,6 +525,23 @@ async fn refused(
             assert_reason(err.message(), "stopped");
         }
     }
+}
+
+/// Health and metrics say the writer stopped, while the tree of `size` with `root` is still
+/// served: an inclusion proof of its first entry verifies.
+async fn stopped_but_reading(client: &reqwest::Client, base: &str, size: u64, root: &Hash) {
+    let (status, reason) = get(client, base, "/healthz").await;
+    assert_eq!(status, 503);
+    assert_reason(&reason, "restart");
+    let (_, metrics) = get(client, base, "/metrics").await;
+    assert!(metrics.contains("btlog_writer_stopped 1"), "{metrics}");
+    let proof = get_json(
+        client,
+        format!("{base}/v1/proof/inclusion?index=0&size={size}"),
+    )
+    .await;
+    let leaf = b64_hash(proof["leaf_hash"].as_str().expect("leaf hash"));
+    check_inclusion(&leaf, 0, size, &hashes(&proof["proof"]), root);
 }
 
 /// Checks that an error reason is one non-empty line mentioning `want`.

@@ -133,15 +133,7 @@ async fn admit(log: &Log, req: http::Request<Body>) -> Result<http::Request<Body
         .filter(|_| bytes[0] == 0)
         .and_then(|message| count_field(message, 1))
     {
-        if count > limits.max_entries_per_request {
-            return Err(LogError::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "{count} entries in one request, at most {} allowed",
-                    limits.max_entries_per_request
-                ),
-            ));
-        }
+        log.check_entry_count(count)?;
     }
     parts
         .extensions

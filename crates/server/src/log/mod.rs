@@ -227,16 +227,7 @@ impl Log {
         if entries.is_empty() {
             return Err(LogError::bad_input("the batch has no entries"));
         }
-        if entries.len() > limits.max_entries_per_request {
-            return Err(LogError::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "{} entries in one request, at most {} allowed",
-                    entries.len(),
-                    limits.max_entries_per_request
-                ),
-            ));
-        }
+        self.check_entry_count(entries.len())?;
         let mut checked = Vec::with_capacity(entries.len());
         for (i, fields) in entries.into_iter().enumerate() {
             let entry = fields
@@ -264,6 +255,18 @@ impl Log {
         tokio::time::timeout(limits.request_timeout(), submit)
             .await
             .map_err(|_| LogError::new(ErrorKind::Overloaded, "timed out waiting for the log"))?
+    }
+
+    /// Refuses a request of more than `max_entries_per_request` entries (413).
+    pub fn check_entry_count(&self, count: usize) -> Result<(), LogError> {
+        let max = self.inner.limits.max_entries_per_request;
+        if count > max {
+            return Err(LogError::new(
+                ErrorKind::TooLarge,
+                format!("{count} entries in one request, at most {max} allowed"),
+            ));
+        }
+        Ok(())
     }
 
     /// Inclusion proof of `leaf` in the tree of `size` leaves (default: the latest checkpoint).
