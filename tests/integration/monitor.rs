@@ -452,44 +452,148 @@ async fn bad_arguments_exit_2_with_one_line() {
 /// serve it: a signed checkpoint, one entry bundle and one level-0 tile (at most 256 entries).
 /// With `tamper`, one entry differs from the one its tile hash was made from.
 async fn static_log(entries: &[Vec<u8>], tamper: bool) -> (SocketAddr, String) {
-    use axum::routing::get;
-    use btlog_core::merkle::leaf_hash;
     let signer = btlog_core::keys::generate("example.com/other-log").expect("key");
-    let mut frontier = btlog_core::merkle::Frontier::default();
-    let (mut bundle, mut tile) = (Vec::new(), Vec::new());
-    for (i, e) in entries.iter().enumerate() {
+    let mut served = entries.to_vec();
+    if tamper {
+        served[1] = b"forged".to_vec();
+    }
+    let addr = serve_tree(&signer, entries, &served, entries).await;
+    (addr, signer.verifier().vkey())
+}
+
+/// Serves a static tlog-tiles log: a checkpoint signed by `signer` for the tree of `signed`,
+/// the entry bundles of `served` and every hash tile of the tree of `hashed` (all three of
+/// one length), at that size only.
+async fn serve_tree(
+    signer: &btlog_core::note::Signer,
+    signed: &[Vec<u8>],
+    served: &[Vec<u8>],
+    hashed: &[Vec<u8>],
+) -> SocketAddr {
+    use btlog_core::merkle::tiles::{tiles_for_size, Tile, TileKind};
+    use btlog_core::merkle::{balanced_root, leaf_hash, Frontier, Hash};
+    let size = signed.len() as u64;
+    let mut frontier = Frontier::default();
+    for e in signed {
         frontier.push(leaf_hash(e));
-        tile.extend_from_slice(&leaf_hash(e));
-        let served = if tamper && i == 1 {
-            b"forged".to_vec()
-        } else {
-            e.clone()
-        };
-        bundle.extend_from_slice(&u16::try_from(served.len()).expect("short").to_be_bytes());
-        bundle.extend_from_slice(&served);
     }
     let checkpoint = btlog_core::checkpoint::Checkpoint {
-        origin: "example.com/other-log".into(),
-        size: entries.len() as u64,
+        origin: signer.name().to_owned(),
+        size,
         root: frontier.root(),
     }
-    .sign(&signer)
+    .sign(signer)
     .expect("sign");
-    let partial = format!(".p/{}", entries.len());
-    let app = axum::Router::new()
-        .route("/checkpoint", get(move || async move { checkpoint }))
-        .route(
-            &format!("/tile/entries/000{partial}"),
-            get(move || async move { bundle }),
-        )
-        .route(
-            &format!("/tile/0/000{partial}"),
-            get(move || async move { tile }),
-        );
+    let mut rows: Vec<Vec<Hash>> = vec![hashed.iter().map(|e| leaf_hash(e)).collect()];
+    while rows.last().is_some_and(|r| r.len() >= 256) {
+        let up = rows
+            .last()
+            .expect("row")
+            .chunks_exact(256)
+            .map(balanced_root);
+        rows.push(up.collect());
+    }
+    let mut files = std::collections::HashMap::new();
+    files.insert("/checkpoint".to_owned(), checkpoint.into_bytes());
+    for tile in tiles_for_size(size) {
+        let TileKind::Hashes { level } = tile.kind else {
+            continue;
+        };
+        let span = tile.span();
+        let (start, end) = (span.start as usize, span.end as usize);
+        let hashes = rows[usize::from(level)][start..end].concat();
+        files.insert(format!("/{}", tile.path()), hashes);
+        if level == 0 {
+            let mut bundle = Vec::new();
+            for e in &served[start..end] {
+                bundle.extend_from_slice(&u16::try_from(e.len()).expect("short").to_be_bytes());
+                bundle.extend_from_slice(e);
+            }
+            let entries = Tile {
+                kind: TileKind::Entries,
+                ..tile
+            };
+            files.insert(format!("/{}", entries.path()), bundle);
+        }
+    }
+    let files = Arc::new(files);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let files = files.clone();
+        async move {
+            match files.get(uri.path()) {
+                Some(body) => Ok(body.clone()),
+                None => Err(axum::http::StatusCode::NOT_FOUND),
+            }
+        }
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, signer.verifier().vkey())
+    addr
+}
+
+/// A canonical btlog entry of `kind` for `package` (version and file `-` for owner kinds).
+fn raw_entry(kind: btlog_core::entry::Kind, package: &str, version: &str, digest: u8) -> Vec<u8> {
+    let owner = kind.is_owner();
+    let pick = |v: &str| if owner { "-".to_owned() } else { v.to_owned() };
+    btlog_core::entry::Entry::new(btlog_core::entry::EntryData {
+        kind,
+        registry: "registry.example".into(),
+        package: package.into(),
+        version: pick(version),
+        file: pick(&format!("{version}.tgz")),
+        sha256: [digest; 32],
+        sha512: None,
+        size: None,
+        publisher: None,
+        provenance: None,
+        time: None,
+    })
+    .expect("valid entry")
+    .encode()
+}
+
+/// Issue #13 item 8: a log that signs one tree and serves other entries (with tiles matching
+/// what it serves) raises no claim or watch alert from them, and leaves nothing in the
+/// identity index: later, honest entries are judged as if those had never been read.
+#[tokio::test]
+async fn entries_not_matching_the_signed_root_never_reach_the_index() {
+    use btlog_core::entry::Kind::{OwnerAdd, Publish, Yank};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let signer = btlog_core::keys::generate("poison.example/log").expect("key");
+    let vkey = signer.verifier().vkey();
+    let honest: Vec<Vec<u8>> = (0..4)
+        .map(|i| raw_entry(Publish, "pkg:npm/a", &format!("1.0.{i}"), 1))
+        .collect();
+    let watch = ["--watch", "pkg:npm/evil"];
+
+    // Signs the first three honest entries, serves three others (and their tile).
+    let forged = vec![
+        raw_entry(Publish, "pkg:npm/evil", "1.0.0", 0xd1),
+        raw_entry(Publish, "pkg:npm/ghost", "1.0.0", 0xd3),
+        raw_entry(OwnerAdd, "pkg:npm/nobody", "-", 9),
+    ];
+    let addr = serve_tree(&signer, &honest[..3], &forged, &forged).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["tile-mismatch"], "{}", run.stdout);
+
+    // The honest log, past the forged positions.
+    let addr = serve_tree(&signer, &honest, &honest, &honest).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+
+    // Then the first publish of pkg:npm/evil (no conflict with the forged one) and a yank of
+    // an artifact only the forged bundle named (unknown, not a duplicate).
+    let mut more = honest.clone();
+    more.push(raw_entry(Publish, "pkg:npm/evil", "1.0.0", 0xd2));
+    more.push(raw_entry(Yank, "pkg:npm/ghost", "1.0.0", 0xd3));
+    let addr = serve_tree(&signer, &more, &more, &more).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["watch", "unknown-artifact"], "{}", run.stdout);
+    assert_eq!(run.alerts[1]["index"], json!(5), "{}", run.stdout);
 }
 
 #[tokio::test]
@@ -520,4 +624,29 @@ async fn opaque_entries_of_other_logs_are_audited_as_a_tree() {
     .await;
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(kinds(&run), vec!["tile-mismatch"], "{}", run.stdout);
+}
+
+/// Issue #13 item 8, across a chunk commit (256 bundles): the records and alerts of a chunk
+/// are committed only once the leaves read are proven a prefix of the signed tree.
+#[tokio::test]
+async fn a_chunk_is_committed_only_once_proven_part_of_the_signed_tree() {
+    use btlog_core::entry::Kind::Publish;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let signer = btlog_core::keys::generate("chunks.example/log").expect("key");
+    let vkey = signer.verifier().vkey();
+    let honest: Vec<Vec<u8>> = (0..256 * 256 + 10)
+        .map(|i| raw_entry(Publish, "pkg:npm/a", &format!("1.0.{i}"), 1))
+        .collect();
+    let mut forged = honest.clone();
+    forged[5] = raw_entry(Publish, "pkg:npm/evil", "1.0.0", 0xd1);
+    let watch = ["--watch", "pkg:npm/evil"];
+    let addr = serve_tree(&signer, &honest, &forged, &forged).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["tile-mismatch"], "{}", run.stdout);
+    // The honest log, through the same chunk boundary: verified, no alert.
+    let addr = serve_tree(&signer, &honest, &honest, &honest).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
 }

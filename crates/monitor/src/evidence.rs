@@ -123,7 +123,7 @@ pub async fn compare(
 
 /// The root at size m of the signed tree `big`, with a consistency proof, from tiles checked
 /// against its root.
-async fn prefix_proof(
+pub(crate) async fn prefix_proof(
     client: &TileClient,
     m: u64,
     big: &Checkpoint,
