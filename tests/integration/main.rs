@@ -10,6 +10,7 @@ mod server;
 mod abuse;
 mod bad_input;
 mod cli;
+mod client_limits;
 mod crash_server;
 mod monitor;
 mod router_fuzz;
