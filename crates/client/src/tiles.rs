@@ -10,7 +10,8 @@ use btlog_core::checkpoint::{Checkpoint, CheckpointError};
 use btlog_core::entry::MAX_ENTRY_BYTES;
 use btlog_core::merkle::tiles::{self, width_at, Tile, TileKind, MAX_LEVEL, TILE_WIDTH};
 use btlog_core::merkle::{
-    balanced_root, root, subtree_nodes, Hash, HashReader, NodeId, ProofError,
+    balanced_root, consistency_plan, consistency_proof, root, subtree_nodes, verify_consistency,
+    Hash, HashReader, NodeId, ProofError,
 };
 use btlog_core::note::{Verifier, MAX_NOTE_BYTES};
 
@@ -220,6 +221,28 @@ fn malformed(tile: &Tile, reason: String) -> TilesError {
         path: tile.path(),
         reason,
     }
+}
+
+/// The root at size `m` of the signed tree `big` (size ≥ `m`), with an RFC 6962 consistency
+/// proof (§2.1.2) from it to `big`'s root, built from `client`'s hash tiles checked against that
+/// root ([`TileHashes`]), never from a server-made proof. The proof is verified here, so the
+/// root is what the signed tree `big` holds at size `m`: when it differs from a signed
+/// checkpoint of size `m`, the two checkpoints are evidence of a fork.
+pub async fn prefix_proof(
+    client: &TileClient,
+    m: u64,
+    big: &Checkpoint,
+) -> Result<(Hash, Vec<Hash>), TilesError> {
+    let n = big.size;
+    let mut nodes = subtree_nodes(0..m);
+    for range in consistency_plan(m, n)? {
+        nodes.extend(subtree_nodes(range));
+    }
+    let tiles = TileHashes::fetch(client, big, &nodes).await?;
+    let prefix = root(m, &tiles)?;
+    let proof = consistency_proof(m, n, &tiles)?;
+    verify_consistency(m, n, &proof, &prefix, &big.root)?;
+    Ok((prefix, proof))
 }
 
 /// Hash tiles of one signed tree held in memory, read as a [`HashReader`] so the `merkle`
