@@ -337,13 +337,15 @@ impl LogMonitor {
         }
         let first = bundle.index * TILE_WIDTH;
         let skip = self.state.progress.size().saturating_sub(first);
-        match bundle.root {
-            // A full bundle not yet started: its root, already hashed by the worker.
-            Some(root) if skip == 0 => self.state.progress.push_subtree(TILE_HEIGHT, root),
-            _ => {
-                for leaf in bundle.leaves.iter().skip(skip as usize) {
-                    self.state.progress.push(*leaf);
-                }
+        // A full bundle not yet started: its root, already hashed by the worker (on its
+        // boundary, as bundles come in order); else its leaves from the position.
+        let whole = skip == 0
+            && bundle
+                .root
+                .is_some_and(|root| self.state.progress.push_subtree(TILE_HEIGHT, root).is_ok());
+        if !whole {
+            for leaf in bundle.leaves.iter().skip(skip as usize) {
+                self.state.progress.push(*leaf);
             }
         }
         // Per entry: its claim violations, then what the bundle's own checks found.
