@@ -108,13 +108,16 @@ pub async fn verify_online(
 }
 
 /// Checks `served` (already verified with `log`) against the stored checkpoint as the module
-/// docs describe, stores it when it is newer, and returns the newest verified checkpoint.
+/// docs describe, stores it when it is newer, and returns the newest verified checkpoint. The
+/// state of the origin is locked throughout ([`CheckpointState::lock`]), so concurrent runs
+/// compare against each other's results and the stored checkpoint never moves back.
 pub async fn advance(
     api: &Api,
     log: &Verifier,
     state: &CheckpointState,
     served: Stored,
 ) -> Result<Stored, VerifyError> {
+    let _lock = state.lock(log.name()).await?;
     let Some(stored) = state.load(log)? else {
         state.save(&served.checkpoint.origin, &served.note)?;
         return Ok(served);
