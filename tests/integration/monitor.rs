@@ -650,3 +650,94 @@ async fn a_chunk_is_committed_only_once_proven_part_of_the_signed_tree() {
     let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
     assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
 }
+
+/// How a [`flaky_proxy`] fails a request.
+#[derive(Clone, Copy)]
+enum Flake {
+    /// 503 with a reason, as a log under compaction.
+    Unavailable,
+    /// The connection closed without an answer.
+    Reset,
+}
+
+/// A proxy in front of `upstream` that fails the first `fails` requests of every path with
+/// `flake` (every request when `fails` is `usize::MAX`), and forwards the others.
+async fn flaky_proxy(upstream: String, fails: usize, flake: Flake) -> String {
+    use axum::http::{StatusCode, Uri};
+    use axum::response::IntoResponse as _;
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        usize,
+    >::new()));
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let (upstream, seen) = (upstream.clone(), seen.clone());
+        async move {
+            let n = {
+                let mut seen = seen.lock().expect("lock");
+                let n = seen.entry(uri.path().to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            if n <= fails {
+                return match flake {
+                    Flake::Unavailable => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"error":"compacting"}"#.to_owned().into_bytes(),
+                    )
+                        .into_response(),
+                    // A body shorter than its declared length: the transfer breaks off.
+                    Flake::Reset => (
+                        [(axum::http::header::CONTENT_LENGTH, "1000")],
+                        b"partial".to_vec(),
+                    )
+                        .into_response(),
+                };
+            }
+            let Ok(resp) = reqwest::get(format!("{upstream}{uri}")).await else {
+                return StatusCode::BAD_GATEWAY.into_response();
+            };
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
+            let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            (status, body).into_response()
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Issue #13 item 17: transient failures (503, a broken transfer) are retried with backoff;
+/// a log that keeps failing is given up on with the URL and the reason.
+#[tokio::test]
+async fn transient_failures_are_retried_and_a_persistent_one_is_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = start_log(&dir.path().join("log"), None).await;
+    log.publish_many("f", 300).await;
+    for (flake, name) in [(Flake::Unavailable, "503"), (Flake::Reset, "reset")] {
+        // Every resource fails twice, then is served.
+        let url = flaky_proxy(log.url(), 2, flake).await;
+        let run = once(&url, &log.vkey, &dir.path().join(name), &[]).await;
+        assert_eq!(
+            (run.code, kinds(&run)),
+            (0, vec![]),
+            "{name}: {}",
+            run.stdout
+        );
+    }
+    // Always 503: exit 2, saying where and why, after the retries.
+    let url = flaky_proxy(log.url(), usize::MAX, Flake::Unavailable).await;
+    let started = std::time::Instant::now();
+    let run = once(&url, &log.vkey, &dir.path().join("down"), &[]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    for needle in [
+        format!("{url}/checkpoint"),
+        "HTTP 503: compacting".into(),
+        "gave up after 5 attempts".into(),
+    ] {
+        assert!(run.stdout.contains(&needle), "{needle}: {}", run.stdout);
+    }
+    // Four waits of 200, 400, 800 and 1600 ms: bounded.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    log.server.shutdown().await.expect("shutdown");
+}

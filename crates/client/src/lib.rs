@@ -17,7 +17,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The log could not be reached or the transfer failed.
-    #[error("cannot reach the log at {url}: {source}")]
+    #[error("cannot reach the log at {url}: {}", chain(source))]
     Unreachable {
         /// The URL asked for.
         url: String,
@@ -37,6 +37,14 @@ pub enum FetchError {
     /// The base URL is not usable.
     #[error("bad log URL {0:?}: expected http:// or https://")]
     BadUrl(String),
+    /// A transient failure (see [`FetchError::is_transient`]) persisted through every retry.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The failure of the last one.
+        last: Box<FetchError>,
+    },
     /// The response body (after decompression) is longer than allowed for what was asked
     /// for; reading stopped there.
     #[error("{url}: response too large: more than the {limit} bytes allowed for it")]
@@ -47,6 +55,42 @@ pub enum FetchError {
         limit: usize,
     },
 }
+
+impl FetchError {
+    /// Whether trying again later may succeed: a transfer that failed (connection refused or
+    /// reset, timeout, truncated body) or an answer of 429 or 5xx (overload, restart,
+    /// compaction). A refusal (other 4xx), a bad URL or an oversized body is final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Unreachable { source, .. } => !source.is_builder(),
+            FetchError::Status { status, .. } => *status == 429 || *status >= 500,
+            FetchError::GaveUp { .. } | FetchError::BadUrl(_) | FetchError::TooLarge { .. } => {
+                false
+            }
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated (reqwest's own message names no cause: "error
+/// sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// Attempts of one GET while its failures are transient.
+pub const ATTEMPTS: u32 = 5;
+/// Wait before the first retry; it doubles for each next one (200, 400, 800, 1600 ms).
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Whether `url` names this machine. Compression is for links: over loopback it only burns
 /// CPU at both ends (a monitor catching up with a local log spent 12% of its time gzipping and
@@ -128,12 +172,37 @@ impl Http {
         self.get_limited(path, DEFAULT_LIMIT).await
     }
 
-    /// [`Http::get`] with a cap of `limit` bytes on the body (decompressed).
+    /// [`Http::get`] with a cap of `limit` bytes on the body (decompressed). A transient
+    /// failure ([`FetchError::is_transient`]) is retried, up to [`ATTEMPTS`] in all with a
+    /// doubling wait from 200 ms, then is [`FetchError::GaveUp`], naming the URL and the last
+    /// reason. GETs of the read API are idempotent, so retrying is safe.
     pub async fn get_limited(
         &self,
         path: &str,
         limit: usize,
     ) -> Result<Option<Vec<u8>>, FetchError> {
+        let (mut attempt, mut wait) = (1, FIRST_BACKOFF);
+        loop {
+            match self.get_once(path, limit).await {
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tracing::warn!(url = %self.url(path), attempt, error = %e, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    wait *= 2;
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(FetchError::GaveUp {
+                        attempts: attempt,
+                        last: Box::new(e),
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One GET of `path`, as [`Http::get_limited`] without retries.
+    async fn get_once(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, FetchError> {
         let url = self.url(path);
         let resp =
             self.client
