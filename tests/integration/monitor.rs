@@ -741,3 +741,59 @@ async fn transient_failures_are_retried_and_a_persistent_one_is_explained() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     log.server.shutdown().await.expect("shutdown");
 }
+
+/// A webhook that accepts connections and reads requests but never answers.
+async fn silent_webhook() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (url, connections)
+}
+
+/// Issue #13 item 10: a webhook that never answers does not stall the audit: every alert is
+/// printed, the audit completes and is saved, and `--once` exits within the webhook timeout.
+#[tokio::test]
+async fn a_webhook_that_never_answers_does_not_stall_the_audit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let log = start_log(&dir.path().join("log"), None).await;
+    log.publish_many("hook", 300).await;
+    let (hook, connections) = silent_webhook().await;
+    let started = std::time::Instant::now();
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        once(
+            &log.url(),
+            &log.vkey,
+            &state,
+            &["--watch", "pkg:npm/*", "--webhook", &hook],
+        ),
+    )
+    .await
+    .expect("the monitor did not wait on the webhook");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(kinds(&run), vec!["watch"; 300], "{}", run.stdout);
+    assert!(
+        connections.load(Ordering::SeqCst) >= 1,
+        "the webhook was tried"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The audit was saved: nothing is read or alerted again.
+    let run = once(&log.url(), &log.vkey, &state, &["--watch", "pkg:npm/*"]).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+    log.server.shutdown().await.expect("shutdown");
+}
