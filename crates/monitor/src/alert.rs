@@ -106,8 +106,8 @@ struct Counters {
 }
 
 impl Sink {
-    /// A sink writing to stdout and, when given, POSTing each alert to `webhook` (from a task
-    /// of its own: call within a Tokio runtime).
+    /// A sink writing to stdout and, when given, POSTing each alert to `webhook` from a task of
+    /// its own on the current Tokio runtime (without one, the webhook is disabled and logged).
     pub fn new(webhook: Option<String>) -> Sink {
         let failed = std::sync::Arc::new(AtomicU64::new(0));
         let webhook = webhook.and_then(|url| {
@@ -122,8 +122,12 @@ impl Sink {
                     return None;
                 }
             };
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                tracing::warn!(%url, "webhook disabled: no async runtime to deliver from");
+                return None;
+            };
             let (tx, rx) = mpsc::channel(WEBHOOK_QUEUE);
-            let worker = tokio::spawn(deliver(client, url, rx, failed.clone()));
+            let worker = runtime.spawn(deliver(client, url, rx, failed.clone()));
             Some(Webhook {
                 queue: Mutex::new(Some(tx)),
                 worker: Mutex::new(Some(worker)),
