@@ -126,7 +126,11 @@ impl LogMonitor {
             return Ok(Outcome::RootMismatch);
         }
         let done = n - self.index.committed();
-        self.index.commit(n)?;
+        if let Err(e) = self.index.commit(n) {
+            // The staged alerts are dropped with the progress: the next audit reads it again.
+            self.reset_progress();
+            return Err(e.into());
+        }
         // Alerts before the state moves: a crash in between repeats them, never loses them.
         self.emit(staged).await;
         self.state.checkpoint = cp.clone();
@@ -181,8 +185,12 @@ impl LogMonitor {
             }
         }
         for (level, tile, computed) in upper.finish() {
-            self.compare_tile(&client, n, level, tile, &computed)
-                .await?;
+            if let Err(e) = self.compare_tile(&client, n, level, tile, &computed).await {
+                // As above: the unfinished chunk (and its staged alerts) is read again.
+                self.restore(&saved);
+                staged.clear();
+                return Err(e);
+            }
         }
         Ok(Read::Done)
     }
