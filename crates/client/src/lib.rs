@@ -1,7 +1,8 @@
 //! btlog-client: fetching from a log over HTTP and verifying what it serves; shared by the `btlog` CLI and
 //! `btlog-monitor`. Nothing fetched is trusted until it is verified against a vkey or a root.
 //!
-//! - [`Http`]: a log's base URL and the GETs and POSTs every client makes.
+//! - [`Http`]: a log's base URL and the GETs and POSTs every client makes, each reply read
+//!   with a cap for what it is, and GETs retried on transient failures.
 //! - `api`: the `/v1` JSON API (submit, lookup, proofs) and online verification.
 //! - `tiles`: the C2SP tlog-tiles read API (checkpoint, hash tiles, entry bundles).
 //! - `file`, `keyfile`: local files written atomically with private modes, and key files.
@@ -294,7 +295,8 @@ enum Capped {
 
 /// Reads the body of `resp` chunk by chunk, stopping as soon as it passes `limit` bytes.
 async fn read_capped(resp: &mut reqwest::Response, limit: usize) -> Result<Capped, reqwest::Error> {
-    let mut out = Vec::new();
+    let declared = resp.content_length().unwrap_or(0).min(limit as u64);
+    let mut out = Vec::with_capacity(declared as usize);
     while let Some(chunk) = resp.chunk().await? {
         if out.len() + chunk.len() > limit {
             let room = limit - out.len();
