@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use btlog_monitor::alert::Sink;
+use btlog_monitor::alert::{Sink, WEBHOOK_TIMEOUT};
 use btlog_monitor::config::{load_vkey, parse_duration, FileConfig};
 use btlog_monitor::evidence::Evidence;
 use btlog_monitor::watch::{WatchRule, Watcher};
@@ -175,6 +175,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 failed = true;
             }
         }
+        sink.finish(WEBHOOK_TIMEOUT).await;
         return Ok(match (sink.found_problem(), failed) {
             (true, _) => ExitCode::from(1),
             (false, true) => ExitCode::from(2),
@@ -202,6 +203,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => break,
         }
     }
+    sink.finish(WEBHOOK_TIMEOUT).await;
     Ok(ExitCode::SUCCESS)
 }
 

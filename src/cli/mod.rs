@@ -27,9 +27,11 @@ pub enum Exit {
     NotProven = 1,
     /// Bad usage or input: flags, local files, a request the log refused as bad (400, 401, 413).
     Usage = 2,
-    /// The log is unreachable, overloaded, failed, or sent a malformed reply.
+    /// The log is unreachable, overloaded, failed, sent a malformed reply, or did not prove its
+    /// checkpoint consistent with the one verified before (without signed evidence of a fork).
     Unreachable = 3,
-    /// The log is inconsistent with a checkpoint verified before (fork or rollback evidence).
+    /// The log signed a checkpoint provably inconsistent with one verified before (signed
+    /// evidence of a fork or rollback).
     Inconsistent = 4,
     /// A submitted identity is already logged with another digest.
     Conflict = 5,
@@ -41,8 +43,10 @@ Exit codes:
   0  ok
   1  verification failed: the artifact is not proven logged (or not in the log)
   2  bad usage or input (flags, files, a request the log refused as bad)
-  3  log unreachable, overloaded, failing, or sending malformed replies
-  4  inconsistent log: it contradicts a checkpoint verified before (both are printed)
+  3  log unreachable, overloaded, failing, sending malformed replies, or not proving
+     its consistency with the checkpoint verified before
+  4  inconsistent log: it signed a checkpoint provably inconsistent with one verified
+     before (both are printed)
   5  conflict: an identity is already logged with another sha256 (submit)";
 
 /// A failed subcommand: its exit code, a one-line message, and any evidence to print after it.

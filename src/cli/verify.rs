@@ -3,6 +3,9 @@
 //! checkpoint policy of online verification.
 
 use std::io::Read as _;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 
 use super::{api, block_on, hash_file, read_vkey, CliError, Exit, EXIT_CODES};
@@ -143,13 +146,30 @@ fn online_error(e: VerifyError, vkey: &Verifier) -> CliError {
         VerifyError::Proof(p) => proof_error(p, vkey),
         VerifyError::Api(a) => a.into(),
         VerifyError::State(s) => CliError::usage(s.to_string()),
-        VerifyError::Inconsistent(i) => CliError {
-            code: Exit::Inconsistent,
-            message: format!("{i}; refusing to trust this log"),
-            evidence: Some(format!(
+        VerifyError::Unproven(_) => CliError::new(
+            Exit::Unreachable,
+            format!("{e}; refusing to trust this log"),
+        ),
+        VerifyError::Inconsistent(i) => {
+            let mut evidence = format!(
                 "checkpoint verified before:\n{}\ncheckpoint served now:\n{}",
                 i.stored, i.served
-            )),
-        },
+            );
+            if let Some((root, proof)) = &i.prefix {
+                let b64 = |h: &[u8; 32]| B64.encode(h);
+                let proof: Vec<String> = proof.iter().map(b64).collect();
+                evidence.push_str(&format!(
+                    "root of the larger tree at the smaller size: {}\nconsistency proof from it \
+                     to the larger root: {}\n",
+                    b64(root),
+                    proof.join(" ")
+                ));
+            }
+            CliError {
+                code: Exit::Inconsistent,
+                message: format!("{i}; refusing to trust this log"),
+                evidence: Some(evidence),
+            }
+        }
     }
 }

@@ -209,7 +209,12 @@ fn registry_and_installer_journeys() {
 
     // Installer, online; the verified checkpoint is kept in the state directory.
     ok(&log.verify_online(&state, "1.3.0", "left-pad-1.3.0.tgz", &art));
-    assert_eq!(std::fs::read_dir(&state).expect("state dir").count(), 1);
+    let stored = std::fs::read_dir(&state)
+        .expect("state dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "checkpoint"))
+        .count();
+    assert_eq!(stored, 1);
 
     // Refusals, offline and online: each names what differs.
     let tampered = write(work.path(), "tampered.tgz", "left-pad 1.3.0 bytes!");
@@ -401,23 +406,26 @@ fn rolled_back_or_forked_log_is_refused() {
     ok(&a.verify_online(&state, "2", "x-2.tgz", &art));
     drop(a);
 
-    // Same key, shorter history: it cannot prove its tree is a prefix of the one seen before.
+    // Same key, shorter history: it cannot prove its tree is a prefix of the one seen before,
+    // but nothing signed shows a fork (the tree of size 4 is gone): refused, exit 3, not 4.
     let b = Log::start(Some(&key));
     ok(&publish(&b, "1", "x-1.tgz", &fork_art));
     let out = b.verify_online(&state, "1", "x-1.tgz", &fork_art);
-    refused(&out, 4, "rolled back");
-    assert!(stderr(&out).contains("checkpoint verified before:\ntest.example/log\n4\n"));
-    assert!(stderr(&out).contains("checkpoint served now:\ntest.example/log\n1\n"));
+    refused(&out, 3, "rolled back?");
+    refused(&out, 3, "cannot verify the log's consistency");
     drop(b);
 
-    // Same key, a different and longer history: the consistency proof fails.
+    // Same key, a different and longer history: its own hash tiles show the fork, exit 4 with
+    // both checkpoints and the root its tree has at size 4, with a consistency proof.
     let c = Log::start(Some(&key));
     for v in ["1", "2", "3", "4", "5"] {
         ok(&publish(&c, v, &format!("x-{v}.tgz"), &fork_art));
     }
     let out = c.verify_online(&state, "5", "x-5.tgz", &fork_art);
     refused(&out, 4, "tree size 4 is not a prefix of tree size 5");
+    assert!(stderr(&out).contains("checkpoint verified before:\ntest.example/log\n4\n"));
     assert!(stderr(&out).contains("checkpoint served now:\ntest.example/log\n5\n"));
+    assert!(stderr(&out).contains("root of the larger tree at the smaller size: "));
     drop(c);
 
     // Same key, same size, another root.
@@ -488,4 +496,100 @@ fn outputs_and_token_are_checked_before_anything_is_sent() {
         .output()
         .expect("help");
     assert!(!stdout(&out).contains(&log.token), "--help shows no token");
+}
+
+/// What a [`consistency_proxy`] answers to `/v1/proof/consistency`.
+#[derive(Clone, Copy)]
+enum Proof {
+    /// 404, as a log that no longer has the tree.
+    Missing,
+    /// 200 with a proof that does not verify.
+    Bad,
+}
+
+/// A proxy in front of `log` (on its runtime) that answers consistency proof requests itself
+/// with `proof` and forwards every other GET.
+fn consistency_proxy(log: &Log, proof: Proof) -> String {
+    use axum::http::{StatusCode, Uri};
+    let upstream = log.url.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let upstream = upstream.clone();
+        async move {
+            if uri.path() == "/v1/proof/consistency" {
+                let q = uri.query().unwrap_or("");
+                let arg = |k: &str| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                return match proof {
+                    Proof::Missing => (
+                        StatusCode::NOT_FOUND,
+                        r#"{"error":"no such tree size"}"#.to_owned(),
+                    ),
+                    Proof::Bad => (
+                        StatusCode::OK,
+                        serde_json::json!({
+                            "from": arg("from"),
+                            "to": arg("to"),
+                            "proof": [base64_hash(&[7u8; 32])],
+                        })
+                        .to_string(),
+                    ),
+                };
+            }
+            let Ok(resp) = reqwest::get(format!("{upstream}{uri}")).await else {
+                return (StatusCode::BAD_GATEWAY, String::new());
+            };
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
+            (status, resp.text().await.unwrap_or_default())
+        }
+    });
+    let listener = log
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    log.rt
+        .spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn base64_hash(h: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
+
+/// Issue #13 item 12: a log that does not prove a new checkpoint consistent with the one
+/// verified before (no proof, or a bad one) is refused, but as exit 3: nothing signed shows a
+/// fork. Exit 4 needs signed evidence (see `rolled_back_or_forked_log_is_refused`).
+#[test]
+fn a_missing_or_bad_consistency_proof_is_refused_without_claiming_a_fork() {
+    let log = Log::start(None);
+    let work = TempDir::new().expect("tempdir");
+    let state = work.path().join("state");
+    let art = write(work.path(), "x.tgz", "x bytes");
+    for v in ["1", "2"] {
+        ok(&publish(&log, v, &format!("x-{v}.tgz"), &art));
+    }
+    ok(&log.verify_online(&state, "1", "x-1.tgz", &art));
+    ok(&publish(&log, "3", "x-3.tgz", &art));
+    for (proof, says) in [
+        (Proof::Missing, "does not serve a consistency proof"),
+        (Proof::Bad, "its consistency proof does not verify"),
+    ] {
+        let url = consistency_proxy(&log, proof);
+        let source = ["--log", url.as_str(), "--state", &path(&state)];
+        let out = verify(&source, &log.vkey, "3", "x-3.tgz", &art);
+        refused(&out, 3, says);
+        refused(&out, 3, "refusing to trust this log");
+        assert!(
+            !stderr(&out).contains("inconsistent log"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // The state did not move; the log itself proves consistency.
+    ok(&log.verify_online(&state, "3", "x-3.tgz", &art));
 }

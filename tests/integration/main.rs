@@ -10,6 +10,8 @@ mod server;
 mod abuse;
 mod bad_input;
 mod cli;
+mod client_limits;
+mod client_state;
 mod crash_server;
 mod monitor;
 mod router_fuzz;

@@ -452,44 +452,148 @@ async fn bad_arguments_exit_2_with_one_line() {
 /// serve it: a signed checkpoint, one entry bundle and one level-0 tile (at most 256 entries).
 /// With `tamper`, one entry differs from the one its tile hash was made from.
 async fn static_log(entries: &[Vec<u8>], tamper: bool) -> (SocketAddr, String) {
-    use axum::routing::get;
-    use btlog_core::merkle::leaf_hash;
     let signer = btlog_core::keys::generate("example.com/other-log").expect("key");
-    let mut frontier = btlog_core::merkle::Frontier::default();
-    let (mut bundle, mut tile) = (Vec::new(), Vec::new());
-    for (i, e) in entries.iter().enumerate() {
+    let mut served = entries.to_vec();
+    if tamper {
+        served[1] = b"forged".to_vec();
+    }
+    let addr = serve_tree(&signer, entries, &served, entries).await;
+    (addr, signer.verifier().vkey())
+}
+
+/// Serves a static tlog-tiles log: a checkpoint signed by `signer` for the tree of `signed`,
+/// the entry bundles of `served` and every hash tile of the tree of `hashed` (all three of
+/// one length), at that size only.
+async fn serve_tree(
+    signer: &btlog_core::note::Signer,
+    signed: &[Vec<u8>],
+    served: &[Vec<u8>],
+    hashed: &[Vec<u8>],
+) -> SocketAddr {
+    use btlog_core::merkle::tiles::{tiles_for_size, Tile, TileKind};
+    use btlog_core::merkle::{balanced_root, leaf_hash, Frontier, Hash};
+    let size = signed.len() as u64;
+    let mut frontier = Frontier::default();
+    for e in signed {
         frontier.push(leaf_hash(e));
-        tile.extend_from_slice(&leaf_hash(e));
-        let served = if tamper && i == 1 {
-            b"forged".to_vec()
-        } else {
-            e.clone()
-        };
-        bundle.extend_from_slice(&u16::try_from(served.len()).expect("short").to_be_bytes());
-        bundle.extend_from_slice(&served);
     }
     let checkpoint = btlog_core::checkpoint::Checkpoint {
-        origin: "example.com/other-log".into(),
-        size: entries.len() as u64,
+        origin: signer.name().to_owned(),
+        size,
         root: frontier.root(),
     }
-    .sign(&signer)
+    .sign(signer)
     .expect("sign");
-    let partial = format!(".p/{}", entries.len());
-    let app = axum::Router::new()
-        .route("/checkpoint", get(move || async move { checkpoint }))
-        .route(
-            &format!("/tile/entries/000{partial}"),
-            get(move || async move { bundle }),
-        )
-        .route(
-            &format!("/tile/0/000{partial}"),
-            get(move || async move { tile }),
-        );
+    let mut rows: Vec<Vec<Hash>> = vec![hashed.iter().map(|e| leaf_hash(e)).collect()];
+    while rows.last().is_some_and(|r| r.len() >= 256) {
+        let up = rows
+            .last()
+            .expect("row")
+            .chunks_exact(256)
+            .map(balanced_root);
+        rows.push(up.collect());
+    }
+    let mut files = std::collections::HashMap::new();
+    files.insert("/checkpoint".to_owned(), checkpoint.into_bytes());
+    for tile in tiles_for_size(size) {
+        let TileKind::Hashes { level } = tile.kind else {
+            continue;
+        };
+        let span = tile.span();
+        let (start, end) = (span.start as usize, span.end as usize);
+        let hashes = rows[usize::from(level)][start..end].concat();
+        files.insert(format!("/{}", tile.path()), hashes);
+        if level == 0 {
+            let mut bundle = Vec::new();
+            for e in &served[start..end] {
+                bundle.extend_from_slice(&u16::try_from(e.len()).expect("short").to_be_bytes());
+                bundle.extend_from_slice(e);
+            }
+            let entries = Tile {
+                kind: TileKind::Entries,
+                ..tile
+            };
+            files.insert(format!("/{}", entries.path()), bundle);
+        }
+    }
+    let files = Arc::new(files);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let files = files.clone();
+        async move {
+            match files.get(uri.path()) {
+                Some(body) => Ok(body.clone()),
+                None => Err(axum::http::StatusCode::NOT_FOUND),
+            }
+        }
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, signer.verifier().vkey())
+    addr
+}
+
+/// A canonical btlog entry of `kind` for `package` (version and file `-` for owner kinds).
+fn raw_entry(kind: btlog_core::entry::Kind, package: &str, version: &str, digest: u8) -> Vec<u8> {
+    let owner = kind.is_owner();
+    let pick = |v: &str| if owner { "-".to_owned() } else { v.to_owned() };
+    btlog_core::entry::Entry::new(btlog_core::entry::EntryData {
+        kind,
+        registry: "registry.example".into(),
+        package: package.into(),
+        version: pick(version),
+        file: pick(&format!("{version}.tgz")),
+        sha256: [digest; 32],
+        sha512: None,
+        size: None,
+        publisher: None,
+        provenance: None,
+        time: None,
+    })
+    .expect("valid entry")
+    .encode()
+}
+
+/// Issue #13 item 8: a log that signs one tree and serves other entries (with tiles matching
+/// what it serves) raises no claim or watch alert from them, and leaves nothing in the
+/// identity index: later, honest entries are judged as if those had never been read.
+#[tokio::test]
+async fn entries_not_matching_the_signed_root_never_reach_the_index() {
+    use btlog_core::entry::Kind::{OwnerAdd, Publish, Yank};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let signer = btlog_core::keys::generate("poison.example/log").expect("key");
+    let vkey = signer.verifier().vkey();
+    let honest: Vec<Vec<u8>> = (0..4)
+        .map(|i| raw_entry(Publish, "pkg:npm/a", &format!("1.0.{i}"), 1))
+        .collect();
+    let watch = ["--watch", "pkg:npm/evil"];
+
+    // Signs the first three honest entries, serves three others (and their tile).
+    let forged = vec![
+        raw_entry(Publish, "pkg:npm/evil", "1.0.0", 0xd1),
+        raw_entry(Publish, "pkg:npm/ghost", "1.0.0", 0xd3),
+        raw_entry(OwnerAdd, "pkg:npm/nobody", "-", 9),
+    ];
+    let addr = serve_tree(&signer, &honest[..3], &forged, &forged).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["tile-mismatch"], "{}", run.stdout);
+
+    // The honest log, past the forged positions.
+    let addr = serve_tree(&signer, &honest, &honest, &honest).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+
+    // Then the first publish of pkg:npm/evil (no conflict with the forged one) and a yank of
+    // an artifact only the forged bundle named (unknown, not a duplicate).
+    let mut more = honest.clone();
+    more.push(raw_entry(Publish, "pkg:npm/evil", "1.0.0", 0xd2));
+    more.push(raw_entry(Yank, "pkg:npm/ghost", "1.0.0", 0xd3));
+    let addr = serve_tree(&signer, &more, &more, &more).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["watch", "unknown-artifact"], "{}", run.stdout);
+    assert_eq!(run.alerts[1]["index"], json!(5), "{}", run.stdout);
 }
 
 #[tokio::test]
@@ -520,4 +624,176 @@ async fn opaque_entries_of_other_logs_are_audited_as_a_tree() {
     .await;
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(kinds(&run), vec!["tile-mismatch"], "{}", run.stdout);
+}
+
+/// Issue #13 item 8, across a chunk commit (256 bundles): the records and alerts of a chunk
+/// are committed only once the leaves read are proven a prefix of the signed tree.
+#[tokio::test]
+async fn a_chunk_is_committed_only_once_proven_part_of_the_signed_tree() {
+    use btlog_core::entry::Kind::Publish;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let signer = btlog_core::keys::generate("chunks.example/log").expect("key");
+    let vkey = signer.verifier().vkey();
+    let honest: Vec<Vec<u8>> = (0..256 * 256 + 10)
+        .map(|i| raw_entry(Publish, "pkg:npm/a", &format!("1.0.{i}"), 1))
+        .collect();
+    let mut forged = honest.clone();
+    forged[5] = raw_entry(Publish, "pkg:npm/evil", "1.0.0", 0xd1);
+    let watch = ["--watch", "pkg:npm/evil"];
+    let addr = serve_tree(&signer, &honest, &forged, &forged).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(kinds(&run), ["tile-mismatch"], "{}", run.stdout);
+    // The honest log, through the same chunk boundary: verified, no alert.
+    let addr = serve_tree(&signer, &honest, &honest, &honest).await;
+    let run = once(&format!("http://{addr}"), &vkey, &state, &watch).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+}
+
+/// How a [`flaky_proxy`] fails a request.
+#[derive(Clone, Copy)]
+enum Flake {
+    /// 503 with a reason, as a log under compaction.
+    Unavailable,
+    /// The connection closed without an answer.
+    Reset,
+}
+
+/// A proxy in front of `upstream` that fails the first `fails` requests of every path with
+/// `flake` (every request when `fails` is `usize::MAX`), and forwards the others.
+async fn flaky_proxy(upstream: String, fails: usize, flake: Flake) -> String {
+    use axum::http::{StatusCode, Uri};
+    use axum::response::IntoResponse as _;
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        usize,
+    >::new()));
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let (upstream, seen) = (upstream.clone(), seen.clone());
+        async move {
+            let n = {
+                let mut seen = seen.lock().expect("lock");
+                let n = seen.entry(uri.path().to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            if n <= fails {
+                return match flake {
+                    Flake::Unavailable => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"error":"compacting"}"#.to_owned().into_bytes(),
+                    )
+                        .into_response(),
+                    // A body shorter than its declared length: the transfer breaks off.
+                    Flake::Reset => (
+                        [(axum::http::header::CONTENT_LENGTH, "1000")],
+                        b"partial".to_vec(),
+                    )
+                        .into_response(),
+                };
+            }
+            let Ok(resp) = reqwest::get(format!("{upstream}{uri}")).await else {
+                return StatusCode::BAD_GATEWAY.into_response();
+            };
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
+            let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            (status, body).into_response()
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Issue #13 item 17: transient failures (503, a broken transfer) are retried with backoff;
+/// a log that keeps failing is given up on with the URL and the reason.
+#[tokio::test]
+async fn transient_failures_are_retried_and_a_persistent_one_is_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = start_log(&dir.path().join("log"), None).await;
+    log.publish_many("f", 300).await;
+    for (flake, name) in [(Flake::Unavailable, "503"), (Flake::Reset, "reset")] {
+        // Every resource fails twice, then is served.
+        let url = flaky_proxy(log.url(), 2, flake).await;
+        let run = once(&url, &log.vkey, &dir.path().join(name), &[]).await;
+        assert_eq!(
+            (run.code, kinds(&run)),
+            (0, vec![]),
+            "{name}: {}",
+            run.stdout
+        );
+    }
+    // Always 503: exit 2, saying where and why, after the retries.
+    let url = flaky_proxy(log.url(), usize::MAX, Flake::Unavailable).await;
+    let started = std::time::Instant::now();
+    let run = once(&url, &log.vkey, &dir.path().join("down"), &[]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    for needle in [
+        format!("{url}/checkpoint"),
+        "HTTP 503: compacting".into(),
+        "gave up after 5 attempts".into(),
+    ] {
+        assert!(run.stdout.contains(&needle), "{needle}: {}", run.stdout);
+    }
+    // Four waits of 200, 400, 800 and 1600 ms: bounded.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    log.server.shutdown().await.expect("shutdown");
+}
+
+/// A webhook that accepts connections and reads requests but never answers.
+async fn silent_webhook() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (url, connections)
+}
+
+/// Issue #13 item 10: a webhook that never answers does not stall the audit: every alert is
+/// printed, the audit completes and is saved, and `--once` exits within the webhook timeout.
+#[tokio::test]
+async fn a_webhook_that_never_answers_does_not_stall_the_audit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let log = start_log(&dir.path().join("log"), None).await;
+    log.publish_many("hook", 300).await;
+    let (hook, connections) = silent_webhook().await;
+    let started = std::time::Instant::now();
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        once(
+            &log.url(),
+            &log.vkey,
+            &state,
+            &["--watch", "pkg:npm/*", "--webhook", &hook],
+        ),
+    )
+    .await
+    .expect("the monitor did not wait on the webhook");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(kinds(&run), vec!["watch"; 300], "{}", run.stdout);
+    assert!(
+        connections.load(Ordering::SeqCst) >= 1,
+        "the webhook was tried"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The audit was saved: nothing is read or alerted again.
+    let run = once(&log.url(), &log.vkey, &state, &["--watch", "pkg:npm/*"]).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+    log.server.shutdown().await.expect("shutdown");
 }

@@ -9,10 +9,11 @@ pub mod verify;
 
 use serde::de::DeserializeOwned;
 
-use super::{FetchError, Http};
+use super::{FetchError, Http, JSON_LIMIT};
 use btlog_core::checkpoint::{decode_hash, Checkpoint};
 use btlog_core::entry::{EntryFields, Identity};
 use btlog_core::merkle::Hash;
+use btlog_core::note::MAX_NOTE_BYTES;
 use btlog_core::proof_bundle::TlogProof;
 use btlog_core::wire::{ConsistencyReply, EntriesReply, InclusionReply, SubmitRequest};
 
@@ -48,6 +49,9 @@ impl ApiError {
     }
 }
 
+/// Cap on the JSON of one submit result (index, leaf hash, status, existing index).
+const SUBMIT_RESULT_LIMIT: usize = 512;
+
 /// A client for a log's `/v1` JSON API.
 #[derive(Clone, Debug)]
 pub struct Api {
@@ -69,7 +73,7 @@ impl Api {
 
     /// The latest signed checkpoint note, unverified.
     pub async fn checkpoint(&self) -> Result<String, ApiError> {
-        let body = self.get_required("/checkpoint").await?;
+        let body = self.get_required("/checkpoint", MAX_NOTE_BYTES).await?;
         String::from_utf8(body).map_err(|_| self.bad("/checkpoint", "not UTF-8"))
     }
 
@@ -83,8 +87,15 @@ impl Api {
         let body = SubmitRequest {
             entries: entries.into(),
         };
-        let reply: SubmitReply =
-            self.decode(path, &self.http.post_json(path, Some(token), &body).await?)?;
+        // The checkpoint, and one short result (index, leaf hash, status) per entry.
+        let limit = JSON_LIMIT + entries.len().saturating_mul(SUBMIT_RESULT_LIMIT);
+        let reply: SubmitReply = self.decode(
+            path,
+            &self
+                .http
+                .post_json_limited(path, Some(token), &body, limit)
+                .await?,
+        )?;
         if reply.results.len() != entries.len() {
             return Err(self.bad(path, "not one result per submitted entry"));
         }
@@ -95,7 +106,7 @@ impl Api {
     pub async fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, ApiError> {
         let end = index.saturating_add(1);
         let path = format!("/v1/entries?start={index}&end={end}");
-        let Some(body) = self.http.get(&path).await? else {
+        let Some(body) = self.http.get_limited(&path, JSON_LIMIT).await? else {
             return Ok(None);
         };
         let reply: EntriesReply = self.decode(&path, &body)?;
@@ -108,7 +119,8 @@ impl Api {
     /// The inclusion proof of entry `index` in the tree of `size` leaves.
     pub async fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, ApiError> {
         let path = format!("/v1/proof/inclusion?index={index}&size={size}");
-        let reply: InclusionReply = self.decode(&path, &self.get_required(&path).await?)?;
+        let reply: InclusionReply =
+            self.decode(&path, &self.get_required(&path, JSON_LIMIT).await?)?;
         if (reply.index, reply.size) != (index, size) {
             return Err(self.bad(&path, "proof for another index or size"));
         }
@@ -118,7 +130,8 @@ impl Api {
     /// The consistency proof from tree size `from` to `to`.
     pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ApiError> {
         let path = format!("/v1/proof/consistency?from={from}&to={to}");
-        let reply: ConsistencyReply = self.decode(&path, &self.get_required(&path).await?)?;
+        let reply: ConsistencyReply =
+            self.decode(&path, &self.get_required(&path, JSON_LIMIT).await?)?;
         if (reply.from, reply.to) != (from, to) {
             return Err(self.bad(&path, "proof between other sizes"));
         }
@@ -133,7 +146,7 @@ impl Api {
             query_escape(&identity.version),
             query_escape(&identity.file)
         );
-        match self.http.get(&path).await? {
+        match self.http.get_limited(&path, JSON_LIMIT).await? {
             Some(body) => self.decode(&path, &body).map(Some),
             None => Ok(None),
         }
@@ -162,9 +175,9 @@ impl Api {
             .collect()
     }
 
-    async fn get_required(&self, path: &str) -> Result<Vec<u8>, ApiError> {
+    async fn get_required(&self, path: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
         self.http
-            .get(path)
+            .get_limited(path, limit)
             .await?
             .ok_or_else(|| ApiError::NotFound(self.http.url(path)))
     }

@@ -7,11 +7,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use btlog_core::bundle;
 use btlog_core::checkpoint::{Checkpoint, CheckpointError};
+use btlog_core::entry::MAX_ENTRY_BYTES;
 use btlog_core::merkle::tiles::{self, width_at, Tile, TileKind, MAX_LEVEL, TILE_WIDTH};
 use btlog_core::merkle::{
-    balanced_root, root, subtree_nodes, Hash, HashReader, NodeId, ProofError,
+    balanced_root, consistency_plan, consistency_proof, root, subtree_nodes, verify_consistency,
+    Hash, HashReader, NodeId, ProofError,
 };
-use btlog_core::note::Verifier;
+use btlog_core::note::{Verifier, MAX_NOTE_BYTES};
 
 use super::{FetchError, Http};
 
@@ -86,7 +88,7 @@ impl TileClient {
 
     /// Fetches `/checkpoint` and verifies it with the log's key.
     pub async fn checkpoint(&self, vkey: &Verifier) -> Result<SignedCheckpoint, TilesError> {
-        let body = self.fetch("/checkpoint").await?;
+        let body = self.fetch("/checkpoint", MAX_NOTE_BYTES).await?;
         let (checkpoint, _) =
             Checkpoint::verify(&body, vkey).map_err(|source| TilesError::Checkpoint {
                 url: self.http.url("/checkpoint"),
@@ -146,21 +148,28 @@ impl TileClient {
     }
 
     /// Fetches a tile at its width; a partial tile that is gone (the tree grew past it) is
-    /// read from the full tile instead, cut to the width.
+    /// read from the full tile instead, cut to the width. A body longer than the tile can be
+    /// ([`max_tile_bytes`]) is malformed, and is not read past that length.
     async fn fetch_tile(&self, tile: Tile) -> Result<Vec<u8>, TilesError> {
-        if let Some(data) = self.http.get(&format!("/{}", tile.path())).await? {
+        let path = format!("/{}", tile.path());
+        if let Some(data) = self
+            .capped(self.http.get_limited(&path, max_tile_bytes(&tile)), &tile)
+            .await?
+        {
             return Ok(data);
         }
         if tile.is_full() {
-            return Err(TilesError::Missing(
-                self.http.url(&format!("/{}", tile.path())),
-            ));
+            return Err(TilesError::Missing(self.http.url(&path)));
         }
         let full = Tile {
             width: TILE_WIDTH as u16,
             ..tile
         };
-        let data = self.fetch(&format!("/{}", full.path())).await?;
+        let path = format!("/{}", full.path());
+        let data = self
+            .capped(self.http.get_limited(&path, max_tile_bytes(&full)), &full)
+            .await?
+            .ok_or_else(|| TilesError::Missing(self.http.url(&path)))?;
         match tile.kind {
             TileKind::Hashes { .. } => Ok(data
                 .get(..usize::from(tile.width) * 32)
@@ -174,12 +183,37 @@ impl TileClient {
         }
     }
 
-    async fn fetch(&self, path: &str) -> Result<Vec<u8>, TilesError> {
+    /// The result of fetching `tile`, a body over its cap being malformed.
+    async fn capped(
+        &self,
+        fetched: impl std::future::Future<Output = Result<Option<Vec<u8>>, FetchError>>,
+        tile: &Tile,
+    ) -> Result<Option<Vec<u8>>, TilesError> {
+        match fetched.await {
+            Err(FetchError::TooLarge { limit, .. }) => Err(malformed(
+                tile,
+                format!("too large: more than the {limit} bytes a tile of its width can be"),
+            )),
+            other => Ok(other?),
+        }
+    }
+
+    async fn fetch(&self, path: &str, limit: usize) -> Result<Vec<u8>, TilesError> {
         self.http
-            .get(path)
+            .get_limited(path, limit)
             .await?
             .ok_or_else(|| TilesError::Missing(self.http.url(path)))
     }
+}
+
+/// The most bytes `tile` can hold (tlog-tiles): 32 per hash, or per entry its two-byte length
+/// and at most [`MAX_ENTRY_BYTES`] (a full bundle: 256 × 65,537 bytes, about 16 MiB).
+pub fn max_tile_bytes(tile: &Tile) -> usize {
+    let per_item = match tile.kind {
+        TileKind::Hashes { .. } => 32,
+        TileKind::Entries => 2 + MAX_ENTRY_BYTES,
+    };
+    usize::from(tile.width) * per_item
 }
 
 fn malformed(tile: &Tile, reason: String) -> TilesError {
@@ -187,6 +221,28 @@ fn malformed(tile: &Tile, reason: String) -> TilesError {
         path: tile.path(),
         reason,
     }
+}
+
+/// The root at size `m` of the signed tree `big` (size ≥ `m`), with an RFC 6962 consistency
+/// proof (§2.1.2) from it to `big`'s root, built from `client`'s hash tiles checked against that
+/// root ([`TileHashes`]), never from a server-made proof. The proof is verified here, so the
+/// root is what the signed tree `big` holds at size `m`: when it differs from a signed
+/// checkpoint of size `m`, the two checkpoints are evidence of a fork.
+pub async fn prefix_proof(
+    client: &TileClient,
+    m: u64,
+    big: &Checkpoint,
+) -> Result<(Hash, Vec<Hash>), TilesError> {
+    let n = big.size;
+    let mut nodes = subtree_nodes(0..m);
+    for range in consistency_plan(m, n)? {
+        nodes.extend(subtree_nodes(range));
+    }
+    let tiles = TileHashes::fetch(client, big, &nodes).await?;
+    let prefix = root(m, &tiles)?;
+    let proof = consistency_proof(m, n, &tiles)?;
+    verify_consistency(m, n, &proof, &prefix, &big.root)?;
+    Ok((prefix, proof))
 }
 
 /// Hash tiles of one signed tree held in memory, read as a [`HashReader`] so the `merkle`

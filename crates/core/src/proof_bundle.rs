@@ -19,7 +19,7 @@ use base64::Engine as _;
 use crate::checkpoint::{decode_hash, parse_decimal, Checkpoint, CheckpointError};
 use crate::entry::{Entry, EntryError, Kind};
 use crate::merkle::{self, Hash, ProofError};
-use crate::note::{Note, NoteError, Verified, Verifier};
+use crate::note::{KeyType, Note, NoteError, Verified, Verifier};
 
 /// First line of a tlog-proof.
 pub const HEADER: &str = "c2sp.org/tlog-proof@v1";
@@ -81,6 +81,15 @@ pub enum ProofBundleError {
     /// A witness cosignature on the checkpoint does not verify.
     #[error("witness cosignature: {0}")]
     Witness(NoteError),
+    /// A key given as a witness cannot be one: not a cosignature/v1 key, or the log's own key
+    /// or key name.
+    #[error("witness key {name}: {reason}")]
+    WitnessKey {
+        /// The key name.
+        name: String,
+        /// Why it is not a witness key.
+        reason: &'static str,
+    },
 }
 
 /// What an installer holds and wants proven logged (PROTOCOL.md §5).
@@ -197,7 +206,9 @@ impl TlogProof {
     }
 
     /// [`TlogProof::verify_offline`], and also requires `quorum` valid cosignatures from
-    /// `witnesses` (cosignature/v1 keys) on the checkpoint.
+    /// `witnesses` on the checkpoint (PROTOCOL.md §3.4, C2SP tlog-cosignature). Witness keys must be
+    /// cosignature/v1 keys other than the log's, by key and by name, so the log cannot stand in
+    /// for a witness; a key cosigning under several names, or listed twice, counts once.
     pub fn verify_with_witnesses(
         &self,
         log: &Verifier,
@@ -207,7 +218,7 @@ impl TlogProof {
     ) -> Result<VerifiedProof, ProofBundleError> {
         let (checkpoint, note) = Checkpoint::verify(self.checkpoint.as_bytes(), log)
             .map_err(ProofBundleError::Checkpoint)?;
-        let witnesses = check_witnesses(&note, witnesses, quorum)?;
+        let witnesses = check_witnesses(&note, log, witnesses, quorum)?;
         self.check_inclusion(&checkpoint)?;
         let entry = Entry::parse(&self.entry).map_err(ProofBundleError::Entry)?;
         check_claim(&entry, expected)?;
@@ -239,17 +250,48 @@ impl TlogProof {
 
 fn check_witnesses(
     note: &Note,
+    log: &Verifier,
     witnesses: &[&Verifier],
     quorum: usize,
 ) -> Result<Vec<Verified>, ProofBundleError> {
     if witnesses.is_empty() && quorum == 0 {
         return Ok(Vec::new());
     }
-    let verified = match note.verify(witnesses) {
+    for w in witnesses {
+        let reason = if w.key_type() != KeyType::Cosignature {
+            "not a cosignature/v1 key"
+        } else if w.public_key() == log.public_key() {
+            "the log's own key cannot be a witness"
+        } else if w.name() == log.name() {
+            "the log's key name cannot be a witness's"
+        } else {
+            continue;
+        };
+        return Err(ProofBundleError::WitnessKey {
+            name: w.name().to_owned(),
+            reason,
+        });
+    }
+    let mut verified = match note.verify(witnesses) {
         Ok(v) => v,
         Err(NoteError::NoKnownSignature) => Vec::new(),
         Err(e) => return Err(ProofBundleError::Witness(e)),
     };
+    // One witness per public key, whatever names it signed under.
+    let mut keys = Vec::new();
+    verified.retain(|v| {
+        let key = witnesses
+            .iter()
+            .find(|w| w.name() == v.name && w.key_id() == v.key_id)
+            .map(|w| *w.public_key());
+        match key {
+            Some(k) if !keys.contains(&k) => {
+                keys.push(k);
+                true
+            }
+            _ => false,
+        }
+    });
     if verified.len() < quorum {
         return Err(ProofBundleError::WitnessQuorum {
             got: verified.len(),

@@ -779,6 +779,53 @@ fn tlog_proof_witness_policy() {
     assert_eq!(parsed.checkpoint, proof.checkpoint);
 }
 
+/// Issue #13 item 13: a witness quorum counts distinct cosignature/v1 keys other than the
+/// log's own: the log's key (as itself, as a cosigner under another name) or name cannot be a
+/// witness, an Ed25519 key is not a witness key, and one key under two names counts once.
+#[test]
+fn witness_quorum_counts_distinct_keys_other_than_the_logs() {
+    let (mut proof, log) = proof_for(3, 1);
+    let lv = log.verifier();
+    let refused = |witnesses: &[&Verifier], quorum: usize, proof: &TlogProof| -> String {
+        match proof.verify_with_witnesses(&lv, witnesses, quorum, &claim(1)) {
+            Ok(v) => panic!("quorum {quorum} met by {:?}", v.witnesses),
+            Err(e) => e.to_string(),
+        }
+    };
+    // The log's own signature offered as a witness's.
+    assert!(refused(&[&lv], 1, &proof).contains("witness key"));
+    let t = 1_700_000_000;
+    let log_key_as_cosigner = cosigner("witness.example/sneaky", 1);
+    let named_as_log = cosigner(ORIGIN, 5);
+    let (w1, w1_renamed) = (
+        cosigner("witness.example/one", 8),
+        cosigner("witness.example/one-again", 8),
+    );
+    let ed25519 = signer("witness.example/ed", 9);
+    let mut note = Note::parse(proof.checkpoint.as_bytes()).unwrap();
+    for w in [&log_key_as_cosigner, &named_as_log, &w1, &w1_renamed] {
+        note.cosign(w, t).unwrap();
+    }
+    note.sign(&ed25519).unwrap();
+    proof.checkpoint = note.format();
+    for bad in [&log_key_as_cosigner, &named_as_log, &ed25519] {
+        let said = refused(&[&bad.verifier()], 1, &proof);
+        assert!(said.contains("witness key"), "{}: {said}", bad.name());
+    }
+    // One key under two names, or one witness listed twice, is one witness.
+    let (v1, v1r) = (w1.verifier(), w1_renamed.verifier());
+    for witnesses in [[&v1, &v1r], [&v1, &v1]] {
+        assert_eq!(
+            refused(&witnesses, 2, &proof),
+            "checkpoint has 1 valid witness cosignatures, 2 required"
+        );
+    }
+    let ok = proof
+        .verify_with_witnesses(&lv, &[&v1, &v1r], 1, &claim(1))
+        .unwrap();
+    assert_eq!(ok.witnesses.len(), 1);
+}
+
 #[test]
 fn malformed_tlog_proofs() {
     let (proof, _) = proof_for(4, 2);

@@ -107,4 +107,52 @@ proptest! {
         }
         prop_assert!(merkle::verify_consistency(0, n as u64, &proof, &root_m, &root_n).is_err());
     }
+
+    /// Issue #13 item 14: `balanced_root` of any number of hashes is the RFC 6962 root built
+    /// over them (for 2^k, the complete subtree's root), never a hash that drops some.
+    #[test]
+    fn balanced_root_is_the_rfc6962_root_of_any_row(n in 1usize..600, seed: u64) {
+        let row = leaves(n, seed);
+        prop_assert_eq!(merkle::balanced_root(&row), naive_root(&row));
+    }
+
+    /// Issue #13 item 14: `Frontier::push_subtree` appends a complete subtree only on its
+    /// boundary (then as its leaves would), and refuses any other, leaving the frontier as
+    /// it was, in every build (not only with debug assertions).
+    #[test]
+    fn frontier_push_subtree_checks_its_boundary(start in 0usize..300, height in 0u8..9, seed: u64) {
+        let width = 1usize << height;
+        let all = leaves(start + width, seed);
+        let mut f = merkle::Frontier::default();
+        for l in &all[..start] {
+            f.push(*l);
+        }
+        let before = f.clone();
+        let pushed = f.push_subtree(height, naive_root(&all[start..]));
+        if start % width == 0 {
+            prop_assert!(pushed.is_ok());
+            prop_assert_eq!(f.size(), (start + width) as u64);
+            prop_assert_eq!(f.root(), naive_root(&all));
+        } else {
+            prop_assert_eq!(pushed, Err(merkle::FrontierError::OffBoundary { size: start as u64, height }));
+            prop_assert_eq!(f, before);
+        }
+    }
+}
+
+#[test]
+fn frontier_refuses_subtrees_past_2_64_leaves() {
+    let mut f = merkle::Frontier::default();
+    for height in [64, 65, 255] {
+        assert_eq!(
+            f.push_subtree(height, [0; 32]),
+            Err(merkle::FrontierError::TooLarge { height })
+        );
+    }
+    f.push_subtree(63, [1; 32]).expect("2^63 leaves");
+    assert_eq!(
+        f.push_subtree(63, [2; 32]),
+        Err(merkle::FrontierError::TooLarge { height: 63 })
+    );
+    assert_eq!(f.size(), 1 << 63);
 }

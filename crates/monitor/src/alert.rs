@@ -1,13 +1,30 @@
 //! Alerts: JSON lines on stdout (`{"kind":…,"log":…,"index":…,"details":…}`), optionally POSTed
 //! to a webhook, and counted for `/metrics`.
+//!
+//! Webhook deliveries never hold up an audit: an alert is put on a bounded queue
+//! ([`WEBHOOK_QUEUE`]; when it is full the alert is dropped from the webhook, counted and
+//! logged, but still printed) and a task of its own POSTs them in order, each attempt with a
+//! timeout ([`WEBHOOK_TIMEOUT`]), retried with backoff up to [`WEBHOOK_ATTEMPTS`] times.
+//! [`Sink::finish`] gives pending deliveries a bounded time before the process exits.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Alerts waiting for the webhook at most; more are dropped from it (still printed).
+pub const WEBHOOK_QUEUE: usize = 1024;
+/// How long one webhook request may take, connecting included.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts per alert (waiting 500 ms, then 1 s, between them).
+pub const WEBHOOK_ATTEMPTS: u32 = 3;
+const WEBHOOK_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -68,9 +85,17 @@ pub struct Alert {
 /// Where alerts go, and the counters `/metrics` shows.
 #[derive(Default)]
 pub struct Sink {
-    webhook: Option<(reqwest::Client, String)>,
+    webhook: Option<Webhook>,
     problem: AtomicBool,
     counters: Mutex<Counters>,
+    /// Alerts not delivered to the webhook: queue full, or every attempt failed.
+    webhook_failed: std::sync::Arc<AtomicU64>,
+}
+
+/// The queue to the webhook's delivery task, and the task.
+struct Webhook {
+    queue: Mutex<Option<mpsc::Sender<String>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -81,15 +106,41 @@ struct Counters {
 }
 
 impl Sink {
-    /// A sink writing to stdout and, when given, POSTing each alert to `webhook`.
+    /// A sink writing to stdout and, when given, POSTing each alert to `webhook` from a task of
+    /// its own on the current Tokio runtime (without one, the webhook is disabled and logged).
     pub fn new(webhook: Option<String>) -> Sink {
+        let failed = std::sync::Arc::new(AtomicU64::new(0));
+        let webhook = webhook.and_then(|url| {
+            let client = reqwest::Client::builder()
+                .timeout(WEBHOOK_TIMEOUT)
+                .connect_timeout(WEBHOOK_TIMEOUT)
+                .build();
+            let client = match client {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "webhook disabled");
+                    return None;
+                }
+            };
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                tracing::warn!(%url, "webhook disabled: no async runtime to deliver from");
+                return None;
+            };
+            let (tx, rx) = mpsc::channel(WEBHOOK_QUEUE);
+            let worker = runtime.spawn(deliver(client, url, rx, failed.clone()));
+            Some(Webhook {
+                queue: Mutex::new(Some(tx)),
+                worker: Mutex::new(Some(worker)),
+            })
+        });
         Sink {
-            webhook: webhook.map(|url| (reqwest::Client::new(), url)),
+            webhook,
+            webhook_failed: failed,
             ..Sink::default()
         }
     }
 
-    /// Emits an alert.
+    /// Emits an alert: stdout and the counters now, the webhook queued (never waited for).
     pub async fn alert(&self, alert: Alert) {
         if alert.kind.is_problem() {
             self.problem.store(true, Ordering::SeqCst);
@@ -102,17 +153,37 @@ impl Sink {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}").and_then(|()| out.flush());
         }
-        if let Some((client, url)) = &self.webhook {
-            let sent = client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(line)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status());
-            if let Err(e) = sent {
-                tracing::warn!(%url, error = %e, "webhook failed");
-            }
+        let Some(webhook) = &self.webhook else {
+            return;
+        };
+        let queued = match webhook.queue.lock() {
+            Ok(q) => q.as_ref().map(|tx| tx.try_send(line)),
+            Err(_) => None,
+        };
+        if !matches!(queued, Some(Ok(()))) {
+            self.webhook_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("webhook queue full or closed: alert not sent to the webhook");
+        }
+    }
+
+    /// Stops taking webhook deliveries and waits up to `within` for the queued ones; those
+    /// still pending then are abandoned (and logged). Returns at once without a webhook.
+    pub async fn finish(&self, within: Duration) {
+        let Some(webhook) = &self.webhook else {
+            return;
+        };
+        if let Ok(mut q) = webhook.queue.lock() {
+            q.take();
+        }
+        let worker = webhook.worker.lock().ok().and_then(|mut w| w.take());
+        let Some(mut worker) = worker else {
+            return;
+        };
+        if tokio::time::timeout(within, &mut worker).await.is_err() {
+            worker.abort();
+            tracing::warn!(
+                "webhook deliveries still pending after {within:?}: abandoned (alerts are on stdout)"
+            );
         }
     }
 
@@ -157,6 +228,12 @@ impl Sink {
                 esc(log)
             );
         }
+        let _ = writeln!(out, "# TYPE btlog_monitor_webhook_failures_total counter");
+        let _ = writeln!(
+            out,
+            "btlog_monitor_webhook_failures_total {}",
+            self.webhook_failed.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE btlog_monitor_alerts_total counter");
         for ((log, kind), v) in &c.alerts {
             let _ = writeln!(
@@ -167,6 +244,40 @@ impl Sink {
             );
         }
         out
+    }
+}
+
+/// POSTs queued alerts to `url` in order, each with up to [`WEBHOOK_ATTEMPTS`] attempts; ends
+/// when the queue is closed and drained.
+async fn deliver(
+    client: reqwest::Client,
+    url: String,
+    mut queue: mpsc::Receiver<String>,
+    failed: std::sync::Arc<AtomicU64>,
+) {
+    while let Some(line) = queue.recv().await {
+        let mut wait = WEBHOOK_BACKOFF;
+        for attempt in 1..=WEBHOOK_ATTEMPTS {
+            let sent = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(line.clone())
+                .send()
+                .await
+                .and_then(|r| r.error_for_status());
+            match sent {
+                Ok(_) => break,
+                Err(e) if attempt < WEBHOOK_ATTEMPTS => {
+                    tracing::warn!(%url, attempt, error = %e, "webhook failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%url, error = %e, "webhook failed; alert not delivered");
+                }
+            }
+        }
     }
 }
 

@@ -3,6 +3,13 @@
 //! the stored frontier, and compare the result with the signed root. Matching proves both that
 //! the new tree extends the verified one and that the entries read are the log's.
 //!
+//! Nothing unverified reaches the identity index or raises a claim or watch alert: the records
+//! and alerts of a chunk are staged until the leaves read so far are proven part of the signed
+//! tree — at the end by the signed root itself, between chunks by an RFC 6962 consistency proof
+//! (§2.1.2) from the audited prefix to the signed root, built from hash tiles checked against
+//! that root. A log serving entries that do not match what it signed therefore cannot plant
+//! records in the index (false `conflict`, missed `unknown-artifact` later) or raise alerts.
+//!
 //! The work is a pipeline: up to [`CONCURRENCY`] bundles are fetched, hashed, parsed and matched
 //! against the watch rules by tasks of their own (on every core), while this task takes them in
 //! order and does what must be sequential: the frontier, the identity index and the alerts.
@@ -17,10 +24,14 @@ use btlog_core::merkle::{balanced_root, leaf_hash, Hash};
 
 use super::alert::AlertKind;
 use super::claims::Claim;
+use super::evidence::prefix_proof;
 use super::upper::{first_mismatch, UpperTiles};
 use super::watch::Watcher;
 use super::{LogMonitor, MonitorError};
 use btlog_core::merkle::Frontier;
+
+/// An alert found in an entry, held until the entry is proven part of the signed tree.
+type Staged = (u64, AlertKind, String);
 
 /// Entry bundles checked between commits of the state.
 const CHUNK_BUNDLES: u64 = 256;
@@ -36,6 +47,17 @@ pub enum Outcome {
     RootMismatch,
     /// A tile or bundle was malformed or did not match; alerted, nothing committed.
     BadData,
+}
+
+/// How reading the bundles up to a checkpoint ended.
+enum Read {
+    /// Every bundle was read and checked; the index records and alerts of the last chunk are
+    /// staged, waiting for the signed root.
+    Done,
+    /// A tile or bundle was malformed or did not match (alerted); back to the last commit.
+    Bad,
+    /// The leaves read are not a prefix of the signed tree.
+    Mismatch,
 }
 
 /// One entry bundle, fetched and checked as far as it can be on its own.
@@ -77,33 +99,61 @@ impl LogMonitor {
         }
         let start = self.state.progress.size();
         let bar = self.progress_bar(n - start);
-        let result = self.read_bundles(src, n, &bar).await;
-        if !matches!(result, Ok(true)) {
-            bar.abandon();
-            return result.map(|_| Outcome::BadData);
+        let mut staged = Vec::new();
+        let read = self.read_bundles(src, cp, &bar, &mut staged).await;
+        match read {
+            Ok(Read::Done) => {}
+            Ok(Read::Bad) => {
+                bar.abandon();
+                return Ok(Outcome::BadData);
+            }
+            Ok(Read::Mismatch) => {
+                bar.abandon();
+                self.reset_progress();
+                self.save()?;
+                return Ok(Outcome::RootMismatch);
+            }
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
         }
         bar.finish_and_clear();
         if self.state.progress.root() != cp.checkpoint.root {
+            // The staged records and alerts of the last chunk go with the progress.
             self.reset_progress();
             self.save()?;
             return Ok(Outcome::RootMismatch);
         }
+        let done = n - self.index.committed();
+        if let Err(e) = self.index.commit(n) {
+            // The staged alerts are dropped with the progress: the next audit reads it again.
+            self.reset_progress();
+            return Err(e.into());
+        }
+        // Alerts before the state moves: a crash in between repeats them, never loses them.
+        self.emit(staged).await;
         self.state.checkpoint = cp.clone();
         self.state.verified = self.state.progress.clone();
         self.save()?;
+        self.sink.add_checked(&self.origin, done);
         self.sink.set_verified(&self.origin, n);
         Ok(Outcome::Verified)
     }
 
-    /// Reads and checks every bundle from the position up to size `n`, committing the state
-    /// every [`CHUNK_BUNDLES`]. False when a bundle was bad (alerted). On false or an error the
-    /// progress goes back to the last commit, so only the unfinished chunk is read again.
+    /// Reads and checks every bundle from the position up to the size of `cp`, committing the
+    /// index, the staged alerts and the state every [`CHUNK_BUNDLES`] once the leaves read are
+    /// proven a prefix of `cp`'s tree. The last chunk stays staged for [`LogMonitor::audit`] to
+    /// check against the signed root. On anything but [`Read::Done`] the progress goes back to
+    /// the last commit, so only the unfinished chunk is read again.
     async fn read_bundles(
         &mut self,
         src: usize,
-        n: u64,
+        cp: &SignedCheckpoint,
         bar: &ProgressBar,
-    ) -> Result<bool, MonitorError> {
+        staged: &mut Vec<Staged>,
+    ) -> Result<Read, MonitorError> {
+        let n = cp.checkpoint.size;
         let client = self.sources[src].clone();
         let checks = Checks {
             start: self.state.progress.size(),
@@ -120,20 +170,29 @@ impl LogMonitor {
                 Ok(fetched) => fetched,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            let outcome = match self.take(fetched, &client, n, &mut upper).await {
-                Ok(true) => self.commit_if_due(&mut saved, n, bar),
-                other => other,
+            let outcome = match self.take(fetched, &client, n, &mut upper, staged).await {
+                Ok(true) => {
+                    self.commit_if_due(&client, cp, &mut saved, bar, staged)
+                        .await
+                }
+                Ok(false) => Ok(Read::Bad),
+                Err(e) => Err(e),
             };
-            if !matches!(outcome, Ok(true)) {
+            if !matches!(outcome, Ok(Read::Done)) {
                 self.restore(&saved);
+                staged.clear();
                 return outcome;
             }
         }
         for (level, tile, computed) in upper.finish() {
-            self.compare_tile(&client, n, level, tile, &computed)
-                .await?;
+            if let Err(e) = self.compare_tile(&client, n, level, tile, &computed).await {
+                // As above: the unfinished chunk (and its staged alerts) is read again.
+                self.restore(&saved);
+                staged.clear();
+                return Err(e);
+            }
         }
-        Ok(true)
+        Ok(Read::Done)
     }
 
     /// Checks one fetched bundle, and the upper tiles it completes; false when the bundle was
@@ -144,12 +203,13 @@ impl LogMonitor {
         client: &TileClient,
         n: u64,
         upper: &mut UpperTiles,
+        staged: &mut Vec<Staged>,
     ) -> Result<bool, MonitorError> {
         let Some(bundle) = self.served(client, fetched).await? else {
             return Ok(false);
         };
         let root = bundle.root.map(|r| (bundle.index, r));
-        let ok = self.check_bundle(bundle).await?;
+        let ok = self.check_bundle(bundle, staged).await?;
         if let (true, Some((b, root))) = (ok, root) {
             self.check_upper(client, n, upper, b, root).await?;
         }
@@ -224,20 +284,34 @@ impl LogMonitor {
         Ok((served.len() == TILE_WIDTH as usize).then(|| balanced_root(&served)))
     }
 
-    /// Commits the index and the state once a chunk is done (or the audit reached `n`), and
-    /// moves `saved` there.
-    fn commit_if_due(
+    /// Once a chunk is done (short of the checkpoint), proves the leaves read a prefix of the
+    /// signed tree of `cp`, then commits the index, raises the staged alerts, saves the state
+    /// and moves `saved` there. The chunk that reaches the checkpoint is left to the caller.
+    async fn commit_if_due(
         &mut self,
+        client: &TileClient,
+        cp: &SignedCheckpoint,
         saved: &mut Frontier,
-        n: u64,
         bar: &ProgressBar,
-    ) -> Result<bool, MonitorError> {
+        staged: &mut Vec<Staged>,
+    ) -> Result<Read, MonitorError> {
+        let n = cp.checkpoint.size;
         let position = self.state.progress.size();
         let done = position - saved.size();
-        if done < CHUNK_BUNDLES * TILE_WIDTH && position < n {
-            return Ok(true);
+        if done < CHUNK_BUNDLES * TILE_WIDTH || position >= n {
+            return Ok(Read::Done);
+        }
+        match prefix_proof(client, position, &cp.checkpoint).await {
+            Ok((prefix, _)) if prefix == self.state.progress.root() => {}
+            Ok(_) => return Ok(Read::Mismatch),
+            Err(e @ (TilesError::Fetch(_) | TilesError::Missing(_))) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(log = %self.origin, position, error = %e, "prefix not proven");
+                return Ok(Read::Mismatch);
+            }
         }
         self.index.commit(position)?;
+        self.emit(std::mem::take(staged)).await;
         self.save()?;
         self.sink.add_checked(&self.origin, done);
         bar.inc(done);
@@ -245,36 +319,54 @@ impl LogMonitor {
             tracing::info!(log = %self.origin, position, target = n, "audited");
         }
         *saved = self.state.progress.clone();
-        Ok(true)
+        Ok(Read::Done)
     }
 
-    /// Folds a prepared bundle into the frontier and checks its entries' claims. False when
-    /// the bundle and its tile disagree (alerted).
-    async fn check_bundle(&mut self, bundle: Bundle) -> Result<bool, MonitorError> {
-        let mut alerts = Vec::new();
-        if !bundle.mismatch {
-            let first = bundle.index * TILE_WIDTH;
-            let skip = self.state.progress.size().saturating_sub(first);
-            match bundle.root {
-                // A full bundle not yet started: its root, already hashed by the worker.
-                Some(root) if skip == 0 => self.state.progress.push_subtree(TILE_HEIGHT, root),
-                _ => {
-                    for leaf in bundle.leaves.iter().skip(skip as usize) {
-                        self.state.progress.push(*leaf);
-                    }
-                }
+    /// Raises alerts found in entries now proven part of the signed tree.
+    async fn emit(&mut self, staged: Vec<Staged>) {
+        for (i, kind, details) in staged {
+            self.alert(kind, Some(i), details).await;
+        }
+    }
+
+    /// Folds a prepared bundle into the frontier, checks its entries' claims, and stages the
+    /// records and alerts they give. False when the bundle and its tile disagree (alerted now:
+    /// that is about what the source served, not about the log's entries).
+    async fn check_bundle(
+        &mut self,
+        bundle: Bundle,
+        staged: &mut Vec<Staged>,
+    ) -> Result<bool, MonitorError> {
+        if bundle.mismatch {
+            for (i, kind, details) in bundle.alerts {
+                self.alert(kind, Some(i), details).await;
             }
-            for (i, v) in self.index.check_all(&bundle.claims)? {
-                alerts.push((i, v.kind, v.details));
+            return Ok(false);
+        }
+        let first = bundle.index * TILE_WIDTH;
+        let skip = self.state.progress.size().saturating_sub(first);
+        // A full bundle not yet started: its root, already hashed by the worker (on its
+        // boundary, as bundles come in order); else its leaves from the position.
+        let whole = skip == 0
+            && bundle
+                .root
+                .is_some_and(|root| self.state.progress.push_subtree(TILE_HEIGHT, root).is_ok());
+        if !whole {
+            for leaf in bundle.leaves.iter().skip(skip as usize) {
+                self.state.progress.push(*leaf);
             }
         }
         // Per entry: its claim violations, then what the bundle's own checks found.
+        let mut alerts: Vec<Staged> = self
+            .index
+            .check_all(&bundle.claims)?
+            .into_iter()
+            .map(|(i, v)| (i, v.kind, v.details))
+            .collect();
         alerts.extend(bundle.alerts);
         alerts.sort_by_key(|(i, ..)| *i);
-        for (i, kind, details) in alerts {
-            self.alert(kind, Some(i), details).await;
-        }
-        Ok(!bundle.mismatch)
+        staged.extend(alerts);
+        Ok(true)
     }
 
     /// Drops unconfirmed progress: back to the verified checkpoint.

@@ -6,7 +6,8 @@
 //! is already a dependency. Records carry the leaf index that created them; a record at or
 //! beyond the committed audit position (left by a run that crashed before saving its state) is
 //! ignored and overwritten, so the index always agrees with `state.json` without a shared
-//! transaction.
+//! transaction. Only records of entries proven part of a signed tree are committed (see
+//! `audit`): a log serving entries that do not match its signed root cannot plant records.
 //!
 //! The rules themselves are `btlog_core::claims`, the same code the log's sequencer runs.
 
@@ -157,6 +158,11 @@ impl Index {
         self.db.write_opt(batch, &opts)?;
         self.committed = position;
         Ok(())
+    }
+
+    /// The committed audit position: records at or beyond it are not trusted.
+    pub fn committed(&self) -> u64 {
+        self.committed
     }
 
     /// Forgets records not yet committed and any beyond `position` (a reset audit position).

@@ -13,11 +13,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use btlog_client::tiles::{SignedCheckpoint, TileClient, TileHashes, TilesError};
+pub(crate) use btlog_client::tiles::prefix_proof;
+use btlog_client::tiles::{SignedCheckpoint, TileClient};
 use btlog_core::checkpoint::{decode_hash, Checkpoint};
-use btlog_core::merkle::{
-    consistency_plan, consistency_proof, root, subtree_nodes, verify_consistency, Hash,
-};
+use btlog_core::merkle::{verify_consistency, Hash};
 use btlog_core::note::Verifier;
 
 const FORMAT: &str = "btlog-monitor-evidence/v1";
@@ -119,25 +118,6 @@ pub async fn compare(
             client.base()
         )),
     }
-}
-
-/// The root at size m of the signed tree `big`, with a consistency proof, from tiles checked
-/// against its root.
-async fn prefix_proof(
-    client: &TileClient,
-    m: u64,
-    big: &Checkpoint,
-) -> Result<(Hash, Vec<Hash>), TilesError> {
-    let n = big.size;
-    let mut nodes = subtree_nodes(0..m);
-    for range in consistency_plan(m, n)? {
-        nodes.extend(subtree_nodes(range));
-    }
-    let tiles = TileHashes::fetch(client, big, &nodes).await?;
-    let prefix = root(m, &tiles)?;
-    let proof = consistency_proof(m, n, &tiles)?;
-    verify_consistency(m, n, &proof, &prefix, &big.root)?;
-    Ok((prefix, proof))
 }
 
 impl Evidence {

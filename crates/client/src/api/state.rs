@@ -1,9 +1,16 @@
 //! The newest verified checkpoint of each log, kept on disk between runs.
 //!
 //! One file per log origin, `<dir>/<origin with unsafe bytes as _>-<8 hex of SHA-256(origin)>.checkpoint`,
-//! holding the signed note verbatim. Files are replaced atomically ([`crate::file::write_atomic`]), so a
-//! crash leaves either the old or the new checkpoint. Every note read back is verified again
-//! with the caller's vkey: the state is a cache of verified facts, never trusted blindly.
+//! holding the signed note verbatim. Files are replaced atomically ([`crate::file::write_atomic`]:
+//! an exclusively created temp file that is never a followed link, fsync, rename, fsync of the
+//! directory), so a crash leaves either the old or the new checkpoint. Every note read back is
+//! verified again with the caller's vkey: the state is a cache of verified facts, never trusted
+//! blindly.
+//!
+//! Several installers may share the directory: [`CheckpointState::lock`] takes an exclusive
+//! advisory lock (`flock`) on `<same name>.lock`, held by a caller across load, compare and
+//! save, so that of two concurrent runs the second compares against what the first stored and
+//! the stored checkpoint only moves forward. Off Unix there is no lock.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -41,6 +48,12 @@ pub enum StateError {
     /// No state directory given and neither `$XDG_STATE_HOME` nor `$HOME` is set.
     #[error("no state directory: set --state, $XDG_STATE_HOME or $HOME")]
     NoDefault,
+}
+
+/// An exclusive lock on the state of one origin, released when dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
 }
 
 /// A stored, verified checkpoint and its note text.
@@ -81,6 +94,33 @@ impl CheckpointState {
             .join(format!("{}.checkpoint", origin_file_name(origin)))
     }
 
+    /// Waits for the exclusive lock on the state of `origin` (creating the directory and the
+    /// lock file, mode 0600, never through a symlink). Hold it across load, compare and save.
+    pub async fn lock(&self, origin: &str) -> Result<StateLock, StateError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        file::create_private_dir(&self.dir).map_err(io(&self.dir))?;
+        let path = self.dir.join(format!("{}.lock", origin_file_name(origin)));
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        let file = options.open(&path).map_err(io(&path))?;
+        // flock blocks while another run holds it: off the async threads.
+        let locked = tokio::task::spawn_blocking(move || lock_exclusive(&file).map(|()| file))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        Ok(StateLock {
+            _file: locked.map_err(io(&path))?,
+        })
+    }
+
     /// The stored checkpoint of the log of `log`'s key name, verified with `log`.
     pub fn load(&self, log: &Verifier) -> Result<Option<Stored>, StateError> {
         let path = self.path(log.name());
@@ -105,6 +145,26 @@ impl CheckpointState {
         let path = self.path(origin);
         file::write_atomic(&path, note.as_bytes(), Access::Private).map_err(io(&path))
     }
+}
+
+#[cfg(unix)]
+fn lock_exclusive(file: &fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd as _;
+    loop {
+        // SAFETY: flock on a file descriptor this `File` owns for the whole call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &fs::File) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// A file name for `origin`: safe characters kept, others replaced by `_`, and 8 hex digits of

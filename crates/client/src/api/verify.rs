@@ -8,15 +8,24 @@
 //! - same size: the roots must be equal;
 //! - smaller: accepted only with a verified consistency proof served → stored (it is then a
 //!   prefix of what was seen, so an entry included in it is included in the stored one too);
-//!   the stored, newer checkpoint stays. A log that cannot produce that proof has rolled back.
+//!   the stored, newer checkpoint stays.
 //!
-//! Any other failure (log unreachable, malformed reply) is an error: verification fails closed.
+//! Verification fails closed: anything not proven is refused. But the log is reported
+//! [`VerifyError::Inconsistent`] only with signed evidence: two checkpoints of one size with
+//! different roots, or a smaller checkpoint whose root differs from the root the larger signed
+//! tree has at that size, shown by a consistency proof built from the larger tree's hash tiles
+//! (C2SP tlog-tiles, checked against its signed root; RFC 6962 §2.1.2). A missing (400, 404)
+//! or bad consistency proof alone proves nothing signed (a rolled-back log, a broken or
+//! interposed server): that is [`VerifyError::Unproven`].
+//!
+//! Any other failure (log unreachable, malformed reply) is an error too.
 
 use super::state::{CheckpointState, StateError, Stored};
 use super::{Api, ApiError};
+use crate::tiles::{prefix_proof, TileClient};
 use btlog_core::checkpoint::Checkpoint;
 use btlog_core::entry::Identity;
-use btlog_core::merkle;
+use btlog_core::merkle::{self, Hash};
 use btlog_core::note::Verifier;
 use btlog_core::proof_bundle::{ArtifactClaim, ProofBundleError, TlogProof, VerifiedProof};
 
@@ -42,9 +51,13 @@ pub enum VerifyError {
     /// The checkpoint state could not be used.
     #[error(transparent)]
     State(#[from] StateError),
-    /// The log contradicts a checkpoint it signed before.
+    /// The log contradicts a checkpoint it signed before, with signed evidence.
     #[error("{0}")]
     Inconsistent(Box<Inconsistency>),
+    /// The log does not prove its checkpoint consistent with the one verified before, and
+    /// nothing signed shows a fork either (e.g. no or a bad consistency proof).
+    #[error("cannot verify the log's consistency: {0}")]
+    Unproven(String),
 }
 
 /// Evidence that a log is inconsistent: two checkpoints it signed that cannot both be true.
@@ -57,6 +70,9 @@ pub struct Inconsistency {
     pub stored: String,
     /// The checkpoint the log serves now, verbatim.
     pub served: String,
+    /// For checkpoints of different sizes m < n: the root the tree of size n has at size m
+    /// and the consistency proof from it to the root of size n (from the log's hash tiles).
+    pub prefix: Option<(Hash, Vec<Hash>)>,
 }
 
 /// Verifies online that `claim` is logged by the log at `api` with key `log`, and advances the
@@ -92,13 +108,16 @@ pub async fn verify_online(
 }
 
 /// Checks `served` (already verified with `log`) against the stored checkpoint as the module
-/// docs describe, stores it when it is newer, and returns the newest verified checkpoint.
+/// docs describe, stores it when it is newer, and returns the newest verified checkpoint. The
+/// state of the origin is locked throughout ([`CheckpointState::lock`]), so concurrent runs
+/// compare against each other's results and the stored checkpoint never moves back.
 pub async fn advance(
     api: &Api,
     log: &Verifier,
     state: &CheckpointState,
     served: Stored,
 ) -> Result<Stored, VerifyError> {
+    let _lock = state.lock(log.name()).await?;
     let Some(stored) = state.load(log)? else {
         state.save(&served.checkpoint.origin, &served.note)?;
         return Ok(served);
@@ -127,7 +146,8 @@ pub async fn advance(
     Ok(stored)
 }
 
-/// Fetches and verifies the consistency proof from `small` to `large`.
+/// Fetches and verifies the consistency proof from `small` to `large`. Without one, looks for
+/// signed evidence of a fork in the larger tree's hash tiles.
 async fn check_consistent(
     api: &Api,
     small: &Stored,
@@ -139,32 +159,42 @@ async fn check_consistent(
     if s.size == 0 {
         return Ok(());
     }
-    let proof = match api.consistency(s.size, l.size).await {
-        Ok(p) => p,
-        // The log refuses to prove a size it signed: it no longer has that tree.
+    let why = match api.consistency(s.size, l.size).await {
+        Ok(proof) => match merkle::verify_consistency(s.size, l.size, &proof, &s.root, &l.root) {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("its consistency proof does not verify ({e})"),
+        },
+        // The log refuses to prove a size it signed: perhaps it no longer has that tree.
         Err(e) if matches!(e.status(), Some(400 | 404)) => {
-            return Err(inconsistent(
-                format!(
-                    "the log cannot prove that tree size {} is a prefix of tree size {} \
-                     (rolled back?): {e}",
-                    s.size, l.size
-                ),
-                stored,
-                served,
-            ))
+            format!("it does not serve a consistency proof (rolled back?): {e}")
         }
         Err(e) => return Err(e.into()),
     };
-    merkle::verify_consistency(s.size, l.size, &proof, &s.root, &l.root).map_err(|e| {
-        inconsistent(
-            format!(
-                "tree size {} is not a prefix of tree size {} (consistency proof: {e})",
-                s.size, l.size
-            ),
-            stored,
-            served,
-        )
-    })
+    let unproven = format!(
+        "the log cannot show that tree size {} is a prefix of tree size {}: {why}",
+        s.size, l.size
+    );
+    let tiles = TileClient::new(api.http().base()).map_err(ApiError::from)?;
+    match prefix_proof(&tiles, s.size, l).await {
+        Ok((prefix, proof)) if prefix != s.root => {
+            Err(VerifyError::Inconsistent(Box::new(Inconsistency {
+                reason: format!(
+                    "tree size {} is not a prefix of tree size {}: the log's hash tiles of \
+                     the larger tree give another root at size {} ({why})",
+                    s.size, l.size, s.size
+                ),
+                stored: stored.note.clone(),
+                served: served.note.clone(),
+                prefix: Some((prefix, proof)),
+            })))
+        }
+        Ok(_) => Err(VerifyError::Unproven(format!(
+            "{unproven}; its hash tiles are consistent, but the log's proof is not"
+        ))),
+        Err(e) => Err(VerifyError::Unproven(format!(
+            "{unproven}; nor do its hash tiles show a fork ({e})"
+        ))),
+    }
 }
 
 fn inconsistent(reason: String, stored: &Stored, served: &Stored) -> VerifyError {
@@ -172,5 +202,6 @@ fn inconsistent(reason: String, stored: &Stored, served: &Stored) -> VerifyError
         reason,
         stored: stored.note.clone(),
         served: served.note.clone(),
+        prefix: None,
     }))
 }

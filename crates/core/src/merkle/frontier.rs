@@ -3,6 +3,25 @@
 
 use super::{fold, node_hash, Hash, EMPTY_ROOT};
 
+/// Why a subtree cannot be appended to a [`Frontier`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrontierError {
+    /// The tree size is not a multiple of the subtree's width.
+    #[error("a subtree of height {height} cannot start at tree size {size}")]
+    OffBoundary {
+        /// The tree size.
+        size: u64,
+        /// The subtree's height.
+        height: u8,
+    },
+    /// The tree would pass 2^64 leaves.
+    #[error("a subtree of height {height} does not fit in the tree")]
+    TooLarge {
+        /// The subtree's height.
+        height: u8,
+    },
+}
+
 /// The right edge of a Merkle tree: the hashes of the complete subtrees that make it up, largest
 /// first, one per set bit of `size`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,14 +48,30 @@ impl Frontier {
 
     /// Appends one leaf hash.
     pub fn push(&mut self, leaf: Hash) {
-        self.push_subtree(0, leaf);
+        // A leaf is a subtree of height 0, on its boundary at any size; a tree of 2^64 leaves
+        // is out of reach.
+        let _ = self.push_subtree(0, leaf);
     }
 
     /// Appends a complete subtree of 2^`height` leaves by its root, merging equal-sized
-    /// subtrees at the right edge. The size must be a multiple of 2^`height` (the subtree
-    /// starts on its own boundary), as it is for a full entry bundle pushed whole.
-    pub fn push_subtree(&mut self, height: u8, root: Hash) {
-        debug_assert_eq!(self.size % (1 << height), 0, "subtree off its boundary");
+    /// subtrees at the right edge (RFC 6962 §2.1: a subtree is complete only on its own
+    /// boundary). The size must be a multiple of 2^`height`, as it is for a full entry bundle
+    /// pushed whole; otherwise, or past 2^64 leaves, nothing changes and it is an error.
+    pub fn push_subtree(&mut self, height: u8, root: Hash) -> Result<(), FrontierError> {
+        let width = 1u64
+            .checked_shl(u32::from(height))
+            .filter(|_| height < 64)
+            .ok_or(FrontierError::TooLarge { height })?;
+        if self.size % width != 0 {
+            return Err(FrontierError::OffBoundary {
+                size: self.size,
+                height,
+            });
+        }
+        let new_size = self
+            .size
+            .checked_add(width)
+            .ok_or(FrontierError::TooLarge { height })?;
         let mut hash = root;
         let mut size = self.size >> height;
         while size & 1 == 1 {
@@ -47,7 +82,8 @@ impl Frontier {
             size >>= 1;
         }
         self.hashes.push(hash);
-        self.size += 1 << height;
+        self.size = new_size;
+        Ok(())
     }
 
     /// The RFC 6962 root of the tree.
@@ -101,7 +137,9 @@ mod tests {
         let mut by_subtree = Frontier::default();
         for chunk in leaves[..64].chunks(8) {
             chunk.iter().for_each(|l| by_leaf.push(*l));
-            by_subtree.push_subtree(3, root(8, &Leaves(chunk.to_vec())).expect("root"));
+            by_subtree
+                .push_subtree(3, root(8, &Leaves(chunk.to_vec())).expect("root"))
+                .expect("on its boundary");
             assert_eq!(by_subtree, by_leaf);
         }
     }

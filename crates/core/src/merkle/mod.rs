@@ -9,7 +9,7 @@
 mod frontier;
 pub mod tiles;
 
-pub use frontier::Frontier;
+pub use frontier::{Frontier, FrontierError};
 
 use sha2::{Digest, Sha256};
 use std::ops::Range;
@@ -117,16 +117,19 @@ pub fn fold(hashes: &[Hash]) -> Hash {
     }
 }
 
-/// The root of a complete subtree from its 2^k hashes one row down (a full tile row).
+/// The root of a complete subtree from its 2^k hashes one row down (a full tile row). For a
+/// row of another length it is the RFC 6962 (§2.1, MTH) root of the tree built over the row's
+/// hashes, the largest power of two on the left, as over leaf hashes; the empty row gives
+/// [`EMPTY_ROOT`]. No hash of the row is ever left out.
 pub fn balanced_root(row: &[Hash]) -> Hash {
-    let mut level: Vec<Hash> = row.to_vec();
-    while level.len() > 1 {
-        level = level
-            .chunks_exact(2)
-            .map(|p| node_hash(&p[0], &p[1]))
-            .collect();
+    match row.len() {
+        0 => EMPTY_ROOT,
+        1 => row[0],
+        n => {
+            let k = split(n as u64) as usize;
+            node_hash(&balanced_root(&row[..k]), &balanced_root(&row[k..]))
+        }
     }
-    level.first().copied().unwrap_or(EMPTY_ROOT)
 }
 
 /// The leaf ranges whose subtree hashes form the inclusion proof of leaf `index` in a tree of
