@@ -425,6 +425,28 @@ impl log_server::Log for GrpcLog {
 #[cfg(test)]
 mod tests {
     use super::count_field;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The wire scan runs on unauthenticated-size input: it never panics, and on a message
+        /// of well-formed fields it counts exactly the entries prost would decode.
+        #[test]
+        fn the_wire_scan_never_panics_and_counts_what_prost_decodes(
+            junk in proptest::collection::vec(any::<u8>(), 0..64),
+            fields in proptest::collection::vec((1u64..5, proptest::collection::vec(any::<u8>(), 0..8)), 0..40),
+        ) {
+            let _ = count_field(&junk, 1);
+            let mut msg = Vec::new();
+            let mut want = 0;
+            for (field, payload) in &fields {
+                prost::encoding::encode_key(*field as u32, prost::encoding::WireType::LengthDelimited, &mut msg);
+                prost::encoding::encode_varint(payload.len() as u64, &mut msg);
+                msg.extend_from_slice(payload);
+                want += usize::from(*field == 1);
+            }
+            prop_assert_eq!(count_field(&msg, 1), Some(want));
+        }
+    }
 
     #[test]
     fn entries_are_counted_on_the_wire() {
