@@ -36,14 +36,25 @@ enum Command {
         #[arg(long = "allow", value_name = "PURL-PREFIX", required = true)]
         allow: Vec<String>,
     },
-    /// Create a log signing key file (mode 0600); prints the vkey.
+    /// Create a log signing key file (mode 0600), or with --witness a witness's cosignature
+    /// key; prints the vkey.
     Keygen {
-        /// Log origin, which is also the key name.
+        /// Log origin (or, with --witness, the witness name), which is also the key name.
         #[arg(long)]
         origin: String,
         /// Private key file to create (never overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Make a cosignature/v1 witness key (C2SP tlog-cosignature) instead of a log key.
+        #[arg(long)]
+        witness: bool,
+    },
+    /// Run a C2SP tlog-witness: cosign checkpoints of the configured logs that extend what it
+    /// cosigned before (POST <prefix>/add-checkpoint). Prints the witness's vkey.
+    Witness {
+        /// TOML file: key, state, listen, prefix, logs (vkeys), timeout_secs, max_connections.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Log artifacts (one, or a JSON Lines batch) and keep their .tlog-proof files.
     Submit(cli::submit::SubmitArgs),
@@ -102,7 +113,12 @@ fn main() {
             registry,
             allow,
         } => token(data, &registry, &allow),
-        Command::Keygen { origin, out } => keygen(&origin, &out),
+        Command::Keygen {
+            origin,
+            out,
+            witness,
+        } => keygen(&origin, &out, witness),
+        Command::Witness { config } => witness(&config),
         Command::Submit(args) => cli::exit(cli::submit::run(args)),
         Command::Get(args) => cli::exit(cli::fetch::get(args)),
         Command::Prove(args) => cli::exit(cli::fetch::prove(args)),
@@ -121,8 +137,12 @@ fn token(data: PathBuf, registry: &str, allow: &[String]) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn keygen(origin: &str, out: &std::path::Path) -> anyhow::Result<()> {
-    let signer = keys::generate(origin)?;
+fn keygen(origin: &str, out: &std::path::Path, witness: bool) -> anyhow::Result<()> {
+    let signer = if witness {
+        keys::generate_cosigner(origin)?
+    } else {
+        keys::generate(origin)?
+    };
     btlog_client::keyfile::write_private_key(out, &signer)?;
     println!("{}", signer.verifier().vkey());
     Ok(())
@@ -141,9 +161,7 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    limit_malloc_arenas();
-    let config = args.config()?;
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -151,6 +169,42 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+}
+
+fn witness(path: &std::path::Path) -> anyhow::Result<()> {
+    let config: btlog_server::witness::WitnessConfig = btlog_client::file::read_toml(path)?;
+    init_logging();
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let witness = btlog_server::witness::Witness::open(&config)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("listen on {}: {e}", config.listen))?;
+        let addr = listener.local_addr()?;
+        println!("{}", witness.verifier().vkey());
+        tracing::info!(vkey = %witness.verifier().vkey(), %addr, "btlog witness serving");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn({
+            let config = config.clone();
+            async move { btlog_server::witness::serve(witness, &config, listener, stopped).await }
+        });
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        let _ = stop.send(true);
+        serving.await?;
+        Ok(())
+    })
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    let config = args.config()?;
+    init_logging();
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(run(config))

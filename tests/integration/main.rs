@@ -19,3 +19,4 @@ mod server_grpc;
 mod server_http;
 mod startup;
 mod store;
+mod witness;

@@ -68,13 +68,30 @@ pub fn create_new(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
 /// Holds an exclusive advisory lock on `path` (created, mode 0600) until dropped: the way
 /// processes sharing a directory serialize a read-modify-write of a file in it.
 pub fn lock_exclusive(path: &Path) -> io::Result<fs::File> {
+    let file = open_lock(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// [`lock_exclusive`] without waiting: fails with [`io::ErrorKind::WouldBlock`] while another
+/// process (or handle) holds the lock.
+pub fn try_lock_exclusive(path: &Path) -> io::Result<fs::File> {
+    let file = open_lock(path)?;
+    file.try_lock().map_err(|e| match e {
+        fs::TryLockError::WouldBlock => {
+            io::Error::new(io::ErrorKind::WouldBlock, "locked by another process")
+        }
+        fs::TryLockError::Error(e) => e,
+    })?;
+    Ok(file)
+}
+
+fn open_lock(path: &Path) -> io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, Access::Private.mode());
-    let file = options.open(path)?;
-    file.lock()?;
-    Ok(file)
+    options.open(path)
 }
 
 /// Creates `dir` and its parents; the last one mode 0700 on Unix.

@@ -1,5 +1,6 @@
 //! Key text formats (PROTOCOL.md §3): private keys in the Go `golang.org/x/mod/sumdb/note` text format
-//! `PRIVATE+KEY+<name>+<hex(keyid)>+<base64(0x01 || 32-byte seed)>`, and vkeys. Key files (mode
+//! `PRIVATE+KEY+<name>+<hex(keyid)>+<base64(type || 32-byte seed)>` (type 0x01 for a log's
+//! Ed25519 key, 0x04 for a witness's cosignature key), and vkeys. Key files (mode
 //! 0600, never overwritten) are `btlog_client::keyfile`.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -33,6 +34,11 @@ pub enum KeyError {
 /// Creates a fresh Ed25519 log key named `origin` from the OS random generator.
 pub fn generate(origin: &str) -> Result<Signer, KeyError> {
     Ok(Signer::new(origin, SigningKey::generate(&mut OsRng))?)
+}
+
+/// Creates a fresh `cosignature/v1` witness key named `name` (tlog-cosignature).
+pub fn generate_cosigner(name: &str) -> Result<Signer, KeyError> {
+    Ok(Signer::cosigner(name, SigningKey::generate(&mut OsRng))?)
 }
 
 /// The private key text, `PRIVATE+KEY+name+hex(keyid)+base64(type || seed)` (no newline).
@@ -82,13 +88,14 @@ fn signer_from_raw(name: &str, raw: &[u8]) -> Result<Signer, KeyError> {
     let (&type_byte, seed) = raw
         .split_first()
         .ok_or(KeyError::MalformedPrivateKey("empty key"))?;
-    if type_byte != KeyType::Ed25519.byte() {
-        return Err(NoteError::UnknownKeyType(type_byte).into());
-    }
     let seed: [u8; 32] = seed
         .try_into()
         .map_err(|_| KeyError::MalformedPrivateKey("seed is not 32 bytes"))?;
-    Ok(Signer::new(name, SigningKey::from_bytes(&seed))?)
+    let key = SigningKey::from_bytes(&seed);
+    Ok(match KeyType::from_byte(type_byte)? {
+        KeyType::Ed25519 => Signer::new(name, key)?,
+        KeyType::Cosignature => Signer::cosigner(name, key)?,
+    })
 }
 
 /// Parses a vkey (one optional final newline).

@@ -24,3 +24,4 @@ pub mod note;
 pub mod proof_bundle;
 #[cfg(feature = "serde")]
 pub mod wire;
+pub mod witness;

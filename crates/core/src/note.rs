@@ -114,7 +114,8 @@ impl KeyType {
         }
     }
 
-    fn from_byte(b: u8) -> Result<Self, NoteError> {
+    /// The key type of a type byte.
+    pub fn from_byte(b: u8) -> Result<Self, NoteError> {
         match b {
             0x01 => Ok(KeyType::Ed25519),
             0x04 => Ok(KeyType::Cosignature),

@@ -2,7 +2,7 @@
 //! translate between their wire format and [`crate::log::Log`]; [`Server`] runs them together.
 
 pub mod codec;
-mod conn;
+pub(crate) mod conn;
 pub mod grpc;
 pub mod http;
 

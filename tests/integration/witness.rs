@@ -1,0 +1,297 @@
+//! `btlog witness`, the real binary on loopback, as a C2SP tlog-witness: every add-checkpoint
+//! case gets the spec's status, the cosignature verifies with an independent check of the
+//! tlog-cosignature format, the cosigned state never moves backwards (concurrent requests,
+//! `kill -9` and restart), a fork is refused and its evidence verifies with
+//! `btlog-monitor verify-evidence`, and a second witness on the same state refuses to start.
+
+use crate::common::{naive_consistency, naive_leaf, naive_root, Hash};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use btlog_core::checkpoint::Checkpoint;
+use btlog_core::keys;
+use btlog_core::note::Signer;
+use btlog_core::witness::AddCheckpoint;
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LOG: &str = "log.example/witnessed";
+const WITNESS: &str = "witness.example/w1";
+
+fn leaves(n: usize) -> Vec<Hash> {
+    (0..n)
+        .map(|i| naive_leaf(format!("entry {i}").as_bytes()))
+        .collect()
+}
+
+/// A checkpoint of `n` leaves signed by `log` (with `fork`, of other leaves).
+fn checkpoint(log: &Signer, n: usize, fork: bool) -> String {
+    let mut l = leaves(n);
+    if fork {
+        l[0] = naive_leaf(b"another entry");
+    }
+    Checkpoint {
+        origin: log.name().to_owned(),
+        size: n as u64,
+        root: naive_root(&l),
+    }
+    .sign(log)
+    .expect("sign")
+}
+
+/// An add-checkpoint body from `old` to a checkpoint of `n` leaves, with the real proof.
+fn request(log: &Signer, old: usize, n: usize) -> String {
+    let proof = if old == 0 {
+        vec![]
+    } else {
+        naive_consistency(old, &leaves(n))
+    };
+    body(old as u64, proof, checkpoint(log, n, false))
+}
+
+fn body(old: u64, proof: Vec<Hash>, checkpoint: String) -> String {
+    AddCheckpoint {
+        old,
+        proof,
+        checkpoint,
+    }
+    .format()
+}
+
+struct Witness {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `btlog witness --config <dir>/witness.toml` on `port`.
+fn spawn(dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_btlog"))
+        .args(["witness", "--config"])
+        .arg(dir.join("witness.toml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("stderr-{port}"))).expect("stderr"))
+        .spawn()
+        .expect("spawn btlog witness")
+}
+
+async fn start(dir: &Path, port: u16) -> Witness {
+    let child = spawn(dir, port);
+    let url = format!("http://127.0.0.1:{port}/w/add-checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "witness did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Witness { child, url }
+}
+
+async fn post(url: &str, body: &str) -> (u16, String, String) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("answered");
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, ctype, resp.text().await.expect("text"))
+}
+
+/// Checks a cosignature line from first principles (C2SP tlog-cosignature, not this crate's
+/// note code): key ID = SHA-256(name ‖ "\n" ‖ 0x04 ‖ key)[:4], then an 8-byte big-endian
+/// timestamp and an Ed25519 signature over `cosignature/v1\ntime <ts>\n` ‖ checkpoint body.
+fn check_cosignature(line: &str, key: &VerifyingKey, checkpoint: &str) -> u64 {
+    let rest = line.strip_prefix("— ").expect("signature line");
+    let (name, sig) = rest.trim_end().split_once(' ').expect("name and signature");
+    assert_eq!(name, WITNESS);
+    let raw = B64.decode(sig).expect("base64");
+    assert_eq!(raw.len(), 4 + 8 + 64, "cosignature/v1 size");
+    let mut id = Sha256::new();
+    id.update(WITNESS.as_bytes());
+    id.update(b"\n\x04");
+    id.update(key.as_bytes());
+    assert_eq!(raw[..4], id.finalize()[..4], "key ID");
+    let ts = u64::from_be_bytes(raw[4..12].try_into().expect("8 bytes"));
+    let body = checkpoint.split("\n\n").next().expect("body").to_owned() + "\n";
+    let msg = format!("cosignature/v1\ntime {ts}\n{body}");
+    let sig = Signature::from_slice(&raw[12..]).expect("signature");
+    key.verify(msg.as_bytes(), &sig)
+        .expect("cosignature verifies");
+    ts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_cosigns_only_what_extends_its_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // The witness key, made as an operator would.
+    let out = Command::new(env!("CARGO_BIN_EXE_btlog"))
+        .args(["keygen", "--witness", "--origin", WITNESS, "--out"])
+        .arg(d.join("witness.key"))
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wvkey = String::from_utf8(out.stdout).expect("utf-8");
+    let wkey = keys::parse_vkey(wvkey.trim()).expect("witness vkey");
+    let wpub = *wkey.public_key();
+    let log = keys::generate(LOG).expect("log key");
+    let port = free_port();
+    std::fs::write(
+        d.join("witness.toml"),
+        format!(
+            "key = {:?}\nstate = {:?}\nlisten = \"127.0.0.1:{port}\"\nprefix = \"/w\"\nlogs = [{:?}]\n",
+            d.join("witness.key"),
+            d.join("state"),
+            log.verifier().vkey()
+        ),
+    )
+    .expect("config");
+    let w = start(d, port).await;
+
+    // First contact: old 0, no proof. The answer is a cosignature of that checkpoint.
+    let cp5 = checkpoint(&log, 5, false);
+    let (status, _, lines) = post(&w.url, &request(&log, 0, 5)).await;
+    assert_eq!(status, 200, "{lines}");
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    let ts = check_cosignature(&lines, &wpub, &cp5);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(ts.abs_diff(now) < 60, "timestamp {ts} is now");
+    // The library's note verification agrees.
+    let cosigned = format!("{cp5}{lines}");
+    let note = btlog_core::note::Note::parse(cosigned.as_bytes()).expect("note");
+    note.verify(&[&wkey]).expect("cosignature verifies");
+
+    // The same checkpoint again: cosigned again, nothing moves.
+    let (status, _, _) = post(&w.url, &request(&log, 5, 5)).await;
+    assert_eq!(status, 200);
+
+    // Refusals, each with the spec's status; none moves the state.
+    let stale = post(&w.url, &request(&log, 0, 7)).await;
+    assert_eq!(
+        (stale.0, stale.1.as_str(), stale.2.as_str()),
+        (409, "text/x.tlog.size", "5\n")
+    );
+    let backwards = post(&w.url, &body(7, vec![], checkpoint(&log, 5, false))).await;
+    assert_eq!(backwards.0, 400, "old > size: {}", backwards.2);
+    let mut bad = naive_consistency(5, &leaves(8));
+    bad[0][0] ^= 1;
+    let bad_proof = post(&w.url, &body(5, bad, checkpoint(&log, 8, false))).await;
+    assert_eq!(bad_proof.0, 422, "{}", bad_proof.2);
+    let other_key = keys::generate(LOG).expect("same name, other key");
+    let forged = post(&w.url, &request(&other_key, 5, 8)).await;
+    assert_eq!(forged.0, 403, "{}", forged.2);
+    let unknown = keys::generate("log.example/unknown").expect("key");
+    assert_eq!(post(&w.url, &request(&unknown, 0, 3)).await.0, 404);
+    for junk in [
+        "",
+        "old 5\n",
+        "old 05\n\nx",
+        "hello\n\nworld\n",
+        "old 5\nnot-base64\n\n",
+    ] {
+        assert_eq!(post(&w.url, junk).await.0, 400, "{junk:?}");
+    }
+
+    // Forward with a real proof.
+    let (status, _, lines) = post(&w.url, &request(&log, 5, 8)).await;
+    assert_eq!(status, 200, "{lines}");
+
+    // A fork at the held size: 409 with the size, and evidence a monitor can check.
+    let fork = post(&w.url, &body(8, vec![], checkpoint(&log, 8, true))).await;
+    assert_eq!((fork.0, fork.2.as_str()), (409, "8\n"));
+    let evidence: Vec<_> = std::fs::read_dir(d.join("state/evidence"))
+        .expect("evidence dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(evidence.len(), 1);
+    let checked = Command::new(env!("CARGO_BIN_EXE_btlog-monitor"))
+        .arg("verify-evidence")
+        .arg(&evidence[0])
+        .output()
+        .expect("verify-evidence");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Concurrent requests from the held size: exactly one advances, the rest see 409.
+    let posts: Vec<_> = (9..25)
+        .map(|n| {
+            let (url, b) = (w.url.clone(), request(&log, 8, n));
+            tokio::spawn(async move { (n, post(&url, &b).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for p in posts {
+        let (n, (status, _, text)) = p.await.expect("task");
+        match status {
+            200 => winners.push(n),
+            409 => assert!(text.trim().parse::<u64>().expect("size") >= 8),
+            other => panic!("status {other}: {text}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one advance: {winners:?}");
+    let held = winners[0];
+
+    // kill -9 and restart: the cosigned state survived; nothing goes backwards.
+    let mut w = w;
+    let _ = w.child.kill();
+    let _ = w.child.wait();
+    drop(w);
+    let port2 = free_port();
+    let config = std::fs::read_to_string(d.join("witness.toml")).expect("config");
+    std::fs::write(
+        d.join("witness.toml"),
+        config.replace(&format!(":{port}"), &format!(":{port2}")),
+    )
+    .expect("config");
+    let w = start(d, port2).await;
+    let again = post(&w.url, &request(&log, 0, 30)).await;
+    assert_eq!((again.0, again.2), (409, format!("{held}\n")));
+    assert_eq!(post(&w.url, &request(&log, held, 30)).await.0, 200);
+
+    // A second witness on the same state directory refuses to start.
+    let port3 = free_port();
+    let mut second = spawn(d, port3);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = second.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a second witness kept running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let err = std::fs::read_to_string(d.join(format!("stderr-{port3}"))).expect("stderr");
+    assert!(err.contains("locked by another process"), "{err}");
+}
