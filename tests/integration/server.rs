@@ -27,6 +27,7 @@ pub fn config(dir: &Path) -> Config {
         origin: "test.example/log".into(),
         key: None,
         limits,
+        ..Config::default()
     }
 }
 

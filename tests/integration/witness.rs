@@ -295,3 +295,179 @@ async fn witness_cosigns_only_what_extends_its_state() {
     let err = std::fs::read_to_string(d.join(format!("stderr-{port3}"))).expect("stderr");
     assert!(err.contains("locked by another process"), "{err}");
 }
+
+/// A witness process of its own, following the log with vkey `log_vkey`.
+async fn start_named(
+    root: &Path,
+    name: &str,
+    log_vkey: &str,
+) -> (Witness, btlog_core::note::Verifier) {
+    let dir = root.join(name.replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let signer = keys::generate_cosigner(name).expect("witness key");
+    btlog_client::keyfile::write_private_key(&dir.join("witness.key"), &signer).expect("key");
+    let port = free_port();
+    std::fs::write(
+        dir.join("witness.toml"),
+        format!(
+            "key = {:?}\nstate = {:?}\nlisten = \"127.0.0.1:{port}\"\nprefix = \"/w\"\nlogs = [{log_vkey:?}]\n",
+            dir.join("witness.key"),
+            dir.join("state"),
+        ),
+    )
+    .expect("config");
+    (start(&dir, port).await, signer.verifier())
+}
+
+/// The served checkpoint's size and which of `witnesses` cosigned it (each checked alone).
+async fn served(
+    base: &str,
+    log: &btlog_core::note::Verifier,
+    witnesses: &[btlog_core::note::Verifier],
+) -> (u64, Vec<usize>) {
+    let text = reqwest::get(format!("{base}/checkpoint"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    let (c, note) = Checkpoint::verify(text.as_bytes(), log).expect("log signature");
+    let cosigned = witnesses
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| note.verify(&[w]).is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    (c.size, cosigned)
+}
+
+/// Waits until the served checkpoint has `size` with at least `quorum` cosignatures.
+async fn wait_served(
+    base: &str,
+    log: &btlog_core::note::Verifier,
+    ws: &[btlog_core::note::Verifier],
+    size: u64,
+    quorum: usize,
+) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, by) = served(base, log, ws).await;
+        if s == size && by.len() >= quorum {
+            return by;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "served size {s} cosigned by {by:?}, waiting for {size}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The log asks three witnesses (policy 2 of 3): `/checkpoint` serves the newest checkpoint two
+/// of them cosigned; with one killed it goes on; with two down ingest goes on while the served
+/// checkpoint waits; a witness back catches it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let log_key = d.join("log.key");
+    let log_signer = keys::generate(LOG).expect("log key");
+    btlog_client::keyfile::write_private_key(&log_key, &log_signer).expect("log key file");
+    let log = log_signer.verifier();
+    let mut ws = Vec::new();
+    let mut keys_ = Vec::new();
+    for i in 1..=3 {
+        let (w, v) = start_named(d, &format!("witness.example/w{i}"), &log.vkey()).await;
+        ws.push(Some(w));
+        keys_.push(v);
+    }
+    let data = d.join("data");
+    let token = crate::server::add_token(&data);
+    let mut config = crate::server::config(&data);
+    config.key = Some(log_key);
+    config.origin = LOG.into();
+    config.witness_quorum = 2;
+    config.witnesses = ws
+        .iter()
+        .zip(&keys_)
+        .map(|(w, v)| btlog_server::config::WitnessEndpoint {
+            vkey: v.vkey(),
+            url: w.as_ref().expect("running").url.clone(),
+        })
+        .collect();
+    let server = crate::server::start(&config).await;
+    let base = format!("http://{}", server.http_addr());
+    let client = reqwest::Client::new();
+    let submit = |name: String| {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        async move {
+            let body = serde_json::json!({"entries": [crate::server::publish(&format!("pkg:npm/{name}"), "1", "f", &crate::server::digest(&name))]});
+            let began = Instant::now();
+            let r = client
+                .post(format!("{base}/v1/entries"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.expect("json");
+            (
+                v["results"][0]["index"].as_u64().expect("index") + 1,
+                began.elapsed(),
+            )
+        }
+    };
+
+    let (size, _) = submit("a".into()).await;
+    let by = wait_served(&base, &log, &keys_, size, 2).await;
+    assert!(by.len() >= 2, "{by:?}");
+
+    // One witness killed: two of three still cosign.
+    drop(ws[2].take());
+    let (size, _) = submit("b".into()).await;
+    let by = wait_served(&base, &log, &keys_, size, 2).await;
+    assert_eq!(by, vec![0, 1]);
+
+    // Two down: ingest goes on at its usual pace; the served checkpoint stays where the quorum was.
+    let w2_dir = d.join("witness.example_w2");
+    drop(ws[1].take());
+    let before = size;
+    for i in 0..5 {
+        let (_, took) = submit(format!("c{i}")).await;
+        assert!(
+            took < Duration::from_secs(2),
+            "a submission waited on the witnesses: {took:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(served(&base, &log, &keys_).await.0, before);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("btlog_witness_failures_total{witness=\"witness.example/w3\"}"),
+        "{metrics}"
+    );
+
+    // w2 back (same state, new port): the log does not know its URL changed, so restart it on
+    // the same port.
+    let port = config.witnesses[1]
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .expect("port")
+        .parse()
+        .expect("port");
+    let back = start(&w2_dir, port).await;
+    let (size, _) = submit("d".into()).await;
+    let by = wait_served(&base, &log, &keys_, size, 2).await;
+    assert_eq!(by, vec![0, 1]);
+    assert!(size > before);
+    drop(back);
+    server.shutdown().await.expect("shutdown");
+}

@@ -34,6 +34,20 @@ pub struct Config {
     pub key: Option<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
+    /// Witnesses asked to cosign each checkpoint (PROTOCOL.md §10.1).
+    pub witnesses: Vec<WitnessEndpoint>,
+    /// How many witnesses must cosign a checkpoint before it is served (1..=witnesses).
+    pub witness_quorum: usize,
+}
+
+/// A witness the log asks for cosignatures.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEndpoint {
+    /// The witness's cosignature vkey.
+    pub vkey: String,
+    /// Its `add-checkpoint` URL (`<submission prefix>/add-checkpoint`).
+    pub url: String,
 }
 
 impl Default for Config {
@@ -45,6 +59,8 @@ impl Default for Config {
             origin: "localhost/btlog".to_owned(),
             key: None,
             limits: Limits::default(),
+            witnesses: Vec::new(),
+            witness_quorum: 0,
         }
     }
 }
@@ -168,6 +184,12 @@ impl Config {
 
     /// Checks that the limits make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.witnesses.len();
+        if n > 0 && !(1..=n).contains(&self.witness_quorum) || n == 0 && self.witness_quorum > 0 {
+            return Err(ConfigError::Invalid(format!(
+                "witness_quorum must be between 1 and the number of witnesses ({n})"
+            )));
+        }
         self.limits.check()
     }
 

@@ -8,6 +8,7 @@ pub mod limits;
 pub mod metrics;
 pub mod sequencer;
 mod startup;
+pub mod witnessing;
 
 use crate::config::{Config, Limits};
 use auth::Tokens;
@@ -82,8 +83,10 @@ struct Inner {
     limiter: RateLimiter,
     submissions: Arc<tokio::sync::Semaphore>,
     sequencer: Sequencer,
-    latest: watch::Receiver<SignedCheckpoint>,
+    /// The checkpoint served: the latest, or with witnesses the newest with a quorum.
+    served: watch::Receiver<SignedCheckpoint>,
     metrics: Arc<Metrics>,
+    witness_metrics: witnessing::WitnessMetrics,
     limits: Limits,
 }
 
@@ -103,6 +106,8 @@ impl Log {
             queue_depth: limits.queue_depth,
         };
         let store = opened.appender.store().clone();
+        let endpoints = witnessing::endpoints(&config.witnesses, &verifier)
+            .map_err(|e| OpenError::Config(crate::config::ConfigError::Invalid(e)))?;
         let sequencer =
             Sequencer::start(opened.appender, opened.signer, batch, metrics.clone(), tx).map_err(
                 |source| OpenError::Io {
@@ -110,6 +115,15 @@ impl Log {
                     source,
                 },
             )?;
+        let (served, witness_metrics) = if endpoints.is_empty() {
+            (latest, witnessing::WitnessMetrics::default())
+        } else {
+            // Until the witnesses answer, the log-signed checkpoint is served.
+            let (tx, served) = watch::channel(latest.borrow().clone());
+            let quorum = config.witness_quorum;
+            let m = witnessing::spawn(store.clone(), endpoints, quorum, latest, tx);
+            (served, m)
+        };
         Ok(Log {
             inner: Arc::new(Inner {
                 store,
@@ -121,8 +135,9 @@ impl Log {
                     limits.max_concurrent_submissions,
                 )),
                 sequencer,
-                latest,
+                served,
                 metrics,
+                witness_metrics,
                 limits: limits.clone(),
             }),
         })
@@ -151,9 +166,12 @@ impl Log {
     /// The Prometheus text of all metrics.
     pub fn render_metrics(&self) -> String {
         let store = &self.inner.store;
-        self.inner
+        let mut out = self
+            .inner
             .metrics
-            .render(store.size(), store.writer_stopped())
+            .render(store.size(), store.writer_stopped());
+        self.inner.witness_metrics.render(&mut out);
+        out
     }
 
     /// Whether the log can append: an error once the writer stopped after a storage failure
@@ -176,14 +194,15 @@ impl Log {
         Ok(n)
     }
 
-    /// The latest signed checkpoint.
+    /// The checkpoint served: the latest signed one, or, with witnesses configured, the
+    /// newest that a quorum of them cosigned, with their cosignatures.
     pub fn checkpoint(&self) -> SignedCheckpoint {
-        self.inner.latest.borrow().clone()
+        self.inner.served.borrow().clone()
     }
 
     /// A receiver that sees every newly signed checkpoint.
     pub fn watch(&self) -> watch::Receiver<SignedCheckpoint> {
-        self.inner.latest.clone()
+        self.inner.served.clone()
     }
 
     /// Admits a submitter before its request body is read: checks the bearer token of the
