@@ -21,6 +21,7 @@ pub mod entry;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod policy;
 pub mod proof_bundle;
 #[cfg(feature = "serde")]
 pub mod wire;
