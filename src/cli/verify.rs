@@ -13,6 +13,7 @@ use btlog_client::api::state::CheckpointState;
 use btlog_client::api::verify::{verify_online, VerifyError};
 use btlog_core::checkpoint::CheckpointError;
 use btlog_core::note::{NoteError, Verifier};
+use btlog_core::policy::Policy;
 use btlog_core::proof_bundle::{
     ArtifactClaim, ProofBundleError, TlogProof, VerifiedProof, MAX_PROOF_BYTES,
 };
@@ -28,9 +29,17 @@ pub struct VerifyArgs {
     /// A .tlog-proof file, to verify offline.
     #[arg(long)]
     pub proof: Option<PathBuf>,
-    /// The log's vkey, or a file holding it.
-    #[arg(long)]
-    pub vkey: String,
+    /// The log's vkey, or a file holding it (optional with a --policy naming one log).
+    #[arg(long, required_unless_present = "policy")]
+    pub vkey: Option<String>,
+    /// A C2SP tlog-policy file: the checkpoint must be signed by one of its logs and cosigned
+    /// by witnesses meeting its quorum.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// With --policy: the quorum must be met by cosignatures at most this old (e.g. 3600s,
+    /// 90m, 24h, 7d), so a log cannot freeze this installer on an old checkpoint.
+    #[arg(long, value_name = "DURATION", requires = "policy")]
+    pub max_age: Option<String>,
     /// Package URL (purl, without version).
     #[arg(long)]
     pub package: String,
@@ -51,7 +60,21 @@ pub struct VerifyArgs {
 
 /// Runs `btlog verify`.
 pub fn run(args: VerifyArgs) -> Result<(), CliError> {
-    let vkey = read_vkey(&args.vkey)?;
+    let policy = args.policy.as_deref().map(read_policy).transpose()?;
+    let max_age = args.max_age.as_deref().map(parse_duration).transpose()?;
+    let vkey = log_key(args.vkey.as_deref(), policy.as_ref())?;
+    let accept = |note: &str| -> Result<(), String> {
+        let Some(policy) = &policy else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        policy
+            .check(note, now, max_age)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
     let (sha256, _) = hash_file(&args.artifact)?;
     let claim = ArtifactClaim {
         package: args.package,
@@ -60,7 +83,7 @@ pub fn run(args: VerifyArgs) -> Result<(), CliError> {
         sha256,
     };
     let (index, verified) = match (&args.log, &args.proof) {
-        (_, Some(path)) => offline(path, &vkey, &claim)?,
+        (_, Some(path)) => offline(path, &vkey, &claim, &accept)?,
         (Some(url), None) => {
             let state = match args.state {
                 Some(dir) => CheckpointState::new(dir),
@@ -70,7 +93,7 @@ pub fn run(args: VerifyArgs) -> Result<(), CliError> {
             };
             let api = api(url)?;
             block_on(async {
-                verify_online(&api, &vkey, &claim, &state)
+                verify_online(&api, &vkey, &claim, &state, &accept)
                     .await
                     .map_err(|e| online_error(e, &vkey))
             })?
@@ -90,10 +113,69 @@ pub fn run(args: VerifyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The log key: --vkey, which must be one of the policy's logs, or the policy's only log.
+fn log_key(vkey: Option<&str>, policy: Option<&Policy>) -> Result<Verifier, CliError> {
+    let logs = policy.map_or(&[][..], Policy::logs);
+    match vkey {
+        Some(v) => {
+            let v = read_vkey(v)?;
+            if policy.is_some() && !logs.iter().any(|l| l.public_key() == v.public_key()) {
+                return Err(CliError::usage(format!(
+                    "--vkey {} is not a log of the --policy",
+                    v.name()
+                )));
+            }
+            Ok(v)
+        }
+        None => match logs {
+            [only] => Ok(only.clone()),
+            _ => Err(CliError::usage(format!(
+                "the --policy lists {} logs: give --vkey to pick one",
+                logs.len()
+            ))),
+        },
+    }
+}
+
+fn read_policy(path: &Path) -> Result<Policy, CliError> {
+    let fail = |e: String| CliError::usage(format!("--policy {}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut bytes))
+        .map_err(|e| fail(e.to_string()))?;
+    Policy::parse(&bytes).map_err(|e| fail(e.to_string()))
+}
+
+/// `<n>` seconds, or `<n>s`, `<n>m`, `<n>h`, `<n>d`.
+fn parse_duration(text: &str) -> Result<u64, CliError> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => 0,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--max-age {text:?}: expected e.g. 3600s, 90m, 24h or 7d"
+            ))
+        })
+}
+
 fn offline(
     path: &Path,
     vkey: &Verifier,
     claim: &ArtifactClaim,
+    accept: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<(u64, VerifiedProof), CliError> {
     let fail = |e: std::io::Error| CliError::usage(format!("--proof {}: {e}", path.display()));
     let mut bytes = Vec::new();
@@ -103,9 +185,16 @@ fn offline(
         .read_to_end(&mut bytes)
         .map_err(fail)?;
     let proof = TlogProof::parse(&bytes).map_err(|e| proof_error(e, vkey))?;
+
     let verified = proof
         .verify_offline(vkey, claim)
         .map_err(|e| proof_error(e, vkey))?;
+    accept(&proof.checkpoint).map_err(|e| {
+        CliError::new(
+            Exit::NotProven,
+            format!("verification failed: checkpoint refused by the witness policy: {e}"),
+        )
+    })?;
     Ok((proof.index, verified))
 }
 
@@ -144,6 +233,9 @@ fn online_error(e: VerifyError, vkey: &Verifier) -> CliError {
             CliError::new(Exit::NotProven, format!("verification failed: {e}"))
         }
         VerifyError::Proof(p) => proof_error(p, vkey),
+        VerifyError::Policy(_) => {
+            CliError::new(Exit::NotProven, format!("verification failed: {e}"))
+        }
         VerifyError::Api(a) => a.into(),
         VerifyError::State(s) => CliError::usage(s.to_string()),
         VerifyError::Unproven(_) => CliError::new(

@@ -423,6 +423,73 @@ async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
     let by = wait_served(&base, &log, &keys_, size, 2).await;
     assert!(by.len() >= 2, "{by:?}");
 
+    // An installer with a 2-of-3 policy verifies online and offline; with a policy that needs
+    // a witness that never cosigned, it refuses (exit 1).
+    let art = d.join("a.tgz");
+    std::fs::write(&art, "a").expect("artifact");
+    let mut policy = format!("log {}\n", log.vkey());
+    for (i, k) in keys_.iter().enumerate() {
+        policy.push_str(&format!("witness W{i} {}\n", k.vkey()));
+    }
+    let absent = keys::generate_cosigner("witness.example/absent").expect("key");
+    let strict = format!(
+        "{policy}witness A {}\ngroup G all W0 W1 A\nquorum G\n",
+        absent.verifier().vkey()
+    );
+    policy.push_str("group G 2 W0 W1 W2\nquorum G\n");
+    std::fs::write(d.join("policy"), policy).expect("policy");
+    std::fs::write(d.join("strict"), strict).expect("policy");
+    let verify = |policy: &str, source: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_btlog"))
+            .args(["verify", "--policy"])
+            .arg(d.join(policy))
+            .args([
+                "--package",
+                "pkg:npm/a",
+                "--version",
+                "1",
+                "--file",
+                "f",
+                "--artifact",
+            ])
+            .arg(&art)
+            .args(source)
+            .output()
+            .expect("verify")
+    };
+    let state = d.join("state");
+    let state = state.to_str().expect("utf-8");
+    let online = ["--max-age", "1h", "--log", &base, "--state", state];
+    let out = verify("policy", &online);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = verify("strict", &online);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("witness quorum not met"));
+    let lookup: serde_json::Value = client
+        .get(format!(
+            "{base}/v1/lookup?package=pkg:npm/a&version=1&file=f"
+        ))
+        .send()
+        .await
+        .expect("lookup")
+        .json()
+        .await
+        .expect("json");
+    let proof = d.join("a.tlog-proof");
+    std::fs::write(&proof, lookup["proof"].as_str().expect("proof")).expect("proof file");
+    let offline = ["--proof", proof.to_str().expect("utf-8")];
+    let out = verify("policy", &offline);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(verify("strict", &offline).status.code(), Some(1));
+
     // One witness killed: two of three still cosign.
     drop(ws[2].take());
     let (size, _) = submit("b".into()).await;

@@ -54,6 +54,9 @@ pub enum VerifyError {
     /// The log contradicts a checkpoint it signed before, with signed evidence.
     #[error("{0}")]
     Inconsistent(Box<Inconsistency>),
+    /// The checkpoint does not meet the installer's witness policy (PROTOCOL.md §10.2).
+    #[error("checkpoint refused by the witness policy: {0}")]
+    Policy(String),
     /// The log does not prove its checkpoint consistent with the one verified before, and
     /// nothing signed shows a fork either (e.g. no or a bad consistency proof).
     #[error("cannot verify the log's consistency: {0}")]
@@ -76,12 +79,14 @@ pub struct Inconsistency {
 }
 
 /// Verifies online that `claim` is logged by the log at `api` with key `log`, and advances the
-/// stored checkpoint in `state`. Returns the entry's index and what was verified.
+/// stored checkpoint in `state`. `accept` vets the served checkpoint note (a witness policy)
+/// before anything is stored. Returns the entry's index and what was verified.
 pub async fn verify_online(
     api: &Api,
     log: &Verifier,
     claim: &ArtifactClaim,
     state: &CheckpointState,
+    accept: &(dyn Fn(&str) -> Result<(), String> + Sync),
 ) -> Result<(u64, VerifiedProof), VerifyError> {
     let identity = Identity {
         package: claim.package.clone(),
@@ -99,6 +104,7 @@ pub async fn verify_online(
     let proof = TlogProof::parse(reply.proof.as_bytes())?;
     let (checkpoint, _) = Checkpoint::verify(proof.checkpoint.as_bytes(), log)
         .map_err(ProofBundleError::Checkpoint)?;
+    accept(&proof.checkpoint).map_err(VerifyError::Policy)?;
     let served = Stored {
         checkpoint,
         note: proof.checkpoint.clone(),
