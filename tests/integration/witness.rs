@@ -538,3 +538,72 @@ async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
     drop(back);
     server.shutdown().await.expect("shutdown");
 }
+
+/// A witness that accepts connections and never answers (hung, or killed mid-request) holds
+/// up neither the other witnesses nor the served checkpoint: with 2 of 3, each new checkpoint
+/// is served cosigned well within the 5 s request timeout the hung one costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_witness_does_not_hold_up_the_quorum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let log_key = d.join("log.key");
+    let log_signer = keys::generate(LOG).expect("log key");
+    btlog_client::keyfile::write_private_key(&log_key, &log_signer).expect("log key file");
+    let log = log_signer.verifier();
+    let (w1, k1) = start_named(d, "witness.example/w1", &log.vkey()).await;
+    let (w3, k3) = start_named(d, "witness.example/w3", &log.vkey()).await;
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hung_addr = hung.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            open.push(s);
+        }
+    });
+    let k2 = keys::generate_cosigner("witness.example/hung")
+        .expect("key")
+        .verifier();
+    let data = d.join("data");
+    let token = crate::server::add_token(&data);
+    let mut config = crate::server::config(&data);
+    config.key = Some(log_key);
+    config.origin = LOG.into();
+    config.witness_quorum = 2;
+    let endpoint =
+        |v: &btlog_core::note::Verifier, url: String| btlog_server::config::WitnessEndpoint {
+            vkey: v.vkey(),
+            url,
+        };
+    config.witnesses = vec![
+        endpoint(&k1, w1.url.clone()),
+        endpoint(&k2, format!("http://{hung_addr}/w/add-checkpoint")),
+        endpoint(&k3, w3.url.clone()),
+    ];
+    let server = crate::server::start(&config).await;
+    let base = format!("http://{}", server.http_addr());
+    let keys_ = [k1, k2, k3];
+    for i in 0..3u64 {
+        let name = format!("h{i}");
+        let body = serde_json::json!({"entries": [crate::server::publish(&format!("pkg:npm/{name}"), "1", "f", &crate::server::digest(&name))]});
+        let r = reqwest::Client::new()
+            .post(format!("{base}/v1/entries"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let began = Instant::now();
+        let by = wait_served(&base, &log, &keys_, i + 1, 2).await;
+        assert_eq!(by, vec![0, 2]);
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "served after {:?}",
+            began.elapsed()
+        );
+    }
+    server.shutdown().await.expect("shutdown");
+    held.abort();
+}

@@ -87,7 +87,7 @@ pub(super) fn spawn(
     mut latest: watch::Receiver<SignedCheckpoint>,
     served: watch::Sender<SignedCheckpoint>,
 ) -> WitnessMetrics {
-    let mut witnesses: Vec<Witness> = endpoints
+    let witnesses: Vec<Witness> = endpoints
         .into_iter()
         .map(|(verifier, url)| Witness {
             stats: Arc::new(WitnessStats {
@@ -104,38 +104,60 @@ pub(super) fn spawn(
         .timeout(REQUEST_TIMEOUT)
         .build()
         .unwrap_or_default();
-    tokio::spawn(async move {
-        let mut attempt = 0;
-        loop {
-            let checkpoint = latest.borrow_and_update().clone();
-            let asks = witnesses
-                .iter_mut()
-                .map(|w| w.cosign(&http, &store, &checkpoint));
-            let lines: Vec<String> = futures_util::future::join_all(asks)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
-            let met = lines.len() >= quorum;
-            if met {
-                attempt = 0;
-                let note = format!("{}{}", checkpoint.note, lines.concat());
-                let _ = served.send(SignedCheckpoint {
-                    size: checkpoint.size,
-                    note,
-                });
-            } else {
-                tracing::warn!(
-                    size = checkpoint.size,
-                    cosigned = lines.len(),
-                    quorum,
-                    "witness quorum not met; asking again"
-                );
+    // Rounds: every witness is asked for the same target checkpoint, so a quorum can form at
+    // one size however fast the log signs; the target moves to the newest checkpoint once it
+    // is served. Each witness has a task of its own, so a slow or hanging one holds up
+    // neither the others nor the round.
+    let (target_tx, target) = watch::channel(latest.borrow_and_update().clone());
+    let (results, mut answers) = tokio::sync::mpsc::channel(4 * witnesses.len());
+    for (i, mut w) in witnesses.into_iter().enumerate() {
+        let (mut target, results, http, store) =
+            (target.clone(), results.clone(), http.clone(), store.clone());
+        tokio::spawn(async move {
+            let mut attempt = 0;
+            loop {
+                let checkpoint = target.borrow_and_update().clone();
+                let cosigned = w.cosign(&http, &store, &checkpoint).await;
+                let ok = cosigned.is_some();
+                if let Some(lines) = cosigned {
+                    attempt = 0;
+                    if results.send((i, checkpoint.size, lines)).await.is_err() {
+                        return;
+                    }
+                }
+                let wait = RETRY[attempt.min(RETRY.len() - 1)];
+                tokio::select! {
+                    changed = target.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(wait), if !ok => attempt += 1,
+                }
             }
-            let wait = RETRY[attempt.min(RETRY.len() - 1)];
+        });
+    }
+    drop(results);
+    tokio::spawn(async move {
+        let mut round = target_tx.borrow().clone();
+        let mut lines: std::collections::BTreeMap<usize, String> = Default::default();
+        loop {
             tokio::select! {
-                changed = latest.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(wait), if !met => attempt += 1,
+                answer = answers.recv() => {
+                    let Some((i, size, cosignature)) = answer else { return };
+                    if size != round.size {
+                        continue;
+                    }
+                    lines.insert(i, cosignature);
+                    if lines.len() == quorum {
+                        let note = format!("{}{}", round.note, lines.values().cloned().collect::<String>());
+                        let _ = served.send(SignedCheckpoint { size: round.size, note });
+                    }
+                }
+                changed = latest.changed(), if lines.len() >= quorum => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    round = latest.borrow_and_update().clone();
+                    lines.clear();
+                    let _ = target_tx.send(round.clone());
+                }
             }
         }
     });
