@@ -83,6 +83,13 @@ struct RunArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// A C2SP tlog-policy file: alert `witness` when a served checkpoint of a log it names
+    /// lacks its witness quorum.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// With --policy: alert when the quorum's cosignatures are older than this (e.g. 24h).
+    #[arg(long, value_name = "DURATION")]
+    max_age: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -134,10 +141,38 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             urls: args.logs.clone(),
             vkey: load_vkey(vkey)?,
             entries: args.entries,
+            witness: None,
         }),
         (None, false) => bail!("--log needs --vkey"),
         (Some(_), true) => bail!("--vkey needs --log"),
         (None, true) => {}
+    }
+    if let Some(path) = args.policy.as_ref().or(file.policy.as_ref()) {
+        let text = std::fs::read(path).with_context(|| format!("--policy {}", path.display()))?;
+        let policy = btlog_core::policy::Policy::parse(&text)
+            .with_context(|| format!("--policy {}", path.display()))?;
+        let max_age = match args.max_age.as_ref().or(file.max_age.as_ref()) {
+            Some(s) => Some(parse_duration(s)?.as_secs().max(1)),
+            None => None,
+        };
+        let rule = Arc::new(btlog_monitor::WitnessRule { policy, max_age });
+        let mut named = 0;
+        for spec in &mut logs {
+            if rule
+                .policy
+                .logs()
+                .iter()
+                .any(|l| l.public_key() == spec.vkey.public_key())
+            {
+                spec.witness = Some(rule.clone());
+                named += 1;
+            }
+        }
+        if named == 0 {
+            bail!("the --policy names none of the monitored logs");
+        }
+    } else if args.max_age.is_some() || file.max_age.is_some() {
+        bail!("--max-age needs --policy");
     }
     if logs.is_empty() {
         bail!(

@@ -146,24 +146,10 @@ fn read_policy(path: &Path) -> Result<Policy, CliError> {
     Policy::parse(&bytes).map_err(|e| fail(e.to_string()))
 }
 
-/// `<n>` seconds, or `<n>s`, `<n>m`, `<n>h`, `<n>d`.
+/// `--max-age`, in seconds ([`btlog_client::parse_duration`]).
 fn parse_duration(text: &str) -> Result<u64, CliError> {
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
-        _ => (text, 's'),
-    };
-    let scale = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => 0,
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .filter(|_| scale > 0)
-        .and_then(|n| n.checked_mul(scale))
+    btlog_client::parse_duration(text)
+        .map(|d| d.as_secs().max(1))
         .ok_or_else(|| {
             CliError::usage(format!(
                 "--max-age {text:?}: expected e.g. 3600s, 90m, 24h or 7d"

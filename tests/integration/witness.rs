@@ -363,6 +363,54 @@ async fn wait_served(
     }
 }
 
+/// A fresh log key for [`LOG`], in a file under `d`.
+fn log_key(d: &Path) -> (std::path::PathBuf, btlog_core::note::Verifier) {
+    let path = d.join("log.key");
+    let signer = keys::generate(LOG).expect("log key");
+    btlog_client::keyfile::write_private_key(&path, &signer).expect("log key file");
+    (path, signer.verifier())
+}
+
+/// A log server config (data in `d/data`, key `key`) asking `witnesses` with quorum 2, and a
+/// submitter token.
+fn witnessed_log(
+    d: &Path,
+    key: std::path::PathBuf,
+    witnesses: Vec<(&btlog_core::note::Verifier, String)>,
+) -> (btlog_server::config::Config, String) {
+    let data = d.join("data");
+    let token = crate::server::add_token(&data);
+    let mut config = crate::server::config(&data);
+    config.key = Some(key);
+    config.origin = LOG.into();
+    config.witness_quorum = 2;
+    config.witnesses = witnesses
+        .into_iter()
+        .map(|(v, url)| btlog_server::config::WitnessEndpoint {
+            vkey: v.vkey(),
+            url,
+        })
+        .collect();
+    (config, token)
+}
+
+/// Submits publish entry `name`; the tree size it made, and how long the reply took.
+async fn submit(base: String, token: String, name: String) -> (u64, Duration) {
+    let body = serde_json::json!({"entries": [crate::server::publish(&format!("pkg:npm/{name}"), "1", "f", &crate::server::digest(&name))]});
+    let began = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/entries"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let size = v["results"][0]["index"].as_u64().expect("index") + 1;
+    (size, began.elapsed())
+}
+
 /// The log asks three witnesses (policy 2 of 3): `/checkpoint` serves the newest checkpoint two
 /// of them cosigned; with one killed it goes on; with two down ingest goes on while the served
 /// checkpoint waits; a witness back catches it up.
@@ -370,10 +418,7 @@ async fn wait_served(
 async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let log_key = d.join("log.key");
-    let log_signer = keys::generate(LOG).expect("log key");
-    btlog_client::keyfile::write_private_key(&log_key, &log_signer).expect("log key file");
-    let log = log_signer.verifier();
+    let (log_key, log) = log_key(d);
     let mut ws = Vec::new();
     let mut keys_ = Vec::new();
     for i in 1..=3 {
@@ -381,43 +426,16 @@ async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
         ws.push(Some(w));
         keys_.push(v);
     }
-    let data = d.join("data");
-    let token = crate::server::add_token(&data);
-    let mut config = crate::server::config(&data);
-    config.key = Some(log_key);
-    config.origin = LOG.into();
-    config.witness_quorum = 2;
-    config.witnesses = ws
+    let endpoints = ws
         .iter()
         .zip(&keys_)
-        .map(|(w, v)| btlog_server::config::WitnessEndpoint {
-            vkey: v.vkey(),
-            url: w.as_ref().expect("running").url.clone(),
-        })
+        .map(|(w, v)| (v, w.as_ref().expect("running").url.clone()))
         .collect();
+    let (config, token) = witnessed_log(d, log_key, endpoints);
     let server = crate::server::start(&config).await;
     let base = format!("http://{}", server.http_addr());
     let client = reqwest::Client::new();
-    let submit = |name: String| {
-        let (client, base, token) = (client.clone(), base.clone(), token.clone());
-        async move {
-            let body = serde_json::json!({"entries": [crate::server::publish(&format!("pkg:npm/{name}"), "1", "f", &crate::server::digest(&name))]});
-            let began = Instant::now();
-            let r = client
-                .post(format!("{base}/v1/entries"))
-                .bearer_auth(&token)
-                .json(&body)
-                .send()
-                .await
-                .expect("send");
-            assert_eq!(r.status(), 200);
-            let v: serde_json::Value = r.json().await.expect("json");
-            (
-                v["results"][0]["index"].as_u64().expect("index") + 1,
-                began.elapsed(),
-            )
-        }
-    };
+    let submit = |name: String| submit(base.clone(), token.clone(), name);
 
     let (size, _) = submit("a".into()).await;
     let by = wait_served(&base, &log, &keys_, size, 2).await;
@@ -490,6 +508,41 @@ async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
     );
     assert_eq!(verify("strict", &offline).status.code(), Some(1));
 
+    // A monitor with the policy: all well; with one the served checkpoint cannot meet, a
+    // `witness` alert and exit 1.
+    let monitor = |policy: &str| {
+        Command::new(env!("CARGO_BIN_EXE_btlog-monitor"))
+            .args([
+                "--once",
+                "--no-progress",
+                "--log",
+                &base,
+                "--vkey",
+                &log.vkey(),
+                "--state",
+            ])
+            .arg(d.join(format!("monitor-{policy}")))
+            .arg("--policy")
+            .arg(d.join(policy))
+            .args(["--max-age", "1h"])
+            .output()
+            .expect("monitor")
+    };
+    let out = monitor("policy");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = monitor("strict");
+    assert_eq!(out.status.code(), Some(1));
+    let alerts = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        alerts.contains("\"kind\":\"witness\"") && alerts.contains("quorum not met"),
+        "{alerts}"
+    );
+
     // One witness killed: two of three still cosign.
     drop(ws[2].take());
     let (size, _) = submit("b".into()).await;
@@ -546,10 +599,7 @@ async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
 async fn a_hanging_witness_does_not_hold_up_the_quorum() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let log_key = d.join("log.key");
-    let log_signer = keys::generate(LOG).expect("log key");
-    btlog_client::keyfile::write_private_key(&log_key, &log_signer).expect("log key file");
-    let log = log_signer.verifier();
+    let (log_key, log) = log_key(d);
     let (w1, k1) = start_named(d, "witness.example/w1", &log.vkey()).await;
     let (w3, k3) = start_named(d, "witness.example/w3", &log.vkey()).await;
     let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -565,36 +615,18 @@ async fn a_hanging_witness_does_not_hold_up_the_quorum() {
     let k2 = keys::generate_cosigner("witness.example/hung")
         .expect("key")
         .verifier();
-    let data = d.join("data");
-    let token = crate::server::add_token(&data);
-    let mut config = crate::server::config(&data);
-    config.key = Some(log_key);
-    config.origin = LOG.into();
-    config.witness_quorum = 2;
-    let endpoint =
-        |v: &btlog_core::note::Verifier, url: String| btlog_server::config::WitnessEndpoint {
-            vkey: v.vkey(),
-            url,
-        };
-    config.witnesses = vec![
-        endpoint(&k1, w1.url.clone()),
-        endpoint(&k2, format!("http://{hung_addr}/w/add-checkpoint")),
-        endpoint(&k3, w3.url.clone()),
+    let hung_url = format!("http://{hung_addr}/w/add-checkpoint");
+    let endpoints = vec![
+        (&k1, w1.url.clone()),
+        (&k2, hung_url),
+        (&k3, w3.url.clone()),
     ];
+    let (config, token) = witnessed_log(d, log_key, endpoints);
     let server = crate::server::start(&config).await;
     let base = format!("http://{}", server.http_addr());
     let keys_ = [k1, k2, k3];
     for i in 0..3u64 {
-        let name = format!("h{i}");
-        let body = serde_json::json!({"entries": [crate::server::publish(&format!("pkg:npm/{name}"), "1", "f", &crate::server::digest(&name))]});
-        let r = reqwest::Client::new()
-            .post(format!("{base}/v1/entries"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 200);
+        submit(base.clone(), token.clone(), format!("h{i}")).await;
         let began = Instant::now();
         let by = wait_served(&base, &log, &keys_, i + 1, 2).await;
         assert_eq!(by, vec![0, 2]);

@@ -321,6 +321,25 @@ fn error_reason(body: &[u8]) -> String {
         .collect()
 }
 
+/// Parses a duration as operators write it: `250ms`, `30s`, `5m`, `1h`, `7d`, or a plain
+/// number of seconds. None for anything else, and for zero.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = |scale: u64| n.checked_mul(scale).map(Duration::from_secs);
+    let d = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }?;
+    (!d.is_zero()).then_some(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,9 @@ pub enum AlertKind {
     Watch,
     /// A publish of a watched package by a publisher not in the rule's list.
     UnexpectedPublisher,
+    /// The checkpoint served does not meet the witness policy: the quorum is lost, or its
+    /// cosignatures are older than the maximum age (PROTOCOL.md §10.2).
+    Witness,
 }
 
 impl AlertKind {

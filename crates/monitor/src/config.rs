@@ -59,6 +59,10 @@ pub struct FileConfig {
     /// Watch rules, for every log.
     #[serde(default)]
     pub watch: Vec<WatchRule>,
+    /// A C2SP tlog-policy file the checkpoints of the logs it names must meet.
+    pub policy: Option<PathBuf>,
+    /// With `policy`: the most a quorum's cosignatures may age, e.g. `24h`.
+    pub max_age: Option<String>,
 }
 
 /// One `[[log]]` table.
@@ -89,6 +93,7 @@ impl FileConfig {
                     urls: l.urls.clone(),
                     vkey: load_vkey(&l.vkey)?,
                     entries: l.entries,
+                    witness: None,
                 })
             })
             .collect()
@@ -101,23 +106,10 @@ pub fn load_vkey(arg: &str) -> Result<Verifier, ConfigError> {
         .map_err(|e| ConfigError::Vkey(arg.to_owned(), e.to_string()))
 }
 
-/// Parses `30s`, `5m`, `1h`, `250ms` or a plain number of seconds.
+/// Parses `30s`, `5m`, `1h`, `7d`, `250ms` or a plain number of seconds
+/// ([`btlog_client::parse_duration`]).
 pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::Duration(s.to_owned());
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() {
-        return Err(bad());
-    }
-    Ok(d)
+    btlog_client::parse_duration(s).ok_or_else(|| ConfigError::Duration(s.to_owned()))
 }
 
 #[cfg(test)]

@@ -63,6 +63,17 @@ pub struct LogSpec {
     pub vkey: Verifier,
     /// What the log's entries are.
     pub entries: EntryFormat,
+    /// The witness policy its checkpoints must meet, if any.
+    pub witness: Option<Arc<WitnessRule>>,
+}
+
+/// A witness policy a log's served checkpoints must meet (PROTOCOL.md §10.2).
+#[derive(Clone, Debug)]
+pub struct WitnessRule {
+    /// The policy (its logs, witnesses and quorum).
+    pub policy: btlog_core::policy::Policy,
+    /// The quorum must be met by cosignatures at most this old, in seconds.
+    pub max_age: Option<u64>,
 }
 
 /// What a log's entries are, which decides how far the monitor checks them.
@@ -89,6 +100,9 @@ pub struct LogMonitor {
     sink: Arc<Sink>,
     show_progress: bool,
     parse_entries: bool,
+    witness: Option<Arc<WitnessRule>>,
+    /// The witness problem last alerted, so one that lasts is alerted once.
+    witness_problem: Option<String>,
 }
 
 impl LogMonitor {
@@ -125,6 +139,8 @@ impl LogMonitor {
             sink,
             show_progress,
             parse_entries: spec.entries == EntryFormat::Btlog,
+            witness: spec.witness.clone(),
+            witness_problem: None,
         })
     }
 
@@ -168,6 +184,7 @@ impl LogMonitor {
                 }
             }
         }
+        self.check_witnesses(&seen).await;
         for (src, cp) in &seen {
             self.check(*src, cp).await?;
         }
@@ -175,6 +192,37 @@ impl LogMonitor {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
+    }
+
+    /// Checks the served checkpoints against the witness policy; a problem is alerted once
+    /// (again only when it changes), and its end is logged.
+    async fn check_witnesses(&mut self, seen: &[(usize, SignedCheckpoint)]) {
+        let Some(rule) = self.witness.clone() else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let problems: Vec<String> = seen
+            .iter()
+            .filter_map(|(src, cp)| {
+                let e = rule.policy.check(&cp.note, now, rule.max_age).err()?;
+                Some(format!(
+                    "{}: checkpoint of size {}: {e}",
+                    self.sources[*src].base(),
+                    cp.checkpoint.size
+                ))
+            })
+            .collect();
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
+        if problem == self.witness_problem {
+            return;
+        }
+        match &problem {
+            Some(details) => self.alert(AlertKind::Witness, None, details.clone()).await,
+            None => tracing::info!(log = self.origin, "the witness policy is met again"),
+        }
+        self.witness_problem = problem;
     }
 
     /// Checks one source's checkpoint against the verified state, auditing when it is newer.
