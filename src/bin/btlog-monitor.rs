@@ -44,6 +44,10 @@ enum Command {
     VerifyEvidence {
         /// The evidence JSON file written by the monitor.
         file: PathBuf,
+        /// A witness's cosignature vkey (repeatable): also say whether it cosigned both
+        /// checkpoints, which a witness checking consistency never does.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
     },
 }
 
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Some(Command::VerifyEvidence { file }) => verify_evidence(&file),
+        Some(Command::VerifyEvidence { file, witnesses }) => verify_evidence(&file, &witnesses),
         None => tokio::runtime::Runtime::new()
             .context("starting the runtime")
             .and_then(|rt| rt.block_on(run(cli.run))),
@@ -116,11 +120,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn verify_evidence(file: &PathBuf) -> anyhow::Result<ExitCode> {
+fn verify_evidence(file: &PathBuf, witnesses: &[String]) -> anyhow::Result<ExitCode> {
     let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let keys = witnesses
+        .iter()
+        .map(|w| load_vkey(w))
+        .collect::<Result<Vec<_>, _>>()?;
     match Evidence::verify(&json) {
         Ok(what) => {
             println!("PROVEN: {what}");
+            let evidence: Evidence = serde_json::from_slice(&json)?;
+            let refs: Vec<&btlog_core::note::Verifier> = keys.iter().collect();
+            for w in evidence.cosigned_by_both(&refs) {
+                println!("PROVEN: witness {} cosigned both checkpoints", w.vkey());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -639,3 +639,128 @@ async fn a_hanging_witness_does_not_hold_up_the_quorum() {
     server.shutdown().await.expect("shutdown");
     held.abort();
 }
+
+/// Serves `body` to every HTTP request on a port of its own; its base URL.
+async fn serve_text(body: String) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+/// Two mirrors of one log serve two roots for one size, and a witness cosigned both: the
+/// monitor alerts the fork and, with a policy, the witness; `verify-evidence --witness` shows
+/// from the evidence file alone which witness cosigned both (and not the one that did not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_cosigning_two_roots_for_one_size_is_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let log = keys::generate(LOG).expect("log key");
+    let bad = keys::generate_cosigner("witness.example/bad").expect("key");
+    let honest = keys::generate_cosigner("witness.example/honest").expect("key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let note = |fork: bool, by: &[&Signer]| {
+        let mut n =
+            btlog_core::note::Note::parse(checkpoint(&log, 5, fork).as_bytes()).expect("note");
+        for w in by {
+            n.cosign(w, now).expect("cosign");
+        }
+        n.format()
+    };
+    let (a, _ta) = serve_text(note(false, &[&bad, &honest])).await;
+    let (b, _tb) = serve_text(note(true, &[&bad])).await;
+    let policy = format!(
+        "log {}\nwitness B {}\nwitness H {}\ngroup G any B H\nquorum G\n",
+        log.verifier().vkey(),
+        bad.verifier().vkey(),
+        honest.verifier().vkey()
+    );
+    std::fs::write(d.join("policy"), policy).expect("policy");
+    let out = Command::new(env!("CARGO_BIN_EXE_btlog-monitor"))
+        .args([
+            "--once",
+            "--no-progress",
+            "--log",
+            &a,
+            "--log",
+            &b,
+            "--vkey",
+            &log.verifier().vkey(),
+        ])
+        .arg("--state")
+        .arg(d.join("state"))
+        .arg("--policy")
+        .arg(d.join("policy"))
+        .output()
+        .expect("monitor");
+    let alerts = String::from_utf8_lossy(&out.stdout);
+    assert!(alerts.contains("\"kind\":\"fork\""), "{alerts}");
+    let witness_alert = alerts
+        .lines()
+        .find(|l| l.contains("\"kind\":\"witness\""))
+        .unwrap_or_else(|| panic!("no witness alert: {alerts}"));
+    assert!(
+        witness_alert.contains("witness.example/bad cosigned both"),
+        "{witness_alert}"
+    );
+    assert!(!witness_alert.contains("honest"), "{witness_alert}");
+
+    let evidence = std::fs::read_dir(d.join("state"))
+        .expect("state")
+        .flat_map(|e| {
+            std::fs::read_dir(e.expect("entry").path())
+                .into_iter()
+                .flatten()
+        })
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("evidence-"))
+        })
+        .expect("evidence file");
+    let out = Command::new(env!("CARGO_BIN_EXE_btlog-monitor"))
+        .arg("verify-evidence")
+        .arg(&evidence)
+        .args([
+            "--witness",
+            &bad.verifier().vkey(),
+            "--witness",
+            &honest.verifier().vkey(),
+        ])
+        .output()
+        .expect("verify-evidence");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "PROVEN: witness {} cosigned both",
+            bad.verifier().vkey()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains(&honest.verifier().vkey()), "{said}");
+}

@@ -194,6 +194,11 @@ impl Policy {
         &self.logs
     }
 
+    /// The policy's witnesses: their names in the policy, and keys.
+    pub fn witnesses(&self) -> impl Iterator<Item = (&str, &Verifier)> {
+        self.witnesses.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
     /// Checks a signed checkpoint note: signed by a policy log, and cosigned by witnesses
     /// meeting the quorum; with `max_age` (seconds, against `now`), by cosignatures no older
     /// than that. Returns the names of the witnesses that count.

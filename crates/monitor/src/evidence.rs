@@ -121,6 +121,22 @@ pub async fn compare(
 }
 
 impl Evidence {
+    /// The witnesses (of `witnesses`) whose cosignatures verify on both checkpoints: each of
+    /// them cosigned two trees that cannot both be honest, which a witness checking
+    /// consistency never does (tlog-witness).
+    pub fn cosigned_by_both<'a>(&self, witnesses: &[&'a Verifier]) -> Vec<&'a Verifier> {
+        let notes = [&self.checkpoint_a, &self.checkpoint_b]
+            .map(|n| btlog_core::note::Note::parse(n.as_bytes()).ok());
+        let [Some(a), Some(b)] = notes else {
+            return Vec::new();
+        };
+        witnesses
+            .iter()
+            .filter(|w| a.verify(&[w]).is_ok() && b.verify(&[w]).is_ok())
+            .copied()
+            .collect()
+    }
+
     /// The file contents.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"

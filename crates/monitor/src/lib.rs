@@ -298,6 +298,20 @@ impl LogMonitor {
         state::write_atomic(&path, evidence.to_json().as_bytes())?;
         let details = format!("{}; evidence: {}", evidence.reason, path.display());
         self.alert(AlertKind::Fork, None, details).await;
+        if let Some(rule) = self.witness.clone() {
+            let keys: Vec<&Verifier> = rule.policy.witnesses().map(|(_, v)| v).collect();
+            let both = evidence.cosigned_by_both(&keys);
+            if !both.is_empty() {
+                let names: Vec<&str> = both.iter().map(|v| v.name()).collect();
+                let details = format!(
+                    "witness {} cosigned both checkpoints of this split view; evidence: {} \
+                     (btlog-monitor verify-evidence FILE --witness VKEY shows it)",
+                    names.join(", "),
+                    path.display()
+                );
+                self.alert(AlertKind::Witness, None, details).await;
+            }
+        }
         Ok(())
     }
 
