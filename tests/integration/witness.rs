@@ -142,6 +142,68 @@ fn check_cosignature(line: &str, key: &VerifyingKey, checkpoint: &str) -> u64 {
     ts
 }
 
+/// A cosignature/v1 verifier for Cloudflare's independent signed-note implementation
+/// (`signed_note`), written from tlog-cosignature here, not with btlog's note code.
+struct CosignatureV1 {
+    name: String,
+    key: VerifyingKey,
+    id: u32,
+}
+
+impl CosignatureV1 {
+    fn new(vkey: &btlog_core::note::Verifier) -> Self {
+        let key = *vkey.public_key();
+        let mut typed = vec![0x04];
+        typed.extend_from_slice(key.as_bytes());
+        CosignatureV1 {
+            name: vkey.name().to_owned(),
+            key,
+            id: signed_note::key_id(vkey.name(), &typed),
+        }
+    }
+}
+
+impl signed_note::Verifier for CosignatureV1 {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn key_id(&self) -> u32 {
+        self.id
+    }
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let (Some(ts), Some(sig)) = (sig.get(..8), sig.get(8..)) else {
+            return false;
+        };
+        let ts = u64::from_be_bytes(ts.try_into().expect("8 bytes"));
+        let mut signed = format!("cosignature/v1\ntime {ts}\n").into_bytes();
+        signed.extend_from_slice(msg);
+        Signature::from_slice(sig).is_ok_and(|s| self.key.verify(&signed, &s).is_ok())
+    }
+}
+
+/// Verifies a served, cosigned checkpoint with `signed_note`: the log's Ed25519 signature with
+/// its `StandardVerifier`, each witness's cosignature with [`CosignatureV1`]. The names of the
+/// keys whose signatures verified.
+fn interop_verify(
+    note: &str,
+    log: &btlog_core::note::Verifier,
+    witnesses: &[btlog_core::note::Verifier],
+) -> Vec<String> {
+    let mut list: Vec<Box<dyn signed_note::Verifier>> = vec![Box::new(
+        signed_note::StandardVerifier::new(&log.vkey()).expect("log vkey"),
+    )];
+    list.extend(
+        witnesses
+            .iter()
+            .map(|w| Box::new(CosignatureV1::new(w)) as Box<dyn signed_note::Verifier>),
+    );
+    let parsed = signed_note::Note::from_bytes(note.as_bytes()).expect("signed_note parses it");
+    let (verified, _) = parsed
+        .verify(&signed_note::VerifierList::new(list))
+        .expect("signed_note verifies it");
+    verified.iter().map(|s| s.name().to_owned()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn witness_cosigns_only_what_extends_its_state() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -440,6 +502,19 @@ async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
     let (size, _) = submit("a".into()).await;
     let by = wait_served(&base, &log, &keys_, size, 2).await;
     assert!(by.len() >= 2, "{by:?}");
+    // Interop: an independent signed-note implementation verifies the served checkpoint.
+    let served_note = reqwest::get(format!("{base}/checkpoint"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    let names = interop_verify(&served_note, &log, &keys_);
+    assert!(names.contains(&LOG.to_owned()), "{names:?}");
+    assert!(
+        names.len() > by.len(),
+        "log and {by:?} witnesses: {names:?}"
+    );
 
     // An installer with a 2-of-3 policy verifies online and offline; with a policy that needs
     // a witness that never cosigned, it refuses (exit 1).
