@@ -582,6 +582,36 @@ async fn the_log_serves_checkpoints_a_quorum_of_witnesses_cosigned() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(verify("strict", &offline).status.code(), Some(1));
+    // 1 of 3: a policy needing 2 of {W0, two witnesses that never cosigned} fails.
+    let others: Vec<String> = (1..=2)
+        .map(|i| {
+            let k = keys::generate_cosigner(&format!("witness.example/never{i}")).expect("key");
+            k.verifier().vkey()
+        })
+        .collect();
+    let one_of_three = format!(
+        "log {}\nwitness W0 {}\nwitness N1 {}\nwitness N2 {}\ngroup G 2 W0 N1 N2\nquorum G\n",
+        log.vkey(),
+        keys_[by[0]].vkey(),
+        others[0],
+        others[1]
+    );
+    std::fs::write(d.join("one-of-three"), one_of_three).expect("policy");
+    let out = verify("one-of-three", &offline);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("quorum not met"));
+    // Stale: the proof's cosignatures are at least 2 s old; with --max-age 1s they are refused,
+    // each age named.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut stale = offline.to_vec();
+    stale.extend(["--max-age", "1s"]);
+    let out = verify("policy", &stale);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("older than 1 s") && err.contains(" s"),
+        "{err}"
+    );
 
     // A monitor with the policy: all well; with one the served checkpoint cannot meet, a
     // `witness` alert and exit 1.
