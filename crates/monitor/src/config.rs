@@ -36,8 +36,8 @@ pub enum ConfigError {
     /// A vkey is neither a readable vkey file nor vkey text.
     #[error("vkey {0:?}: {1}")]
     Vkey(String, String),
-    /// A duration is not `<n>ms`, `<n>s`, `<n>m`, `<n>h` or a number of seconds.
-    #[error("bad duration {0:?}: expected e.g. 30s, 5m, 1h")]
+    /// A duration is not `<n>ms`, `<n>s`, `<n>m`, `<n>h`, `<n>d` or a number of seconds.
+    #[error("bad duration {0:?}: expected e.g. 30s, 5m, 1h, 7d")]
     Duration(String),
 }
 
@@ -125,7 +125,11 @@ mod tests {
             Some(Duration::from_millis(250))
         );
         assert_eq!(parse_duration("7").ok(), Some(Duration::from_secs(7)));
-        for bad in ["", "s", "0s", "1d", "-1s", "1.5s"] {
+        assert_eq!(
+            parse_duration("2d").ok(),
+            Some(Duration::from_secs(172_800))
+        );
+        for bad in ["", "s", "0s", "1w", "-1s", "1.5s", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         let cfg: FileConfig = toml::from_str(
