@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Fork evidence files kept at most.
+const MAX_EVIDENCE: usize = 1000;
+
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -127,6 +130,16 @@ impl States {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let dir = self.dir.join("evidence");
+        // Only the log's key can sign forks, but a log that does so endlessly must not fill
+        // the witness's disk: the first MAX_EVIDENCE prove the point.
+        let kept = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+        if kept >= MAX_EVIDENCE {
+            tracing::warn!(
+                origin = log.name(),
+                "fork evidence not kept: {MAX_EVIDENCE} files already"
+            );
+            return;
+        }
         let path = dir.join(format!(
             "{}-{nanos}.json",
             hex::encode(&Sha256::digest(log.name().as_bytes())[..8])
