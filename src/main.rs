@@ -58,6 +58,10 @@ enum Command {
     },
     /// Log artifacts (one, or a JSON Lines batch) and keep their .tlog-proof files.
     Submit(cli::submit::SubmitArgs),
+    /// Backfill a registry's history from its own metadata files (crates.io index files).
+    Import(cli::import::ImportArgs),
+    /// Audit a lockfile (Cargo.lock): is every locked artifact logged as pinned, not withdrawn?
+    Audit(cli::audit::AuditArgs),
     /// Print the entry at an index.
     Get(cli::fetch::GetArgs),
     /// Print a .tlog-proof of the entry at an index for the latest checkpoint.
@@ -120,6 +124,8 @@ fn main() {
         } => keygen(&origin, &out, witness),
         Command::Witness { config } => witness(&config),
         Command::Submit(args) => cli::exit(cli::submit::run(args)),
+        Command::Import(args) => cli::exit(cli::import::run(args)),
+        Command::Audit(args) => cli::exit(cli::audit::run(args)),
         Command::Get(args) => cli::exit(cli::fetch::get(args)),
         Command::Prove(args) => cli::exit(cli::fetch::prove(args)),
         Command::Verify(args) => cli::exit(cli::verify::run(args)),

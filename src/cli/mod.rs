@@ -2,7 +2,9 @@
 //! `verify`. Each returns a [`CliError`] that carries its [`Exit`] code; [`exit`] prints it
 //! and ends the process, so scripts can rely on the codes in [`EXIT_CODES`].
 
+pub mod audit;
 pub mod fetch;
+pub mod import;
 pub mod submit;
 pub mod verify;
 

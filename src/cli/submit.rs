@@ -25,18 +25,9 @@ pub struct SubmitArgs {
     /// Base URL of the log (http://host:port).
     #[arg(long)]
     pub log: String,
-    /// Submitter token (from `btlog token`). Prefer BTLOG_TOKEN or --token-file: a command
-    /// line is visible to every user of the machine (`ps`).
-    #[arg(
-        long,
-        env = "BTLOG_TOKEN",
-        hide_env_values = true,
-        required_unless_present = "token_file"
-    )]
-    pub token: Option<String>,
-    /// File holding the submitter token (a final newline is ignored).
-    #[arg(long, value_name = "FILE", conflicts_with = "token")]
-    pub token_file: Option<PathBuf>,
+    /// The submitter token.
+    #[command(flatten)]
+    pub auth: TokenArgs,
     /// JSON Lines file of entries, e.g. {"kind":"publish","package":"pkg:npm/x","version":"1.0.0","file":"x-1.0.0.tgz","sha256":"<hex>"}.
     #[arg(long, conflicts_with_all = ["package", "version", "file", "artifact", "sha256", "size", "publisher", "provenance", "time", "kind"])]
     pub batch: Option<PathBuf>,
@@ -81,6 +72,23 @@ pub struct SubmitArgs {
     pub vkey: Option<String>,
 }
 
+/// Where the submitter token comes from.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// Submitter token (from `btlog token`). Prefer BTLOG_TOKEN or --token-file: a command
+    /// line is visible to every user of the machine (`ps`).
+    #[arg(
+        long,
+        env = "BTLOG_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the submitter token (a final newline is ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+}
+
 /// Entries labelled for error messages (`entry`, `FILE line N`).
 type Labelled = Vec<(String, EntryFields)>;
 
@@ -92,7 +100,7 @@ struct Item {
 
 /// Runs `btlog submit`.
 pub fn run(args: SubmitArgs) -> Result<(), CliError> {
-    let token = token(&args)?;
+    let token = args.auth.token()?;
     let items = items(&args)?;
     prepare_proof_dirs(&items)?;
     let vkey = args.vkey.as_deref().map(read_vkey).transpose()?;
@@ -116,39 +124,42 @@ pub fn run(args: SubmitArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The token from --token (or BTLOG_TOKEN) or from --token-file.
-fn token(args: &SubmitArgs) -> Result<String, CliError> {
-    let (token, from) = match (&args.token, &args.token_file) {
-        (Some(t), _) => (t.clone(), "--token"),
-        (None, Some(path)) => {
-            use std::io::Read as _;
-            // A token is 49 bytes; reading a few KiB at most keeps a wrong path (a device, a
-            // huge file) from being read whole.
-            let mut text = String::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(4096).read_to_string(&mut text))
-                .map_err(|e| {
-                    CliError::new(Exit::Usage, format!("--token-file {}: {e}", path.display()))
-                })?;
-            (
-                text.trim_end_matches(['\n', '\r']).to_owned(),
-                "--token-file",
-            )
-        }
-        (None, None) => {
+impl TokenArgs {
+    /// The token from --token (or BTLOG_TOKEN) or from --token-file.
+    pub fn token(&self) -> Result<String, CliError> {
+        let args = self;
+        let (token, from) = match (&args.token, &args.token_file) {
+            (Some(t), _) => (t.clone(), "--token"),
+            (None, Some(path)) => {
+                use std::io::Read as _;
+                // A token is 49 bytes; reading a few KiB at most keeps a wrong path (a device, a
+                // huge file) from being read whole.
+                let mut text = String::new();
+                std::fs::File::open(path)
+                    .and_then(|f| f.take(4096).read_to_string(&mut text))
+                    .map_err(|e| {
+                        CliError::new(Exit::Usage, format!("--token-file {}: {e}", path.display()))
+                    })?;
+                (
+                    text.trim_end_matches(['\n', '\r']).to_owned(),
+                    "--token-file",
+                )
+            }
+            (None, None) => {
+                return Err(CliError::new(
+                    Exit::Usage,
+                    "give the token in BTLOG_TOKEN, --token-file or --token",
+                ))
+            }
+        };
+        if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(CliError::new(
                 Exit::Usage,
-                "give the token in BTLOG_TOKEN, --token-file or --token",
-            ))
+                format!("{from}: a token is one word without spaces or control characters"),
+            ));
         }
-    };
-    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(CliError::new(
-            Exit::Usage,
-            format!("{from}: a token is one word without spaces or control characters"),
-        ));
+        Ok(token)
     }
-    Ok(token)
 }
 
 /// Prints one line per result and writes the proofs; returns the number of conflicts.

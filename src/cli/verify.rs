@@ -213,7 +213,7 @@ fn proof_error(e: ProofBundleError, vkey: &Verifier) -> CliError {
     CliError::new(Exit::NotProven, format!("verification failed: {detail}"))
 }
 
-fn online_error(e: VerifyError, vkey: &Verifier) -> CliError {
+pub(super) fn online_error(e: VerifyError, vkey: &Verifier) -> CliError {
     match e {
         VerifyError::NotLogged { .. } => {
             CliError::new(Exit::NotProven, format!("verification failed: {e}"))

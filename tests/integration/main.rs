@@ -13,6 +13,7 @@ mod cli;
 mod client_limits;
 mod client_state;
 mod crash_server;
+mod ecosystems;
 mod monitor;
 mod router_fuzz;
 mod server_grpc;

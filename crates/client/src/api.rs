@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::{FetchError, Http, JSON_LIMIT};
 use btlog_core::checkpoint::{decode_hash, Checkpoint};
-use btlog_core::entry::{EntryFields, Identity};
+use btlog_core::entry::{Entry, EntryFields, Identity, Kind};
 use btlog_core::merkle::Hash;
 use btlog_core::note::MAX_NOTE_BYTES;
 use btlog_core::proof_bundle::TlogProof;
@@ -150,6 +150,52 @@ impl Api {
             Some(body) => self.decode(&path, &body).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Every entry of package `purl` in log order (`/v1/packages`, page by page), unverified.
+    pub async fn package_entries(&self, purl: &str) -> Result<Vec<(u64, String)>, ApiError> {
+        let mut out = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let path = format!("/v1/packages/{purl}?from={from}");
+            let Some(body) = self.http.get_limited(&path, JSON_LIMIT).await? else {
+                return Ok(out);
+            };
+            let page: EntriesReply = self.decode(&path, &body)?;
+            let Some(last) = page.entries.last().map(|e| e.index) else {
+                return Ok(out);
+            };
+            if last < from {
+                return Err(self.bad(&path, "a page went backwards"));
+            }
+            out.extend(page.entries.into_iter().map(|e| (e.index, e.entry)));
+            from = last + 1;
+        }
+    }
+
+    /// Whether `version`/`file` of package `purl` stands yanked or deleted in the log: its last
+    /// `yank`, `unyank` or `delete` entry is not an `unyank` (PROTOCOL.md §2.3).
+    pub async fn withdrawn(
+        &self,
+        purl: &str,
+        version: &str,
+        file: &str,
+    ) -> Result<Option<Kind>, ApiError> {
+        let mut state = None;
+        for (_, text) in self.package_entries(purl).await? {
+            let Ok(entry) = Entry::parse(text.as_bytes()) else {
+                continue;
+            };
+            let d = entry.data();
+            if d.version == version && d.file == file {
+                match d.kind {
+                    Kind::Yank | Kind::Delete => state = Some(d.kind),
+                    Kind::Unyank => state = None,
+                    _ => {}
+                }
+            }
+        }
+        Ok(state)
     }
 
     /// Assembles the tlog-proof of entry `index` against the signed `checkpoint` note (not

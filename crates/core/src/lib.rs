@@ -18,6 +18,8 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod claims;
 pub mod entry;
+#[cfg(feature = "serde")]
+pub mod import;
 pub mod keys;
 pub mod merkle;
 pub mod note;

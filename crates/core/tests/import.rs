@@ -1,0 +1,60 @@
+//! Registry metadata as entries (PROTOCOL.md §11), on real crates.io index files
+//! (`tests/vectors/ecosystems/`): every version becomes a valid publish with the index's
+//! checksum, a yanked version also a yank, and a malformed line is refused with its number.
+
+use btlog_core::entry::Kind;
+use btlog_core::import::crates_index;
+use std::path::Path;
+
+fn file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors/ecosystems/crates.io")
+        .join(name);
+    std::fs::read_to_string(path).expect("vector")
+}
+
+#[test]
+fn a_crates_io_index_file_becomes_publishes_and_yanks() {
+    let itoa = crates_index(&file("itoa")).expect("itoa");
+    assert_eq!(itoa.len(), 38);
+    assert!(itoa.iter().all(|e| e.kind == Kind::Publish));
+    let last = itoa.last().expect("versions");
+    assert_eq!(last.package, "pkg:cargo/itoa");
+    assert_eq!(last.file, format!("itoa-{}.crate", last.version));
+    for e in &itoa {
+        e.clone().into_entry("crates.io").expect("a valid entry");
+    }
+    // Cargo.lock's checksum of itoa 1.0.18 is the index's cksum.
+    let v = itoa.iter().find(|e| e.version == "1.0.18").expect("1.0.18");
+    assert_eq!(
+        v.sha256,
+        "8f42a60cbdf9a97f5d2305f08a87dc4e09308d1276d28c869c684d7777685682"
+    );
+
+    let hex = crates_index(&file("hex")).expect("hex");
+    let kinds: Vec<(Kind, &str)> = hex.iter().map(|e| (e.kind, e.version.as_str())).collect();
+    assert_eq!(kinds.iter().filter(|(k, _)| *k == Kind::Publish).count(), 9);
+    let yank = kinds
+        .iter()
+        .position(|k| *k == (Kind::Yank, "0.4.1"))
+        .expect("0.4.1 yanked");
+    assert_eq!(
+        kinds[yank - 1],
+        (Kind::Publish, "0.4.1"),
+        "the yank follows its publish"
+    );
+    for e in &hex {
+        e.clone().into_entry("crates.io").expect("a valid entry");
+    }
+}
+
+#[test]
+fn malformed_index_lines_are_refused_with_their_number() {
+    let text = format!(
+        "{}\n\n{{\"name\": \"x\"}}\n",
+        file("itoa").lines().next().expect("line")
+    );
+    assert_eq!(crates_index(&text).expect_err("missing fields").line, 3);
+    assert_eq!(crates_index("not json\n").expect_err("junk").line, 1);
+    assert_eq!(crates_index("").map(|v| v.len()), Ok(0));
+}

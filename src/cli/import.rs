@@ -1,0 +1,118 @@
+//! `btlog import`: backfill a registry's history from its own published metadata (PROTOCOL.md
+//! §11), idempotent and resumable: publishes already logged come back `duplicate`, a yank
+//! already standing in the log is not logged again, and a conflict is reported, never
+//! overwritten.
+
+use std::path::PathBuf;
+
+use super::submit::TokenArgs;
+use super::{api, block_on, CliError, Exit};
+use btlog_client::api::SubmitStatus;
+use btlog_core::entry::{EntryFields, Kind};
+
+/// Entries per request (below the server's default limit of 1000).
+const CHUNK: usize = 500;
+
+/// Backfill from registry metadata files: crates.io index files (one per crate, as in the
+/// registry index). Prints a summary per file; conflicts on stderr (exit 5).
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Base URL of the log (http://host:port).
+    #[arg(long)]
+    pub log: String,
+    /// The submitter token.
+    #[command(flatten)]
+    pub auth: TokenArgs,
+    /// crates.io index files (the index's JSON-lines layout, one file per crate).
+    #[arg(long = "crates-index", value_name = "FILE", required = true)]
+    pub crates_index: Vec<PathBuf>,
+}
+
+/// Runs `btlog import`.
+pub fn run(args: ImportArgs) -> Result<(), CliError> {
+    let token = args.auth.token()?;
+    let api = api(&args.log)?;
+    // Everything is read and checked before anything is sent.
+    let mut files = Vec::new();
+    for path in &args.crates_index {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        let entries = btlog_core::import::crates_index(&text)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        for e in &entries {
+            e.clone().into_entry("local.check").map_err(|err| {
+                CliError::usage(format!(
+                    "{}: {} {}: {err}",
+                    path.display(),
+                    e.package,
+                    e.version
+                ))
+            })?;
+        }
+        files.push((path, entries));
+    }
+    let mut conflicts = 0;
+    block_on(async {
+        for (path, entries) in files {
+            let entries = standing_yanks_dropped(&api, entries).await?;
+            let mut counts = [0usize; 3];
+            for chunk in entries.chunks(CHUNK) {
+                let reply = api.submit(&token, chunk).await?;
+                for (e, r) in chunk.iter().zip(&reply.results) {
+                    match r.status {
+                        SubmitStatus::New => counts[0] += 1,
+                        SubmitStatus::Duplicate => counts[1] += 1,
+                        SubmitStatus::Conflict => {
+                            counts[2] += 1;
+                            eprintln!(
+                                "btlog: conflict: {} {} {} is logged at index {} with another sha256 (the metadata says {})",
+                                e.package,
+                                e.version,
+                                e.file,
+                                r.existing_index.unwrap_or(r.index),
+                                e.sha256
+                            );
+                        }
+                    }
+                }
+            }
+            conflicts += counts[2];
+            println!(
+                "{}: {} new, {} already logged, {} conflicts",
+                path.display(),
+                counts[0],
+                counts[1],
+                counts[2]
+            );
+        }
+        Ok::<(), CliError>(())
+    })?;
+    if conflicts > 0 {
+        return Err(CliError::new(
+            Exit::Conflict,
+            format!("{conflicts} entries conflict with what the log holds"),
+        ));
+    }
+    Ok(())
+}
+
+/// Drops the yank events whose artifact already stands yanked (or deleted) in the log, so a
+/// re-run does not log them again (a yank is an event, not an identity).
+async fn standing_yanks_dropped(
+    api: &btlog_client::api::Api,
+    entries: Vec<EntryFields>,
+) -> Result<Vec<EntryFields>, CliError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        if e.kind == Kind::Yank
+            && api
+                .withdrawn(&e.package, &e.version, &e.file)
+                .await?
+                .is_some()
+        {
+            continue;
+        }
+        out.push(e);
+    }
+    Ok(out)
+}

@@ -1,0 +1,174 @@
+//! `btlog import` and `btlog audit` with real crates.io index files
+//! (`crates/core/tests/vectors/ecosystems/`) against a real server: the import logs every
+//! version and yank once (a re-run adds nothing), and a Cargo.lock audit proves what is pinned,
+//! names a changed checksum with both digests, a yanked version and an unlogged crate.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/vectors/ecosystems/crates.io")
+}
+
+fn btlog(args: &[&str], token: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_btlog"))
+        .args(args)
+        .env("BTLOG_TOKEN", token)
+        .output()
+        .expect("run btlog")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn lock(dir: &Path, name: &str, packages: &[(&str, &str, &str)]) -> String {
+    let mut t = String::from("version = 4\n\n[[package]]\nname = \"local\"\nversion = \"0.1.0\"\n");
+    for (n, v, sum) in packages {
+        t.push_str(&format!(
+            "\n[[package]]\nname = \"{n}\"\nversion = \"{v}\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"{sum}\"\n"
+        ));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, t).expect("lockfile");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_a_registry_index_then_audit_a_lockfile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = crate::server::add_token(dir.path());
+    let server = crate::server::start(&crate::server::config(dir.path())).await;
+    let url = format!("http://{}", server.http_addr());
+    let vkey = server.log().verifier().vkey();
+    let (itoa, hex) = (vectors().join("itoa"), vectors().join("hex"));
+    let (itoa, hex) = (itoa.to_str().expect("utf-8"), hex.to_str().expect("utf-8"));
+    let import = [
+        "import",
+        "--log",
+        &url,
+        "--crates-index",
+        itoa,
+        "--crates-index",
+        hex,
+    ];
+
+    let out = btlog(&import, &token);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("itoa: 38 new, 0 already logged, 0 conflicts"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("hex: 10 new"),
+        "9 publishes and a yank: {}",
+        text(&out)
+    );
+    // Resumable and idempotent: nothing is logged twice, the yank included.
+    let out = btlog(&import, &token);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("itoa: 0 new, 38 already logged"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("hex: 0 new, 9 already logged"),
+        "{}",
+        text(&out)
+    );
+
+    let state = dir.path().join("state");
+    let state = state.to_str().expect("utf-8");
+    let audit = |lockfile: &str| {
+        btlog(
+            &[
+                "audit", lockfile, "--log", &url, "--vkey", &vkey, "--state", state,
+            ],
+            "",
+        )
+    };
+    let itoa_sum = "8f42a60cbdf9a97f5d2305f08a87dc4e09308d1276d28c869c684d7777685682";
+    let hex_sum = "7f24254aa9a54b5c858eaee2f5bccdb46aaf0e486a595ed5fd8f86ba55232a70";
+    let good = lock(
+        dir.path(),
+        "good.lock",
+        &[("itoa", "1.0.18", itoa_sum), ("hex", "0.4.3", hex_sum)],
+    );
+    let out = audit(&good);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        text(&out).lines().filter(|l| l.starts_with("ok ")).count(),
+        2,
+        "{}",
+        text(&out)
+    );
+
+    let changed = "00".repeat(32);
+    let bad = lock(
+        dir.path(),
+        "bad.lock",
+        &[("itoa", "1.0.18", &changed), ("hex", "0.4.3", hex_sum)],
+    );
+    let out = audit(&bad);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "itoa 1.0.18: the lockfile pins sha256 {changed}, the log has {itoa_sum}"
+        )),
+        "{}",
+        text(&out)
+    );
+
+    let yanked_sum = std::fs::read_to_string(vectors().join("hex"))
+        .expect("hex")
+        .lines()
+        .find(|l| l.contains("\"vers\": \"0.4.1\""))
+        .and_then(|l| l.split("\"cksum\": \"").nth(1))
+        .map(|s| s[..64].to_owned())
+        .expect("0.4.1 checksum");
+    let withdrawn = lock(
+        dir.path(),
+        "yanked.lock",
+        &[
+            ("hex", "0.4.1", &yanked_sum),
+            ("serde", "1.0.0", &"ab".repeat(32)),
+        ],
+    );
+    let out = audit(&withdrawn);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("WITHDRAWN   hex 0.4.1"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("then yank"), "{}", text(&out));
+    assert!(
+        text(&out).contains("NOT LOGGED  serde 1.0.0"),
+        "{}",
+        text(&out)
+    );
+
+    let out = btlog(
+        &[
+            "audit", &withdrawn, "--json", "--log", &url, "--vkey", &vkey, "--state", state,
+        ],
+        "",
+    );
+    let statuses: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["status"]
+                .as_str()
+                .expect("status")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(statuses, ["yank", "not-logged"]);
+    server.shutdown().await.expect("shutdown");
+}
