@@ -1,7 +1,9 @@
 //! `btlog audit <lockfile>`: is every locked artifact logged under the digest the lockfile pins,
 //! and not yanked or deleted since (PROTOCOL.md §11)? Each is verified online like
 //! `btlog verify` (proof, checkpoint consistent with the stored state, witness policy when
-//! given). Lockfiles: `Cargo.lock` (crates.io packages with a `checksum`).
+//! given). Lockfiles: `Cargo.lock` (crates.io packages with a `checksum`) and pip
+//! requirements files pinned with `==` and `--hash=sha256:` (any file of that version with one
+//! of those digests).
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +41,19 @@ pub struct AuditArgs {
 /// One locked artifact.
 struct Locked {
     name: String,
-    claim: ArtifactClaim,
+    package: String,
+    version: String,
+    pinned: Pinned,
+}
+
+/// What the lockfile pins.
+enum Pinned {
+    /// One file with its digest (Cargo.lock).
+    File { file: String, sha256: [u8; 32] },
+    /// Any file of the version with one of these digests (pip `--hash`).
+    AnyFile(Vec<[u8; 32]>),
+    /// Nothing usable: why.
+    Unpinned(String),
 }
 
 /// What the audit found for one artifact.
@@ -53,7 +67,12 @@ enum Finding {
 /// Runs `btlog audit`.
 pub fn run(args: AuditArgs) -> Result<(), CliError> {
     let vkey = read_vkey(&args.vkey)?;
-    let locked = cargo_lock(&args.lockfile)?;
+    // A Cargo.lock is TOML with [[package]] tables; anything else is read as requirements.
+    let locked = match cargo_lock(&args.lockfile) {
+        Ok(Some(locked)) => locked,
+        Ok(None) => requirements(&args.lockfile)?,
+        Err(e) => return Err(e),
+    };
     let state = CheckpointState::new(match args.state.clone() {
         Some(dir) => dir,
         None => CheckpointState::default_dir().map_err(|e| CliError::usage(e.to_string()))?,
@@ -65,18 +84,22 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
             .map(|l| {
                 let (api, vkey, state, accept) = (&api, &vkey, &state, &accept);
                 async move {
-                    let found = match verify_online(api, vkey, &l.claim, state, accept).await {
-                        Ok((index, _)) => match api
-                            .withdrawn(&l.claim.package, &l.claim.version, &l.claim.file)
-                            .await
-                        {
-                            Ok(Some(kind)) => Ok(Finding::Withdrawn {
-                                kind: kind.as_str(),
-                                index,
-                            }),
-                            Ok(None) => Ok(Finding::Proven { index }),
-                            Err(e) => Err(e.into()),
-                        },
+                    let claim = match resolve(api, &l).await {
+                        Ok(Ok(claim)) => claim,
+                        Ok(Err(finding)) => return (l, Ok(finding)),
+                        Err(e) => return (l, Err(e)),
+                    };
+                    let found = match verify_online(api, vkey, &claim, state, accept).await {
+                        Ok((index, _)) => {
+                            match api.withdrawn(&claim.package, &l.version, &claim.file).await {
+                                Ok(Some(kind)) => Ok(Finding::Withdrawn {
+                                    kind: kind.as_str(),
+                                    index,
+                                }),
+                                Ok(None) => Ok(Finding::Proven { index }),
+                                Err(e) => Err(e.into()),
+                            }
+                        }
                         Err(VerifyError::NotLogged { .. }) => Ok(Finding::NotLogged),
                         Err(VerifyError::Proof(ProofBundleError::Mismatch {
                             field: "sha256",
@@ -96,19 +119,22 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
     let mut worst: Option<CliError> = None;
     let mut failed = 0;
     for (l, found) in &results {
-        let claim = &l.claim;
-        let digest = hex::encode(claim.sha256);
+        let digest = match &l.pinned {
+            Pinned::File { sha256, .. } => hex::encode(sha256),
+            Pinned::AnyFile(hashes) => hashes.iter().map(hex::encode).collect::<Vec<_>>().join(","),
+            Pinned::Unpinned(_) => String::new(),
+        };
         let (ok, line, json) = match found {
             Ok(Finding::Proven { index }) => (
                 true,
-                format!("ok          {} {} (index {index})", l.name, claim.version),
+                format!("ok          {} {} (index {index})", l.name, l.version),
                 serde_json::json!({"status": "ok", "index": index}),
             ),
             Ok(Finding::NotLogged) => (
                 false,
                 format!(
-                    "NOT LOGGED  {} {}: no publish of {} in the log",
-                    l.name, claim.version, claim.file
+                    "NOT LOGGED  {} {}: no publish of it in the log",
+                    l.name, l.version
                 ),
                 serde_json::json!({"status": "not-logged"}),
             ),
@@ -116,7 +142,7 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
                 false,
                 format!(
                     "DIGEST      {} {}: the lockfile pins sha256 {digest}, the log has {logged}",
-                    l.name, claim.version
+                    l.name, l.version
                 ),
                 serde_json::json!({"status": "other-digest", "logged": logged}),
             ),
@@ -124,21 +150,20 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
                 false,
                 format!(
                     "WITHDRAWN   {} {}: logged at index {index}, then {kind}",
-                    l.name, claim.version
+                    l.name, l.version
                 ),
                 serde_json::json!({"status": kind, "index": index}),
             ),
             Err(e) => (
                 false,
-                format!("ERROR       {} {}: {}", l.name, claim.version, e.message),
+                format!("ERROR       {} {}: {}", l.name, l.version, e.message),
                 serde_json::json!({"status": "error", "error": e.message}),
             ),
         };
         if args.json {
             let mut j = json;
-            j["package"] = claim.package.clone().into();
-            j["version"] = claim.version.clone().into();
-            j["file"] = claim.file.clone().into();
+            j["package"] = l.package.clone().into();
+            j["version"] = l.version.clone().into();
             j["sha256"] = digest.into();
             println!("{j}");
         } else {
@@ -172,8 +197,9 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The crates.io packages of a Cargo.lock that carry a checksum.
-fn cargo_lock(path: &Path) -> Result<Vec<Locked>, CliError> {
+/// The crates.io packages of a Cargo.lock that carry a checksum; None when the file is not a
+/// Cargo.lock (not TOML with `[[package]]` tables).
+fn cargo_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
     #[derive(serde::Deserialize)]
     struct Lock {
         #[serde(default)]
@@ -188,7 +214,12 @@ fn cargo_lock(path: &Path) -> Result<Vec<Locked>, CliError> {
     }
     let fail = |e: String| CliError::usage(format!("{}: {e}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let lock: Lock = toml::from_str(&text).map_err(|e| fail(e.message().to_owned()))?;
+    let Ok(lock) = toml::from_str::<Lock>(&text) else {
+        return Ok(None);
+    };
+    if lock.package.is_empty() {
+        return Ok(None);
+    }
     lock.package
         .into_iter()
         .filter(|p| {
@@ -199,14 +230,91 @@ fn cargo_lock(path: &Path) -> Result<Vec<Locked>, CliError> {
             let sha256 = btlog_core::entry::parse_hex::<32>("checksum", &sum)
                 .map_err(|e| fail(format!("{} {}: {e}", p.name, p.version)))?;
             Ok(Locked {
-                claim: ArtifactClaim {
-                    package: cargo_purl(&p.name),
-                    version: p.version.clone(),
+                package: cargo_purl(&p.name),
+                pinned: Pinned::File {
                     file: crate_file(&p.name, &p.version),
                     sha256,
                 },
+                version: p.version,
                 name: p.name,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The claim to verify for `l`: its pinned file, or the logged file of its version whose
+/// digest it pins; else what the log shows instead.
+async fn resolve(
+    api: &btlog_client::api::Api,
+    l: &Locked,
+) -> Result<Result<ArtifactClaim, Finding>, CliError> {
+    let claim = |file: &str, sha256: [u8; 32]| ArtifactClaim {
+        package: l.package.clone(),
+        version: l.version.clone(),
+        file: file.to_owned(),
+        sha256,
+    };
+    let hashes = match &l.pinned {
+        Pinned::File { file, sha256 } => return Ok(Ok(claim(file, *sha256))),
+        Pinned::Unpinned(why) => return Err(CliError::usage(why.clone())),
+        Pinned::AnyFile(hashes) => hashes,
+    };
+    let mut other = None;
+    for (_, text) in api.package_entries(&l.package).await? {
+        let Ok(entry) = btlog_core::entry::Entry::parse(text.as_bytes()) else {
+            continue;
+        };
+        let d = entry.data();
+        if d.kind != btlog_core::entry::Kind::Publish || d.version != l.version {
+            continue;
+        }
+        if hashes.contains(&d.sha256) {
+            return Ok(Ok(claim(&d.file, d.sha256)));
+        }
+        other.get_or_insert_with(|| format!("{} for {}", hex::encode(d.sha256), d.file));
+    }
+    Ok(Err(match other {
+        Some(logged) => Finding::OtherDigest { logged },
+        None => Finding::NotLogged,
+    }))
+}
+
+/// The requirements of a pip requirements file: `name==version` with `--hash=sha256:` options
+/// (continuation lines joined, comments and other options skipped).
+fn requirements(path: &Path) -> Result<Vec<Locked>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+    let mut out = Vec::new();
+    for line in joined.lines() {
+        let line = line.find(" #").map_or(line, |i| &line[..i]).trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
+            continue;
+        }
+        let spec = line.split([' ', ';']).next().unwrap_or_default();
+        let (name, version) = spec.split_once("==").unwrap_or((spec, ""));
+        let name = name.split('[').next().unwrap_or(name).to_owned();
+        let hashes: Vec<[u8; 32]> = line
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("--hash=sha256:"))
+            .filter_map(|h| {
+                btlog_core::entry::parse_hex::<32>("hash", &h.to_ascii_lowercase()).ok()
+            })
+            .collect();
+        let pinned = if version.is_empty() {
+            Pinned::Unpinned(format!("{spec}: not pinned with =="))
+        } else if hashes.is_empty() {
+            Pinned::Unpinned(format!("{spec}: no --hash=sha256:"))
+        } else {
+            Pinned::AnyFile(hashes)
+        };
+        out.push(Locked {
+            package: btlog_core::import::pypi_purl(&name),
+            version: version.to_owned(),
+            pinned,
+            name,
+        });
+    }
+    Ok(out)
 }

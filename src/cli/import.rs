@@ -10,11 +10,14 @@ use super::{api, block_on, CliError, Exit};
 use btlog_client::api::SubmitStatus;
 use btlog_core::entry::{EntryFields, Kind};
 
+/// Reads one metadata file into entries.
+type Importer = fn(&str) -> Result<Vec<EntryFields>, btlog_core::import::ImportError>;
+
 /// Entries per request (below the server's default limit of 1000).
 const CHUNK: usize = 500;
 
 /// Backfill from registry metadata files: crates.io index files (one per crate, as in the
-/// registry index). Prints a summary per file; conflicts on stderr (exit 5).
+/// registry index) and PyPI project JSON documents. Prints a summary per file; conflicts on stderr (exit 5).
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     /// Base URL of the log (http://host:port).
@@ -24,8 +27,15 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub auth: TokenArgs,
     /// crates.io index files (the index's JSON-lines layout, one file per crate).
-    #[arg(long = "crates-index", value_name = "FILE", required = true)]
+    #[arg(
+        long = "crates-index",
+        value_name = "FILE",
+        required_unless_present = "pypi_project"
+    )]
     pub crates_index: Vec<PathBuf>,
+    /// PyPI project JSON documents (`https://pypi.org/pypi/<project>/json`).
+    #[arg(long = "pypi-project", value_name = "FILE")]
+    pub pypi_project: Vec<PathBuf>,
 }
 
 /// Runs `btlog import`.
@@ -34,11 +44,19 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
     let api = api(&args.log)?;
     // Everything is read and checked before anything is sent.
     let mut files = Vec::new();
-    for path in &args.crates_index {
+    let crates = args
+        .crates_index
+        .iter()
+        .map(|p| (p, btlog_core::import::crates_index as Importer));
+    let pypi = args
+        .pypi_project
+        .iter()
+        .map(|p| (p, btlog_core::import::pypi_project as Importer));
+    for (path, importer) in crates.chain(pypi) {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
-        let entries = btlog_core::import::crates_index(&text)
-            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        let entries =
+            importer(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
         for e in &entries {
             e.clone().into_entry("local.check").map_err(|err| {
                 CliError::usage(format!(

@@ -172,3 +172,90 @@ async fn import_a_registry_index_then_audit_a_lockfile() {
     assert_eq!(statuses, ["yank", "not-logged"]);
     server.shutdown().await.expect("shutdown");
 }
+
+/// The sha256 digests PyPI lists for `version` of attrs (vector file).
+fn attrs_hashes(version: &str) -> Vec<String> {
+    let path = vectors().join("../pypi/attrs.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("attrs.json")).expect("json");
+    doc["releases"][version]
+        .as_array()
+        .expect("release")
+        .iter()
+        .map(|f| f["digests"]["sha256"].as_str().expect("sha256").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = crate::server::add_token(dir.path());
+    let server = crate::server::start(&crate::server::config(dir.path())).await;
+    let url = format!("http://{}", server.http_addr());
+    let vkey = server.log().verifier().vkey();
+    let attrs = vectors().join("../pypi/attrs.json");
+    let attrs = attrs.to_str().expect("utf-8");
+    let out = btlog(&["import", "--log", &url, "--pypi-project", attrs], &token);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(": 74 new, 0 already logged"),
+        "72 files and 2 yanks: {}",
+        text(&out)
+    );
+    let out = btlog(&["import", "--log", &url, "--pypi-project", attrs], &token);
+    assert!(
+        text(&out).contains(": 0 new, 72 already logged"),
+        "{}",
+        text(&out)
+    );
+
+    let hashes = |v: &str| {
+        attrs_hashes(v)
+            .iter()
+            .map(|h| format!(" \\\n    --hash=sha256:{h}"))
+            .collect::<String>()
+    };
+    let reqs = format!(
+        "# pinned\nattrs==23.1.0{}\n\nattrs==21.1.0{}\nattrs==22.1.0 --hash=sha256:{}\nsix==1.0.0 --hash=sha256:{}\nrequests\n",
+        hashes("23.1.0"),
+        hashes("21.1.0"),
+        "00".repeat(32),
+        "ab".repeat(32)
+    );
+    let path = dir.path().join("requirements.txt");
+    std::fs::write(&path, reqs).expect("requirements");
+    let state = dir.path().join("state");
+    let out = btlog(
+        &[
+            "audit",
+            path.to_str().expect("utf-8"),
+            "--log",
+            &url,
+            "--vkey",
+            &vkey,
+            "--state",
+            state.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("ok          attrs 23.1.0"), "{t}");
+    assert!(t.contains("WITHDRAWN   attrs 21.1.0"), "{t}");
+    assert!(
+        t.contains("DIGEST      attrs 22.1.0: the lockfile pins sha256 0000"),
+        "{t}"
+    );
+    assert!(
+        attrs_hashes("22.1.0")
+            .iter()
+            .any(|h| t.contains(&format!("the log has {h} for attrs-22.1.0"))),
+        "{t}"
+    );
+    assert!(t.contains("NOT LOGGED  six 1.0.0"), "{t}");
+    assert!(
+        t.contains("ERROR       requests : requests: not pinned with =="),
+        "{t}"
+    );
+    server.shutdown().await.expect("shutdown");
+}

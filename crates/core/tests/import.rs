@@ -3,12 +3,18 @@
 //! checksum, a yanked version also a yank, and a malformed line is refused with its number.
 
 use btlog_core::entry::Kind;
-use btlog_core::import::crates_index;
+use btlog_core::import::{crates_index, pypi_name, pypi_project};
 use std::path::Path;
 
 fn file(name: &str) -> String {
+    let dir = if name.ends_with(".json") {
+        "pypi"
+    } else {
+        "crates.io"
+    };
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/vectors/ecosystems/crates.io")
+        .join("tests/vectors/ecosystems")
+        .join(dir)
         .join(name);
     std::fs::read_to_string(path).expect("vector")
 }
@@ -57,4 +63,26 @@ fn malformed_index_lines_are_refused_with_their_number() {
     assert_eq!(crates_index(&text).expect_err("missing fields").line, 3);
     assert_eq!(crates_index("not json\n").expect_err("junk").line, 1);
     assert_eq!(crates_index("").map(|v| v.len()), Ok(0));
+}
+
+#[test]
+fn a_pypi_project_becomes_publishes_and_yanks_in_upload_order() {
+    let attrs = pypi_project(&file("attrs.json")).expect("attrs");
+    let publishes: Vec<_> = attrs.iter().filter(|e| e.kind == Kind::Publish).collect();
+    assert_eq!(publishes.len(), 72);
+    let yanks: Vec<_> = attrs.iter().filter(|e| e.kind == Kind::Yank).collect();
+    assert_eq!(yanks.len(), 2);
+    assert!(yanks
+        .iter()
+        .all(|y| y.version == "21.1.0" && y.package == "pkg:pypi/attrs"));
+    let times: Vec<&str> = publishes
+        .iter()
+        .map(|e| e.time.as_deref().expect("time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "upload order");
+    for e in &attrs {
+        e.clone().into_entry("pypi.org").expect("a valid entry");
+    }
+    assert_eq!(pypi_name("Zope.Interface__x"), "zope-interface-x");
+    assert!(pypi_project("{}").is_err());
 }
