@@ -3,7 +3,7 @@
 //! `btlog verify` (proof, checkpoint consistent with the stored state, witness policy when
 //! given). Lockfiles: `Cargo.lock` (crates.io packages with a `checksum`) and pip
 //! requirements files pinned with `==` and `--hash=sha256:` (any file of that version with one
-//! of those digests).
+//! of those digests), and npm `package-lock.json` (the `integrity` SHA-512 of each package).
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +52,8 @@ enum Pinned {
     File { file: String, sha256: [u8; 32] },
     /// Any file of the version with one of these digests (pip `--hash`).
     AnyFile(Vec<[u8; 32]>),
+    /// The file of the version with this SHA-512 (npm `integrity`).
+    Sha512([u8; 64]),
     /// Nothing usable: why.
     Unpinned(String),
 }
@@ -70,7 +72,10 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
     // A Cargo.lock is TOML with [[package]] tables; anything else is read as requirements.
     let locked = match cargo_lock(&args.lockfile) {
         Ok(Some(locked)) => locked,
-        Ok(None) => requirements(&args.lockfile)?,
+        Ok(None) => match package_lock(&args.lockfile)? {
+            Some(locked) => locked,
+            None => requirements(&args.lockfile)?,
+        },
         Err(e) => return Err(e),
     };
     let state = CheckpointState::new(match args.state.clone() {
@@ -120,8 +125,12 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
     let mut failed = 0;
     for (l, found) in &results {
         let digest = match &l.pinned {
-            Pinned::File { sha256, .. } => hex::encode(sha256),
-            Pinned::AnyFile(hashes) => hashes.iter().map(hex::encode).collect::<Vec<_>>().join(","),
+            Pinned::File { sha256, .. } => format!("sha256 {}", hex::encode(sha256)),
+            Pinned::AnyFile(hashes) => format!(
+                "sha256 {}",
+                hashes.iter().map(hex::encode).collect::<Vec<_>>().join(",")
+            ),
+            Pinned::Sha512(sha512) => format!("sha512 {}", hex::encode(sha512)),
             Pinned::Unpinned(_) => String::new(),
         };
         let (ok, line, json) = match found {
@@ -141,7 +150,7 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
             Ok(Finding::OtherDigest { logged }) => (
                 false,
                 format!(
-                    "DIGEST      {} {}: the lockfile pins sha256 {digest}, the log has {logged}",
+                    "DIGEST      {} {}: the lockfile pins {digest}, the log has {logged}",
                     l.name, l.version
                 ),
                 serde_json::json!({"status": "other-digest", "logged": logged}),
@@ -164,7 +173,7 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
             let mut j = json;
             j["package"] = l.package.clone().into();
             j["version"] = l.version.clone().into();
-            j["sha256"] = digest.into();
+            j["pinned"] = digest.into();
             println!("{j}");
         } else {
             println!("{line}");
@@ -255,11 +264,16 @@ async fn resolve(
         file: file.to_owned(),
         sha256,
     };
-    let hashes = match &l.pinned {
+    let matches = |d: &btlog_core::entry::EntryData| match &l.pinned {
+        Pinned::AnyFile(hashes) => hashes.contains(&d.sha256),
+        Pinned::Sha512(sha512) => d.sha512.as_ref() == Some(sha512),
+        _ => false,
+    };
+    match &l.pinned {
         Pinned::File { file, sha256 } => return Ok(Ok(claim(file, *sha256))),
         Pinned::Unpinned(why) => return Err(CliError::usage(why.clone())),
-        Pinned::AnyFile(hashes) => hashes,
-    };
+        Pinned::AnyFile(_) | Pinned::Sha512(_) => {}
+    }
     let mut other = None;
     for (_, text) in api.package_entries(&l.package).await? {
         let Ok(entry) = btlog_core::entry::Entry::parse(text.as_bytes()) else {
@@ -269,10 +283,15 @@ async fn resolve(
         if d.kind != btlog_core::entry::Kind::Publish || d.version != l.version {
             continue;
         }
-        if hashes.contains(&d.sha256) {
+        if matches(d) {
             return Ok(Ok(claim(&d.file, d.sha256)));
         }
-        other.get_or_insert_with(|| format!("{} for {}", hex::encode(d.sha256), d.file));
+        other.get_or_insert_with(|| match (&l.pinned, &d.sha512) {
+            (Pinned::Sha512(_), Some(sha512)) => {
+                format!("sha512 {} for {}", hex::encode(sha512), d.file)
+            }
+            _ => format!("{} for {}", hex::encode(d.sha256), d.file),
+        });
     }
     Ok(Err(match other {
         Some(logged) => Finding::OtherDigest { logged },
@@ -317,4 +336,39 @@ fn requirements(path: &Path) -> Result<Vec<Locked>, CliError> {
         });
     }
     Ok(out)
+}
+
+/// The registry packages of an npm `package-lock.json` (lockfile version 2 or 3: `packages`)
+/// with a SHA-512 `integrity`; None when the file is not one.
+fn package_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(None);
+    };
+    let Some(packages) = doc.get("packages").and_then(|p| p.as_object()) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for (key, p) in packages {
+        let Some((_, name)) = key.rsplit_once("node_modules/") else {
+            continue; // the project itself
+        };
+        let version = p
+            .get("version")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let integrity = p.get("integrity").and_then(|v| v.as_str());
+        let pinned = match integrity.and_then(btlog_core::import::npm_sha512) {
+            Some(sha512) => Pinned::Sha512(sha512),
+            None => Pinned::Unpinned(format!("{name}: no sha512 integrity")),
+        };
+        out.push(Locked {
+            package: btlog_core::import::npm_purl(name),
+            version: version.to_owned(),
+            pinned,
+            name: name.to_owned(),
+        });
+    }
+    Ok(Some(out))
 }

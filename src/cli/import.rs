@@ -17,7 +17,7 @@ type Importer = fn(&str) -> Result<Vec<EntryFields>, btlog_core::import::ImportE
 const CHUNK: usize = 500;
 
 /// Backfill from registry metadata files: crates.io index files (one per crate, as in the
-/// registry index) and PyPI project JSON documents. Prints a summary per file; conflicts on stderr (exit 5).
+/// registry index), PyPI project JSON documents, and npm packuments with their tarballs. Prints a summary per file; conflicts on stderr (exit 5).
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     /// Base URL of the log (http://host:port).
@@ -30,12 +30,19 @@ pub struct ImportArgs {
     #[arg(
         long = "crates-index",
         value_name = "FILE",
-        required_unless_present = "pypi_project"
+        required_unless_present_any = ["pypi_project", "npm_packument"]
     )]
     pub crates_index: Vec<PathBuf>,
     /// PyPI project JSON documents (`https://pypi.org/pypi/<project>/json`).
     #[arg(long = "pypi-project", value_name = "FILE")]
     pub pypi_project: Vec<PathBuf>,
+    /// npm packuments (`https://registry.npmjs.org/<name>`); npm publishes no SHA-256, so each
+    /// version's tarball is read from --npm-tarballs (versions without one are skipped).
+    #[arg(long = "npm-packument", value_name = "FILE", requires = "npm_tarballs")]
+    pub npm_packument: Vec<PathBuf>,
+    /// Directory holding the npm tarballs, by their file names (`left-pad-1.3.0.tgz`).
+    #[arg(long = "npm-tarballs", value_name = "DIR")]
+    pub npm_tarballs: Option<PathBuf>,
 }
 
 /// Runs `btlog import`.
@@ -57,6 +64,34 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
         let entries =
             importer(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        for e in &entries {
+            e.clone().into_entry("local.check").map_err(|err| {
+                CliError::usage(format!(
+                    "{}: {} {}: {err}",
+                    path.display(),
+                    e.package,
+                    e.version
+                ))
+            })?;
+        }
+        files.push((path, entries));
+    }
+    for path in &args.npm_packument {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        let dir = args.npm_tarballs.clone().unwrap_or_default();
+        let tarball = |file: &str| std::fs::read(dir.join(file)).ok();
+        let (entries, missing) = btlog_core::import::npm_packument(&text, &tarball)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        if !missing.is_empty() {
+            eprintln!(
+                "btlog: {}: {} versions skipped, their tarballs are not in {} (e.g. {})",
+                path.display(),
+                missing.len(),
+                dir.display(),
+                missing[0]
+            );
+        }
         for e in &entries {
             e.clone().into_entry("local.check").map_err(|err| {
                 CliError::usage(format!(

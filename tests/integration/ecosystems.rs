@@ -3,6 +3,7 @@
 //! version and yank once (a re-run adds nothing), and a Cargo.lock audit proves what is pinned,
 //! names a changed checksum with both digests, a yanked version and an unlogged crate.
 
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -255,6 +256,82 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
     assert!(t.contains("NOT LOGGED  six 1.0.0"), "{t}");
     assert!(
         t.contains("ERROR       requests : requests: not pinned with =="),
+        "{t}"
+    );
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_an_npm_packument_with_tarballs_then_audit_a_package_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = crate::server::add_token(dir.path());
+    let server = crate::server::start(&crate::server::config(dir.path())).await;
+    let url = format!("http://{}", server.http_addr());
+    let vkey = server.log().verifier().vkey();
+    let npm = vectors().join("../npm");
+    let packument = npm.join("left-pad.json");
+    let import = [
+        "import",
+        "--log",
+        &url,
+        "--npm-packument",
+        packument.to_str().expect("utf-8"),
+        "--npm-tarballs",
+        npm.to_str().expect("utf-8"),
+    ];
+    let out = btlog(&import, &token);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(": 1 new, 0 already logged"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("14 versions skipped"), "{}", text(&out));
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&packument).expect("packument"))
+            .expect("json");
+    let integrity = |v: &str| {
+        doc["versions"][v]["dist"]["integrity"]
+            .as_str()
+            .expect("integrity")
+            .to_owned()
+    };
+    let changed = format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode([7u8; 64])
+    );
+    let lock = serde_json::json!({
+        "name": "app", "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "app"},
+            "node_modules/left-pad": {"version": "1.3.0", "integrity": integrity("1.3.0")},
+            "node_modules/a/node_modules/left-pad": {"version": "1.2.0", "integrity": integrity("1.2.0")},
+            "node_modules/b/node_modules/left-pad": {"version": "1.3.0", "integrity": changed},
+        }
+    });
+    let path = dir.path().join("package-lock.json");
+    std::fs::write(&path, lock.to_string()).expect("lock");
+    let state = dir.path().join("state");
+    let out = btlog(
+        &[
+            "audit",
+            path.to_str().expect("utf-8"),
+            "--log",
+            &url,
+            "--vkey",
+            &vkey,
+            "--state",
+            state.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("ok          left-pad 1.3.0"), "{t}");
+    assert!(t.contains("NOT LOGGED  left-pad 1.2.0"), "{t}");
+    assert!(
+        t.contains("DIGEST      left-pad 1.3.0: the lockfile pins sha512 0707"),
         "{t}"
     );
     server.shutdown().await.expect("shutdown");

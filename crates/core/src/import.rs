@@ -12,6 +12,13 @@
 //! `-`), the release's version, the file's `filename`, `digests.sha256`, `size`, and
 //! `upload_time_iso_8601` to the second as `time`; a yanked file adds a `yank`. Files are
 //! ordered by upload time, so the log follows the project's history.
+//!
+//! npm packuments (`https://registry.npmjs.org/<name>`, or `npm view <name> --json`): npm
+//! publishes no SHA-256, so each version's tarball must be at hand (a registry backfilling its
+//! history has them). Its SHA-256 and size are computed, its SHA-512 must equal the version's
+//! `dist.integrity`, and it becomes a publish of `pkg:npm/<name>` (a scope as `%40scope`), the
+//! version, the tarball's file name, with `time.<version>` to the second when in UTC. Versions
+//! whose tarball is not at hand are returned apart, to be imported later.
 
 use crate::entry::{EntryFields, Kind};
 
@@ -148,11 +155,7 @@ pub fn pypi_project(json: &str) -> Result<Vec<EntryFields>, ImportError> {
     let mut out = Vec::with_capacity(files.len());
     for (version, f) in files {
         // `2015-01-02T16:38:13.948809Z` to the second, as entries carry it.
-        let time = f
-            .upload_time_iso_8601
-            .as_deref()
-            .and_then(|t| t.get(..19))
-            .map(|t| format!("{t}Z"));
+        let time = f.upload_time_iso_8601.as_deref().and_then(utc_to_second);
         let publish = EntryFields {
             kind: Kind::Publish,
             package: package.clone(),
@@ -179,4 +182,103 @@ pub fn pypi_project(json: &str) -> Result<Vec<EntryFields>, ImportError> {
         }
     }
     Ok(out)
+}
+
+#[derive(serde::Deserialize)]
+struct Packument {
+    name: String,
+    #[serde(default)]
+    versions: std::collections::BTreeMap<String, NpmVersion>,
+    #[serde(default)]
+    time: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct NpmVersion {
+    dist: NpmDist,
+}
+
+#[derive(serde::Deserialize)]
+struct NpmDist {
+    tarball: String,
+    integrity: Option<String>,
+}
+
+/// The purl of an npm package (purl spec, type `npm`: a scope's `@` percent-encoded).
+pub fn npm_purl(name: &str) -> String {
+    match name.strip_prefix('@') {
+        Some(scoped) => format!("pkg:npm/%40{scoped}"),
+        None => format!("pkg:npm/{name}"),
+    }
+}
+
+/// The SHA-512 of an npm `integrity` string (`sha512-<base64>`), if it has one.
+pub fn npm_sha512(integrity: &str) -> Option<[u8; 64]> {
+    use base64::Engine as _;
+    integrity.split_whitespace().find_map(|part| {
+        let b64 = part.strip_prefix("sha512-")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()?
+            .try_into()
+            .ok()
+    })
+}
+
+/// The entries of an npm packument, in publication order, for the versions whose tarball
+/// `tarball(file name)` returns; the file names of the others come back apart.
+pub fn npm_packument(
+    json: &str,
+    tarball: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<(Vec<EntryFields>, Vec<String>), ImportError> {
+    use sha2::{Digest, Sha256, Sha512};
+    let err = |reason: String| ImportError { line: 0, reason };
+    let doc: Packument = serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
+    let package = npm_purl(&doc.name);
+    let mut versions: Vec<(String, NpmVersion)> = doc.versions.into_iter().collect();
+    versions.sort_by(|(a, _), (b, _)| (doc.time.get(a), a).cmp(&(doc.time.get(b), b)));
+    let (mut out, mut missing) = (Vec::new(), Vec::new());
+    for (version, v) in versions {
+        let file = v
+            .dist
+            .tarball
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(bytes) = tarball(&file) else {
+            missing.push(file);
+            continue;
+        };
+        let sha512: [u8; 64] = Sha512::digest(&bytes).into();
+        let declared = v.dist.integrity.as_deref().and_then(npm_sha512);
+        if declared.is_some_and(|d| d != sha512) {
+            return Err(err(format!(
+                "{file}: its SHA-512 is not the packument's integrity"
+            )));
+        }
+        let time = doc.time.get(&version).and_then(|t| utc_to_second(t));
+        out.push(EntryFields {
+            kind: Kind::Publish,
+            package: package.clone(),
+            version,
+            file,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            sha512: Some(hex::encode(sha512)),
+            size: Some(bytes.len() as u64),
+            publisher: None,
+            provenance: None,
+            time,
+        });
+    }
+    Ok((out, missing))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff](Z|+00:00)` as `YYYY-MM-DDTHH:MM:SSZ`; None for other offsets.
+fn utc_to_second(t: &str) -> Option<String> {
+    let (head, rest) = (t.get(..19)?, t.get(19..)?);
+    let rest = rest
+        .strip_prefix('.')
+        .map_or(rest, |r| r.trim_start_matches(|c: char| c.is_ascii_digit()));
+    matches!(rest, "Z" | "+00:00").then(|| format!("{head}Z"))
 }

@@ -3,14 +3,14 @@
 //! checksum, a yanked version also a yank, and a malformed line is refused with its number.
 
 use btlog_core::entry::Kind;
-use btlog_core::import::{crates_index, pypi_name, pypi_project};
+use btlog_core::import::{crates_index, npm_packument, npm_purl, pypi_name, pypi_project};
 use std::path::Path;
 
 fn file(name: &str) -> String {
-    let dir = if name.ends_with(".json") {
-        "pypi"
-    } else {
-        "crates.io"
+    let dir = match name {
+        n if n.starts_with("left-pad") => "npm",
+        n if n.ends_with(".json") => "pypi",
+        _ => "crates.io",
     };
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/vectors/ecosystems")
@@ -85,4 +85,37 @@ fn a_pypi_project_becomes_publishes_and_yanks_in_upload_order() {
     }
     assert_eq!(pypi_name("Zope.Interface__x"), "zope-interface-x");
     assert!(pypi_project("{}").is_err());
+}
+
+#[test]
+fn an_npm_packument_with_its_tarballs_becomes_publishes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/ecosystems/npm");
+    let tgz = std::fs::read(dir.join("left-pad-1.3.0.tgz")).expect("tarball");
+    let have = |f: &str| (f == "left-pad-1.3.0.tgz").then(|| tgz.clone());
+    let (entries, missing) = npm_packument(&file("left-pad.json"), &have).expect("left-pad");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        missing.len(),
+        14,
+        "the other versions wait for their tarballs"
+    );
+    let e = &entries[0];
+    assert_eq!(
+        (e.package.as_str(), e.version.as_str(), e.file.as_str()),
+        ("pkg:npm/left-pad", "1.3.0", "left-pad-1.3.0.tgz")
+    );
+    assert_eq!(
+        e.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&tgz))
+    );
+    assert_eq!(e.size, Some(tgz.len() as u64));
+    e.clone()
+        .into_entry("registry.npmjs.org")
+        .expect("a valid entry");
+    // A tarball that is not the one published is refused.
+    let mut other = tgz.clone();
+    other[100] ^= 1;
+    let forged = |f: &str| (f == "left-pad-1.3.0.tgz").then(|| other.clone());
+    assert!(npm_packument(&file("left-pad.json"), &forged).is_err());
+    assert_eq!(npm_purl("@acme/widget"), "pkg:npm/%40acme/widget");
 }
