@@ -3,7 +3,8 @@
 //! `btlog verify` (proof, checkpoint consistent with the stored state, witness policy when
 //! given). Lockfiles: `Cargo.lock` (crates.io packages with a `checksum`) and pip
 //! requirements files pinned with `==` and `--hash=sha256:` (any file of that version with one
-//! of those digests), and npm `package-lock.json` (the `integrity` SHA-512 of each package).
+//! of those digests), `uv.lock` and `poetry.lock` (the same, with the files' hashes they list),
+//! and npm `package-lock.json` (the `integrity` SHA-512 of each package).
 
 use std::path::{Path, PathBuf};
 
@@ -69,14 +70,18 @@ enum Finding {
 /// Runs `btlog audit`.
 pub fn run(args: AuditArgs) -> Result<(), CliError> {
     let vkey = read_vkey(&args.vkey)?;
-    // A Cargo.lock is TOML with [[package]] tables; anything else is read as requirements.
-    let locked = match cargo_lock(&args.lockfile) {
-        Ok(Some(locked)) => locked,
-        Ok(None) => match package_lock(&args.lockfile)? {
+    // Told apart by content: uv/poetry locks list files with hashes, a Cargo.lock is other TOML
+    // with [[package]] tables, a package-lock.json is JSON with `packages`; else requirements.
+    let lockfile = args.lockfile.as_path();
+    let locked = match python_lock(lockfile)? {
+        Some(locked) => locked,
+        None => match cargo_lock(lockfile)? {
             Some(locked) => locked,
-            None => requirements(&args.lockfile)?,
+            None => match package_lock(lockfile)? {
+                Some(locked) => locked,
+                None => requirements(lockfile)?,
+            },
         },
-        Err(e) => return Err(e),
     };
     let state = CheckpointState::new(match args.state.clone() {
         Some(dir) => dir,
@@ -371,4 +376,49 @@ fn package_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
         });
     }
     Ok(Some(out))
+}
+
+/// The packages of a `uv.lock` or `poetry.lock`: TOML `[[package]]` tables with `name`,
+/// `version` and `sha256:` hashes of their files (uv: `sdist.hash`, `wheels[].hash`; poetry:
+/// `files[].hash`). None when the file is not such a lockfile.
+fn python_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    let Ok(doc) = toml::from_str::<toml::Table>(&text) else {
+        return Ok(None);
+    };
+    let Some(packages) = doc.get("package").and_then(|p| p.as_array()) else {
+        return Ok(None);
+    };
+    let hash = |v: &toml::Value| {
+        let h = v.get("hash")?.as_str()?.strip_prefix("sha256:")?;
+        btlog_core::entry::parse_hex::<32>("hash", &h.to_ascii_lowercase()).ok()
+    };
+    let mut out = Vec::new();
+    let mut python = false;
+    for p in packages {
+        let (Some(name), Some(version)) = (
+            p.get("name").and_then(|v| v.as_str()),
+            p.get("version").and_then(|v| v.as_str()),
+        ) else {
+            continue;
+        };
+        let files = ["wheels", "files"]
+            .iter()
+            .filter_map(|k| p.get(*k).and_then(|v| v.as_array()))
+            .flatten()
+            .chain(p.get("sdist"));
+        let hashes: Vec<[u8; 32]> = files.filter_map(hash).collect();
+        python |= p.get("sdist").is_some() || p.get("wheels").is_some() || p.get("files").is_some();
+        if hashes.is_empty() {
+            continue; // the project itself, or a path or git dependency
+        }
+        out.push(Locked {
+            package: btlog_core::import::pypi_purl(name),
+            version: version.to_owned(),
+            pinned: Pinned::AnyFile(hashes),
+            name: name.to_owned(),
+        });
+    }
+    Ok(python.then_some(out))
 }

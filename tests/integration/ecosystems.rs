@@ -254,6 +254,56 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
         "{t}"
     );
     assert!(t.contains("NOT LOGGED  six 1.0.0"), "{t}");
+
+    // The same pins as uv.lock and poetry.lock.
+    let files = |v: &str, key: &str| {
+        attrs_hashes(v)
+            .iter()
+            .map(|h| format!("{{ {key} = \"f\", hash = \"sha256:{h}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let zero = format!("{{ url = \"f\", hash = \"sha256:{}\" }}", "00".repeat(32));
+    let uv = format!(
+        "version = 1\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\n\
+         [[package]]\nname = \"attrs\"\nversion = \"23.1.0\"\nsource = {{ registry = \"https://pypi.org/simple\" }}\nwheels = [{}]\n\n\
+         [[package]]\nname = \"Attrs\"\nversion = \"22.1.0\"\nsdist = {zero}\n",
+        files("23.1.0", "url")
+    );
+    let poetry = format!(
+        "[[package]]\nname = \"attrs\"\nversion = \"23.1.0\"\noptional = false\nfiles = [{}]\n\n[metadata]\nlock-version = \"2.0\"\n",
+        files("23.1.0", "file")
+    );
+    for (name, lock, want) in [("uv.lock", uv, 1), ("poetry.lock", poetry, 0)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lock).expect("lock");
+        let out = btlog(
+            &[
+                "audit",
+                path.to_str().expect("utf-8"),
+                "--log",
+                &url,
+                "--vkey",
+                &vkey,
+                "--state",
+                state.to_str().expect("utf-8"),
+            ],
+            "",
+        );
+        assert_eq!(out.status.code(), Some(want), "{name}: {}", text(&out));
+        assert!(
+            text(&out).contains("ok          attrs 23.1.0"),
+            "{name}: {}",
+            text(&out)
+        );
+        if want == 1 {
+            assert!(
+                text(&out).contains("DIGEST      Attrs 22.1.0"),
+                "{name}: {}",
+                text(&out)
+            );
+        }
+    }
     assert!(
         t.contains("ERROR       requests : requests: not pinned with =="),
         "{t}"
