@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{api, block_on, read_vkey, CliError, Exit};
+use super::{api, block_on, CliError, Exit};
 use btlog_client::api::state::CheckpointState;
 use btlog_client::api::verify::{verify_online, VerifyError};
 use btlog_core::import::{cargo_purl, crate_file};
@@ -25,12 +25,16 @@ const CONCURRENCY: usize = 8;
 pub struct AuditArgs {
     /// The lockfile (Cargo.lock).
     pub lockfile: PathBuf,
-    /// Base URL of the log.
-    #[arg(long)]
-    pub log: String,
-    /// The log's vkey, or a file holding it.
-    #[arg(long)]
-    pub vkey: String,
+    /// Base URL of the log, to audit online.
+    #[arg(long, required_unless_present = "offline", conflicts_with = "offline")]
+    pub log: Option<String>,
+    /// Audit offline against the `.tlog-proof` files in DIR (kept next to the artifacts):
+    /// proofs only, so a later yank or delete is not seen.
+    #[arg(long, value_name = "DIR")]
+    pub offline: Option<PathBuf>,
+    /// The log's key and the witness policy.
+    #[command(flatten)]
+    pub trust: super::verify::TrustArgs,
     /// Directory keeping the newest verified checkpoint of each log (as for `btlog verify`).
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -69,7 +73,8 @@ enum Finding {
 
 /// Runs `btlog audit`.
 pub fn run(args: AuditArgs) -> Result<(), CliError> {
-    let vkey = read_vkey(&args.vkey)?;
+    let trust = args.trust.load()?;
+    let vkey = trust.vkey.clone();
     // Told apart by content: uv/poetry locks list files with hashes, a Cargo.lock is other TOML
     // with [[package]] tables, a package-lock.json is JSON with `packages`; else requirements.
     let lockfile = args.lockfile.as_path();
@@ -87,48 +92,66 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
         Some(dir) => dir,
         None => CheckpointState::default_dir().map_err(|e| CliError::usage(e.to_string()))?,
     });
-    let api = api(&args.log)?;
-    let accept = |_: &str| Ok(());
-    let results: Vec<(Locked, Result<Finding, CliError>)> = block_on(async {
+    let accept = |note: &str| trust.accept(note);
+    let results = match (&args.offline, &args.log) {
+        (Some(dir), _) => offline(dir, &vkey, &accept, locked)?,
+        (None, Some(url)) => online(&api(url)?, &vkey, &state, &accept, locked)?,
+        (None, None) => return Err(CliError::usage("give --log URL or --offline DIR")),
+    };
+    report(&args, &results)
+}
+
+type Audited = Vec<(Locked, Result<Finding, CliError>)>;
+
+/// Each locked artifact verified online, eight at a time.
+fn online(
+    api: &btlog_client::api::Api,
+    vkey: &btlog_core::note::Verifier,
+    state: &CheckpointState,
+    accept: &(dyn Fn(&str) -> Result<(), String> + Sync),
+    locked: Vec<Locked>,
+) -> Result<Audited, CliError> {
+    block_on(async {
         let all = futures_util::stream::iter(locked)
-            .map(|l| {
-                let (api, vkey, state, accept) = (&api, &vkey, &state, &accept);
-                async move {
-                    let claim = match resolve(api, &l).await {
-                        Ok(Ok(claim)) => claim,
-                        Ok(Err(finding)) => return (l, Ok(finding)),
-                        Err(e) => return (l, Err(e)),
-                    };
-                    let found = match verify_online(api, vkey, &claim, state, accept).await {
-                        Ok((index, _)) => {
-                            match api.withdrawn(&claim.package, &l.version, &claim.file).await {
-                                Ok(Some(kind)) => Ok(Finding::Withdrawn {
-                                    kind: kind.as_str(),
-                                    index,
-                                }),
-                                Ok(None) => Ok(Finding::Proven { index }),
-                                Err(e) => Err(e.into()),
-                            }
+            .map(|l| async move {
+                let claim = match resolve(api, &l).await {
+                    Ok(Ok(claim)) => claim,
+                    Ok(Err(finding)) => return (l, Ok(finding)),
+                    Err(e) => return (l, Err(e)),
+                };
+                let found = match verify_online(api, vkey, &claim, state, accept).await {
+                    Ok((index, _)) => {
+                        match api.withdrawn(&claim.package, &l.version, &claim.file).await {
+                            Ok(Some(kind)) => Ok(Finding::Withdrawn {
+                                kind: kind.as_str(),
+                                index,
+                            }),
+                            Ok(None) => Ok(Finding::Proven { index }),
+                            Err(e) => Err(e.into()),
                         }
-                        Err(VerifyError::NotLogged { .. }) => Ok(Finding::NotLogged),
-                        Err(VerifyError::Proof(ProofBundleError::Mismatch {
-                            field: "sha256",
-                            logged,
-                            ..
-                        })) => Ok(Finding::OtherDigest { logged }),
-                        Err(e) => Err(super::verify::online_error(e, vkey)),
-                    };
-                    (l, found)
-                }
+                    }
+                    Err(VerifyError::NotLogged { .. }) => Ok(Finding::NotLogged),
+                    Err(VerifyError::Proof(ProofBundleError::Mismatch {
+                        field: "sha256",
+                        logged,
+                        ..
+                    })) => Ok(Finding::OtherDigest { logged }),
+                    Err(e) => Err(super::verify::online_error(e, vkey)),
+                };
+                (l, found)
             })
             .buffered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
         Ok::<_, CliError>(all)
-    })?;
+    })
+}
+
+/// Prints the findings and decides the exit code.
+fn report(args: &AuditArgs, results: &Audited) -> Result<(), CliError> {
     let mut worst: Option<CliError> = None;
     let mut failed = 0;
-    for (l, found) in &results {
+    for (l, found) in results {
         let digest = match &l.pinned {
             Pinned::File { sha256, .. } => format!("sha256 {}", hex::encode(sha256)),
             Pinned::AnyFile(hashes) => format!(
@@ -269,11 +292,6 @@ async fn resolve(
         file: file.to_owned(),
         sha256,
     };
-    let matches = |d: &btlog_core::entry::EntryData| match &l.pinned {
-        Pinned::AnyFile(hashes) => hashes.contains(&d.sha256),
-        Pinned::Sha512(sha512) => d.sha512.as_ref() == Some(sha512),
-        _ => false,
-    };
     match &l.pinned {
         Pinned::File { file, sha256 } => return Ok(Ok(claim(file, *sha256))),
         Pinned::Unpinned(why) => return Err(CliError::usage(why.clone())),
@@ -288,7 +306,7 @@ async fn resolve(
         if d.kind != btlog_core::entry::Kind::Publish || d.version != l.version {
             continue;
         }
-        if matches(d) {
+        if pins(&l.pinned, d) {
             return Ok(Ok(claim(&d.file, d.sha256)));
         }
         other.get_or_insert_with(|| match (&l.pinned, &d.sha512) {
@@ -421,4 +439,84 @@ fn python_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
         });
     }
     Ok(python.then_some(out))
+}
+
+/// Whether the logged publish `d` is the artifact `pinned` pins.
+fn pins(pinned: &Pinned, d: &btlog_core::entry::EntryData) -> bool {
+    match pinned {
+        Pinned::File { file, sha256 } => d.file == *file && d.sha256 == *sha256,
+        Pinned::AnyFile(hashes) => hashes.contains(&d.sha256),
+        Pinned::Sha512(sha512) => d.sha512.as_ref() == Some(sha512),
+        Pinned::Unpinned(_) => false,
+    }
+}
+
+/// Each locked artifact against the proofs in `dir` (every `*.tlog-proof`): the proof of a
+/// publish of its package and version that it pins, verified offline (PROTOCOL.md §5).
+fn offline(
+    dir: &Path,
+    vkey: &btlog_core::note::Verifier,
+    accept: &dyn Fn(&str) -> Result<(), String>,
+    locked: Vec<Locked>,
+) -> Result<Audited, CliError> {
+    use btlog_core::proof_bundle::{TlogProof, MAX_PROOF_BYTES};
+    use std::io::Read as _;
+    let fail = |e: std::io::Error| CliError::usage(format!("--offline {}: {e}", dir.display()));
+    let mut proofs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(fail)? {
+        let path = entry.map_err(fail)?.path();
+        if !path.to_string_lossy().ends_with(".tlog-proof") {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_PROOF_BYTES as u64).read_to_end(&mut bytes))
+            .map_err(fail)?;
+        let Ok(proof) = TlogProof::parse(&bytes) else {
+            continue;
+        };
+        if let Ok(entry) = btlog_core::entry::Entry::parse(&proof.entry) {
+            proofs.push((entry, proof));
+        }
+    }
+    Ok(locked
+        .into_iter()
+        .map(|l| {
+            let of_version: Vec<_> = proofs
+                .iter()
+                .filter(|(e, _)| {
+                    let d = e.data();
+                    d.kind == btlog_core::entry::Kind::Publish
+                        && d.package == l.package
+                        && d.version == l.version
+                })
+                .collect();
+            let found = match of_version.iter().find(|(e, _)| pins(&l.pinned, e.data())) {
+                Some((e, proof)) => {
+                    let d = e.data();
+                    let claim = ArtifactClaim {
+                        package: d.package.clone(),
+                        version: d.version.clone(),
+                        file: d.file.clone(),
+                        sha256: d.sha256,
+                    };
+                    proof
+                        .verify_offline(vkey, &claim)
+                        .map_err(|e| e.to_string())
+                        .and_then(|_| accept(&proof.checkpoint))
+                        .map(|()| Finding::Proven { index: proof.index })
+                        .map_err(|e| {
+                            CliError::new(Exit::NotProven, format!("{}.tlog-proof: {e}", d.file))
+                        })
+                }
+                None => Ok(match of_version.first() {
+                    Some((e, _)) => Finding::OtherDigest {
+                        logged: format!("{} for {}", hex::encode(e.data().sha256), e.data().file),
+                    },
+                    None => Finding::NotLogged,
+                }),
+            };
+            (l, found)
+        })
+        .collect())
 }

@@ -29,17 +29,9 @@ pub struct VerifyArgs {
     /// A .tlog-proof file, to verify offline.
     #[arg(long)]
     pub proof: Option<PathBuf>,
-    /// The log's vkey, or a file holding it (optional with a --policy naming one log).
-    #[arg(long, required_unless_present = "policy")]
-    pub vkey: Option<String>,
-    /// A C2SP tlog-policy file: the checkpoint must be signed by one of its logs and cosigned
-    /// by witnesses meeting its quorum.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// With --policy: the quorum must be met by cosignatures at most this old (e.g. 3600s,
-    /// 90m, 24h, 7d), so a log cannot freeze this installer on an old checkpoint.
-    #[arg(long, value_name = "DURATION", requires = "policy")]
-    pub max_age: Option<String>,
+    /// What is trusted: the log's key, and the witness policy.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Package URL (purl, without version).
     #[arg(long)]
     pub package: String,
@@ -58,23 +50,65 @@ pub struct VerifyArgs {
     pub state: Option<PathBuf>,
 }
 
-/// Runs `btlog verify`.
-pub fn run(args: VerifyArgs) -> Result<(), CliError> {
-    let policy = args.policy.as_deref().map(read_policy).transpose()?;
-    let max_age = args.max_age.as_deref().map(parse_duration).transpose()?;
-    let vkey = log_key(args.vkey.as_deref(), policy.as_ref())?;
-    let accept = |note: &str| -> Result<(), String> {
-        let Some(policy) = &policy else {
+/// The log key and witness policy a checkpoint is checked against (`verify`, `audit`).
+#[derive(clap::Args, Debug)]
+pub struct TrustArgs {
+    /// The log's vkey, or a file holding it (optional with a --policy naming one log).
+    #[arg(long, required_unless_present = "policy")]
+    pub vkey: Option<String>,
+    /// A C2SP tlog-policy file: the checkpoint must be signed by one of its logs and cosigned
+    /// by witnesses meeting its quorum.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// With --policy: the quorum must be met by cosignatures at most this old (e.g. 3600s,
+    /// 90m, 24h, 7d), so a log cannot freeze this installer on an old checkpoint.
+    #[arg(long, value_name = "DURATION", requires = "policy")]
+    pub max_age: Option<String>,
+}
+
+/// [`TrustArgs`] loaded: the log key, and the policy check for a checkpoint note.
+pub struct Trust {
+    /// The log's key.
+    pub vkey: Verifier,
+    policy: Option<Policy>,
+    max_age: Option<u64>,
+}
+
+impl TrustArgs {
+    /// Loads the key and the policy.
+    pub fn load(&self) -> Result<Trust, CliError> {
+        let policy = self.policy.as_deref().map(read_policy).transpose()?;
+        let max_age = self.max_age.as_deref().map(parse_duration).transpose()?;
+        let vkey = log_key(self.vkey.as_deref(), policy.as_ref())?;
+        Ok(Trust {
+            vkey,
+            policy,
+            max_age,
+        })
+    }
+}
+
+impl Trust {
+    /// Checks a signed checkpoint note against the policy, if any (PROTOCOL.md §10.2).
+    pub fn accept(&self, note: &str) -> Result<(), String> {
+        let Some(policy) = &self.policy else {
             return Ok(());
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         policy
-            .check(note, now, max_age)
+            .check(note, now, self.max_age)
             .map(drop)
             .map_err(|e| e.to_string())
-    };
+    }
+}
+
+/// Runs `btlog verify`.
+pub fn run(args: VerifyArgs) -> Result<(), CliError> {
+    let trust = args.trust.load()?;
+    let vkey = trust.vkey.clone();
+    let accept = |note: &str| trust.accept(note);
     let (sha256, _) = hash_file(&args.artifact)?;
     let claim = ArtifactClaim {
         package: args.package,

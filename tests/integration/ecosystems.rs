@@ -110,6 +110,41 @@ async fn import_a_registry_index_then_audit_a_lockfile() {
         text(&out)
     );
 
+    // Offline, against proofs kept next to the artifacts.
+    let proofs = dir.path().join("proofs");
+    std::fs::create_dir(&proofs).expect("mkdir");
+    for (name, version) in [("itoa", "1.0.18"), ("hex", "0.4.3")] {
+        let file = format!("{name}-{version}.crate");
+        let reply: serde_json::Value = reqwest::get(format!(
+            "{url}/v1/lookup?package=pkg:cargo/{name}&version={version}&file={file}"
+        ))
+        .await
+        .expect("lookup")
+        .json()
+        .await
+        .expect("json");
+        std::fs::write(
+            proofs.join(format!("{file}.tlog-proof")),
+            reply["proof"].as_str().expect("proof"),
+        )
+        .expect("proof file");
+    }
+    let offline = |lockfile: &str| {
+        btlog(
+            &[
+                "audit",
+                lockfile,
+                "--offline",
+                proofs.to_str().expect("utf-8"),
+                "--vkey",
+                &vkey,
+            ],
+            "",
+        )
+    };
+    let out = offline(&good);
+    assert!(out.status.success(), "{}", text(&out));
+
     let changed = "00".repeat(32);
     let bad = lock(
         dir.path(),
@@ -122,6 +157,14 @@ async fn import_a_registry_index_then_audit_a_lockfile() {
         text(&out).contains(&format!(
             "itoa 1.0.18: the lockfile pins sha256 {changed}, the log has {itoa_sum}"
         )),
+        "{}",
+        text(&out)
+    );
+
+    let out = offline(&bad);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("DIGEST      itoa 1.0.18"),
         "{}",
         text(&out)
     );
