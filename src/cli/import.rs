@@ -9,12 +9,15 @@ use super::submit::TokenArgs;
 use super::{api, block_on, CliError, Exit};
 use btlog_client::api::SubmitStatus;
 use btlog_core::entry::{EntryFields, Kind};
+use futures_util::StreamExt as _;
 
 /// Reads one metadata file into entries.
 type Importer = fn(&str) -> Result<Vec<EntryFields>, btlog_core::import::ImportError>;
 
 /// Entries per request (below the server's default limit of 1000).
 const CHUNK: usize = 500;
+/// Files imported at once.
+const CONCURRENCY: usize = 8;
 
 /// Backfill from registry metadata files: crates.io index files (one per crate, as in the
 /// registry index), PyPI project JSON documents, and npm packuments with their tarballs. Prints a summary per file; conflicts on stderr (exit 5).
@@ -106,11 +109,13 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
     }
     let mut conflicts = 0;
     block_on(async {
-        for (path, entries) in files {
-            let entries = standing_yanks_dropped(&api, entries).await?;
+        let (api, token) = (&api, &token);
+        // Files go in concurrently (each in its own order: a yank after its publish).
+        let mut done = futures_util::stream::iter(files.into_iter().map(|(path, entries)| async move {
+            let entries = standing_yanks_dropped(api, entries).await?;
             let mut counts = [0usize; 3];
             for chunk in entries.chunks(CHUNK) {
-                let reply = api.submit(&token, chunk).await?;
+                let reply = submit_paced(api, token, chunk).await?;
                 for (e, r) in chunk.iter().zip(&reply.results) {
                     match r.status {
                         SubmitStatus::New => counts[0] += 1,
@@ -129,6 +134,11 @@ pub fn run(args: ImportArgs) -> Result<(), CliError> {
                     }
                 }
             }
+            Ok::<_, CliError>((path, counts))
+        }))
+        .buffered(CONCURRENCY);
+        while let Some(file) = done.next().await {
+            let (path, counts) = file?;
             conflicts += counts[2];
             println!(
                 "{}: {} new, {} already logged, {} conflicts",
@@ -168,4 +178,24 @@ async fn standing_yanks_dropped(
         out.push(e);
     }
     Ok(out)
+}
+
+/// Submits a chunk, waiting out the token's rate limit: a 429 is refused before anything is
+/// read, so sending the chunk again is safe (up to 20 times, 0.2 s doubling to 5 s).
+async fn submit_paced(
+    api: &btlog_client::api::Api,
+    token: &str,
+    chunk: &[EntryFields],
+) -> Result<btlog_client::api::SubmitReply, CliError> {
+    let mut wait = std::time::Duration::from_millis(200);
+    for _ in 0..20 {
+        match api.submit(token, chunk).await {
+            Err(e) if e.status() == Some(429) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return Ok(other?),
+        }
+    }
+    Ok(api.submit(token, chunk).await?)
 }
