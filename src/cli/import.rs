@@ -165,15 +165,19 @@ async fn standing_yanks_dropped(
     api: &btlog_client::api::Api,
     entries: Vec<EntryFields>,
 ) -> Result<Vec<EntryFields>, CliError> {
+    // One read of each package's entries, however many yanks it has.
+    let mut standing = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        if e.kind == Kind::Yank
-            && api
-                .withdrawn(&e.package, &e.version, &e.file)
-                .await?
-                .is_some()
-        {
-            continue;
+        if e.kind == Kind::Yank {
+            if !standing.contains_key(&e.package) {
+                let all = api.withdrawn_all(&e.package).await?;
+                standing.insert(e.package.clone(), all);
+            }
+            let key = (e.version.clone(), e.file.clone());
+            if standing[&e.package].contains_key(&key) {
+                continue;
+            }
         }
         out.push(e);
     }

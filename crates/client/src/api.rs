@@ -181,18 +181,30 @@ impl Api {
         version: &str,
         file: &str,
     ) -> Result<Option<Kind>, ApiError> {
-        let mut state = None;
+        let all = self.withdrawn_all(purl).await?;
+        Ok(all.get(&(version.to_owned(), file.to_owned())).copied())
+    }
+
+    /// Every (version, file) of package `purl` that stands yanked or deleted, with how.
+    pub async fn withdrawn_all(
+        &self,
+        purl: &str,
+    ) -> Result<std::collections::HashMap<(String, String), Kind>, ApiError> {
+        let mut state = std::collections::HashMap::new();
         for (_, text) in self.package_entries(purl).await? {
             let Ok(entry) = Entry::parse(text.as_bytes()) else {
                 continue;
             };
             let d = entry.data();
-            if d.version == version && d.file == file {
-                match d.kind {
-                    Kind::Yank | Kind::Delete => state = Some(d.kind),
-                    Kind::Unyank => state = None,
-                    _ => {}
+            let key = (d.version.clone(), d.file.clone());
+            match d.kind {
+                Kind::Yank | Kind::Delete => {
+                    state.insert(key, d.kind);
                 }
+                Kind::Unyank => {
+                    state.remove(&key);
+                }
+                _ => {}
             }
         }
         Ok(state)
