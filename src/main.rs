@@ -57,7 +57,7 @@ enum Command {
         config: PathBuf,
     },
     /// Log artifacts (one, or a JSON Lines batch) and keep their .tlog-proof files.
-    Submit(cli::submit::SubmitArgs),
+    Submit(Box<cli::submit::SubmitArgs>),
     /// Backfill a registry's history from its own metadata files (crates.io index files).
     Import(cli::import::ImportArgs),
     /// Audit a lockfile (Cargo.lock): is every locked artifact logged as pinned, not withdrawn?
@@ -123,7 +123,7 @@ fn main() {
             witness,
         } => keygen(&origin, &out, witness),
         Command::Witness { config } => witness(&config),
-        Command::Submit(args) => cli::exit(cli::submit::run(args)),
+        Command::Submit(args) => cli::exit(cli::submit::run(*args)),
         Command::Import(args) => cli::exit(cli::import::run(args)),
         Command::Audit(args) => cli::exit(cli::audit::run(args)),
         Command::Get(args) => cli::exit(cli::fetch::get(args)),

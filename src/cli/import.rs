@@ -29,12 +29,17 @@ pub struct ImportArgs {
     /// The submitter token.
     #[command(flatten)]
     pub auth: TokenArgs,
+    /// The metadata files.
+    #[command(flatten)]
+    pub files: RegistryFiles,
+}
+
+/// A registry's own metadata files.
+#[derive(clap::Args, Debug)]
+#[group(id = "registry_files", multiple = true)]
+pub struct RegistryFiles {
     /// crates.io index files (the index's JSON-lines layout, one file per crate).
-    #[arg(
-        long = "crates-index",
-        value_name = "FILE",
-        required_unless_present_any = ["pypi_project", "npm_packument"]
-    )]
+    #[arg(long = "crates-index", value_name = "FILE", required = false)]
     pub crates_index: Vec<PathBuf>,
     /// PyPI project JSON documents (`https://pypi.org/pypi/<project>/json`).
     #[arg(long = "pypi-project", value_name = "FILE")]
@@ -48,10 +53,34 @@ pub struct ImportArgs {
     pub npm_tarballs: Option<PathBuf>,
 }
 
+impl RegistryFiles {
+    /// Whether none was given.
+    pub fn is_empty(&self) -> bool {
+        self.crates_index.is_empty()
+            && self.pypi_project.is_empty()
+            && self.npm_packument.is_empty()
+    }
+}
+
 /// Runs `btlog import`.
 pub fn run(args: ImportArgs) -> Result<(), CliError> {
-    let token = args.auth.token()?;
-    let api = api(&args.log)?;
+    if args.files.is_empty() {
+        return Err(CliError::usage(
+            "give --crates-index, --pypi-project or --npm-packument files",
+        ));
+    }
+    submit_files(&args.log, &args.auth, &args.files)
+}
+
+/// Logs the entries of registry metadata files (`btlog import`, and `btlog submit` with them).
+pub fn submit_files(
+    log: &str,
+    auth: &TokenArgs,
+    files_args: &RegistryFiles,
+) -> Result<(), CliError> {
+    let args = files_args;
+    let token = auth.token()?;
+    let api = api(log)?;
     // Everything is read and checked before anything is sent.
     let mut files = Vec::new();
     let crates = args

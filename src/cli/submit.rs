@@ -28,20 +28,23 @@ pub struct SubmitArgs {
     /// The submitter token.
     #[command(flatten)]
     pub auth: TokenArgs,
+    /// Or the registry's own metadata files, as `btlog import` takes them (a publish hook).
+    #[command(flatten)]
+    pub registry_files: super::import::RegistryFiles,
     /// JSON Lines file of entries, e.g. {"kind":"publish","package":"pkg:npm/x","version":"1.0.0","file":"x-1.0.0.tgz","sha256":"<hex>"}.
     #[arg(long, conflicts_with_all = ["package", "version", "file", "artifact", "sha256", "size", "publisher", "provenance", "time", "kind"])]
     pub batch: Option<PathBuf>,
     /// Package URL (purl, without version).
-    #[arg(long, required_unless_present = "batch")]
+    #[arg(long, required_unless_present_any = ["batch", "registry_files"])]
     pub package: Option<String>,
     /// The registry's version string.
-    #[arg(long, required_unless_present = "batch")]
+    #[arg(long, required_unless_present_any = ["batch", "registry_files"])]
     pub version: Option<String>,
     /// The registry's file name.
-    #[arg(long, required_unless_present = "batch")]
+    #[arg(long, required_unless_present_any = ["batch", "registry_files"])]
     pub file: Option<String>,
     /// The artifact file: its SHA-256 and size are computed here.
-    #[arg(long, required_unless_present_any = ["batch", "sha256"], conflicts_with = "sha256")]
+    #[arg(long, required_unless_present_any = ["batch", "sha256", "registry_files"], conflicts_with = "sha256")]
     pub artifact: Option<PathBuf>,
     /// SHA-256 of the artifact, 64 lowercase hex (instead of --artifact).
     #[arg(long)]
@@ -100,6 +103,9 @@ struct Item {
 
 /// Runs `btlog submit`.
 pub fn run(args: SubmitArgs) -> Result<(), CliError> {
+    if !args.registry_files.is_empty() {
+        return super::import::submit_files(&args.log, &args.auth, &args.registry_files);
+    }
     let token = args.auth.token()?;
     let items = items(&args)?;
     prepare_proof_dirs(&items)?;

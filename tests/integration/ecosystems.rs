@@ -83,6 +83,14 @@ async fn import_a_registry_index_then_audit_a_lockfile() {
         "{}",
         text(&out)
     );
+    // A registry's publish hook: `btlog submit` takes the same files.
+    let out = btlog(&["submit", "--log", &url, "--crates-index", itoa], &token);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("itoa: 0 new, 38 already logged"),
+        "{}",
+        text(&out)
+    );
 
     let state = dir.path().join("state");
     let state = state.to_str().expect("utf-8");
