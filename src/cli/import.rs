@@ -92,25 +92,12 @@ pub fn submit_files(
         .iter()
         .map(|p| (p, btlog_core::import::pypi_project as Importer));
     for (path, importer) in crates.chain(pypi) {
-        let text = std::fs::read_to_string(path)
+        let entries = importer(&read(path)?)
             .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
-        let entries =
-            importer(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
-        for e in &entries {
-            e.clone().into_entry("local.check").map_err(|err| {
-                CliError::usage(format!(
-                    "{}: {} {}: {err}",
-                    path.display(),
-                    e.package,
-                    e.version
-                ))
-            })?;
-        }
-        files.push((path, entries));
+        files.push((path, checked(path, entries)?));
     }
     for path in &args.npm_packument {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        let text = read(path)?;
         let dir = args.npm_tarballs.clone().unwrap_or_default();
         let tarball = |file: &str| std::fs::read(dir.join(file)).ok();
         let (entries, missing) = btlog_core::import::npm_packument(&text, &tarball)
@@ -124,17 +111,7 @@ pub fn submit_files(
                 missing[0]
             );
         }
-        for e in &entries {
-            e.clone().into_entry("local.check").map_err(|err| {
-                CliError::usage(format!(
-                    "{}: {} {}: {err}",
-                    path.display(),
-                    e.package,
-                    e.version
-                ))
-            })?;
-        }
-        files.push((path, entries));
+        files.push((path, checked(path, entries)?));
     }
     let mut conflicts = 0;
     block_on(async {
@@ -231,4 +208,26 @@ async fn submit_paced(
         }
     }
     Ok(api.submit(token, chunk).await?)
+}
+
+fn read(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+}
+
+/// `entries` once each is a valid entry (PROTOCOL.md §2), so nothing is sent otherwise.
+fn checked(
+    path: &std::path::Path,
+    entries: Vec<EntryFields>,
+) -> Result<Vec<EntryFields>, CliError> {
+    for e in &entries {
+        e.clone().into_entry("local.check").map_err(|err| {
+            CliError::usage(format!(
+                "{}: {} {}: {err}",
+                path.display(),
+                e.package,
+                e.version
+            ))
+        })?;
+    }
+    Ok(entries)
 }

@@ -11,6 +11,33 @@ fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/vectors/ecosystems/crates.io")
 }
 
+/// A log server in a temporary directory, and a token for it.
+async fn log() -> (tempfile::TempDir, btlog_server::api::Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = crate::server::add_token(dir.path());
+    let server = crate::server::start(&crate::server::config(dir.path())).await;
+    (dir, server, token)
+}
+
+/// Writes `contents` as `name` in `dir` and audits it online (state in `dir/state`).
+fn audit_file(dir: &Path, name: &str, contents: &str, url: &str, vkey: &str) -> Output {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("lockfile");
+    let state = dir.join("state");
+    let args = [
+        "audit",
+        path.to_str().expect("utf-8"),
+        "--log",
+        url,
+        "--vkey",
+        vkey,
+    ];
+    btlog(
+        &[&args[..], &["--state", state.to_str().expect("utf-8")]].concat(),
+        "",
+    )
+}
+
 fn btlog(args: &[&str], token: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_btlog"))
         .args(args)
@@ -41,9 +68,7 @@ fn lock(dir: &Path, name: &str, packages: &[(&str, &str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_a_registry_index_then_audit_a_lockfile() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = crate::server::add_token(dir.path());
-    let server = crate::server::start(&crate::server::config(dir.path())).await;
+    let (dir, server, token) = log().await;
     let url = format!("http://{}", server.http_addr());
     let vkey = server.log().verifier().vkey();
     let (itoa, hex) = (vectors().join("itoa"), vectors().join("hex"));
@@ -240,9 +265,7 @@ fn attrs_hashes(version: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = crate::server::add_token(dir.path());
-    let server = crate::server::start(&crate::server::config(dir.path())).await;
+    let (dir, server, token) = log().await;
     let url = format!("http://{}", server.http_addr());
     let vkey = server.log().verifier().vkey();
     let attrs = vectors().join("../pypi/attrs.json");
@@ -274,22 +297,7 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
         "00".repeat(32),
         "ab".repeat(32)
     );
-    let path = dir.path().join("requirements.txt");
-    std::fs::write(&path, reqs).expect("requirements");
-    let state = dir.path().join("state");
-    let out = btlog(
-        &[
-            "audit",
-            path.to_str().expect("utf-8"),
-            "--log",
-            &url,
-            "--vkey",
-            &vkey,
-            "--state",
-            state.to_str().expect("utf-8"),
-        ],
-        "",
-    );
+    let out = audit_file(dir.path(), "requirements.txt", &reqs, &url, &vkey);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("ok          attrs 23.1.0"), "{t}");
@@ -326,21 +334,7 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
         files("23.1.0", "file")
     );
     for (name, lock, want) in [("uv.lock", uv, 1), ("poetry.lock", poetry, 0)] {
-        let path = dir.path().join(name);
-        std::fs::write(&path, lock).expect("lock");
-        let out = btlog(
-            &[
-                "audit",
-                path.to_str().expect("utf-8"),
-                "--log",
-                &url,
-                "--vkey",
-                &vkey,
-                "--state",
-                state.to_str().expect("utf-8"),
-            ],
-            "",
-        );
+        let out = audit_file(dir.path(), name, &lock, &url, &vkey);
         assert_eq!(out.status.code(), Some(want), "{name}: {}", text(&out));
         assert!(
             text(&out).contains("ok          attrs 23.1.0"),
@@ -364,9 +358,7 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_an_npm_packument_with_tarballs_then_audit_a_package_lock() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = crate::server::add_token(dir.path());
-    let server = crate::server::start(&crate::server::config(dir.path())).await;
+    let (dir, server, token) = log().await;
     let url = format!("http://{}", server.http_addr());
     let vkey = server.log().verifier().vkey();
     let npm = vectors().join("../npm");
@@ -411,21 +403,12 @@ async fn import_an_npm_packument_with_tarballs_then_audit_a_package_lock() {
             "node_modules/b/node_modules/left-pad": {"version": "1.3.0", "integrity": changed},
         }
     });
-    let path = dir.path().join("package-lock.json");
-    std::fs::write(&path, lock.to_string()).expect("lock");
-    let state = dir.path().join("state");
-    let out = btlog(
-        &[
-            "audit",
-            path.to_str().expect("utf-8"),
-            "--log",
-            &url,
-            "--vkey",
-            &vkey,
-            "--state",
-            state.to_str().expect("utf-8"),
-        ],
-        "",
+    let out = audit_file(
+        dir.path(),
+        "package-lock.json",
+        &lock.to_string(),
+        &url,
+        &vkey,
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);

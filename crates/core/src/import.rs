@@ -78,19 +78,22 @@ pub fn crates_index(text: &str) -> Result<Vec<EntryFields>, ImportError> {
             provenance: None,
             time: rec.pubtime,
         };
-        if rec.yanked {
-            let yank = EntryFields {
-                kind: Kind::Yank,
-                time: None,
-                ..publish.clone()
-            };
-            out.push(publish);
-            out.push(yank);
-        } else {
-            out.push(publish);
-        }
+        push_publish(&mut out, publish, rec.yanked);
     }
     Ok(out)
+}
+
+/// Appends `publish`, and when `yanked` a yank of the same artifact after it (the time and size
+/// are the publish's, not the yank's).
+fn push_publish(out: &mut Vec<EntryFields>, publish: EntryFields, yanked: bool) {
+    let yank = yanked.then(|| EntryFields {
+        kind: Kind::Yank,
+        time: None,
+        size: None,
+        ..publish.clone()
+    });
+    out.push(publish);
+    out.extend(yank);
 }
 
 #[derive(serde::Deserialize)]
@@ -168,18 +171,7 @@ pub fn pypi_project(json: &str) -> Result<Vec<EntryFields>, ImportError> {
             provenance: None,
             time,
         };
-        if f.yanked {
-            let yank = EntryFields {
-                kind: Kind::Yank,
-                time: None,
-                size: None,
-                ..publish.clone()
-            };
-            out.push(publish);
-            out.push(yank);
-        } else {
-            out.push(publish);
-        }
+        push_publish(&mut out, publish, f.yanked);
     }
     Ok(out)
 }
