@@ -92,6 +92,12 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
         Some(dir) => dir,
         None => CheckpointState::default_dir().map_err(|e| CliError::usage(e.to_string()))?,
     });
+    if locked.is_empty() {
+        return Err(CliError::usage(format!(
+            "{}: no registry artifacts to audit",
+            args.lockfile.display()
+        )));
+    }
     let accept = |note: &str| trust.accept(note);
     let results = match (&args.offline, &args.log) {
         (Some(dir), _) => offline(dir, &vkey, &accept, locked)?,
@@ -114,30 +120,18 @@ fn online(
     block_on(async {
         let all = futures_util::stream::iter(locked)
             .map(|l| async move {
-                let claim = match resolve(api, &l).await {
-                    Ok(Ok(claim)) => claim,
+                let claims = match resolve(api, &l).await {
+                    Ok(Ok(claims)) => claims,
                     Ok(Err(finding)) => return (l, Ok(finding)),
                     Err(e) => return (l, Err(e)),
                 };
-                let found = match verify_online(api, vkey, &claim, state, accept).await {
-                    Ok((index, _)) => {
-                        match api.withdrawn(&claim.package, &l.version, &claim.file).await {
-                            Ok(Some(kind)) => Ok(Finding::Withdrawn {
-                                kind: kind.as_str(),
-                                index,
-                            }),
-                            Ok(None) => Ok(Finding::Proven { index }),
-                            Err(e) => Err(e.into()),
-                        }
+                let mut found = Ok(Finding::NotLogged);
+                for claim in &claims {
+                    found = audit_one(api, vkey, state, accept, claim).await;
+                    if !matches!(found, Ok(Finding::Proven { .. })) {
+                        break;
                     }
-                    Err(VerifyError::NotLogged { .. }) => Ok(Finding::NotLogged),
-                    Err(VerifyError::Proof(ProofBundleError::Mismatch {
-                        field: "sha256",
-                        logged,
-                        ..
-                    })) => Ok(Finding::OtherDigest { logged }),
-                    Err(e) => Err(super::verify::online_error(e, vkey)),
-                };
+                }
                 (l, found)
             })
             .buffered(CONCURRENCY)
@@ -145,6 +139,35 @@ fn online(
             .await;
         Ok::<_, CliError>(all)
     })
+}
+
+/// Verifies one artifact online, then whether it stands withdrawn.
+async fn audit_one(
+    api: &btlog_client::api::Api,
+    vkey: &btlog_core::note::Verifier,
+    state: &CheckpointState,
+    accept: &(dyn Fn(&str) -> Result<(), String> + Sync),
+    claim: &ArtifactClaim,
+) -> Result<Finding, CliError> {
+    match verify_online(api, vkey, claim, state, accept).await {
+        Ok((index, _)) => match api
+            .withdrawn(&claim.package, &claim.version, &claim.file)
+            .await?
+        {
+            Some(kind) => Ok(Finding::Withdrawn {
+                kind: kind.as_str(),
+                index,
+            }),
+            None => Ok(Finding::Proven { index }),
+        },
+        Err(VerifyError::NotLogged { .. }) => Ok(Finding::NotLogged),
+        Err(VerifyError::Proof(ProofBundleError::Mismatch {
+            field: "sha256",
+            logged,
+            ..
+        })) => Ok(Finding::OtherDigest { logged }),
+        Err(e) => Err(super::verify::online_error(e, vkey)),
+    }
 }
 
 /// Prints the findings and decides the exit code.
@@ -210,11 +233,13 @@ fn report(args: &AuditArgs, results: &Audited) -> Result<(), CliError> {
             failed += 1;
         }
         if let Err(e) = found {
-            // The most severe error decides the exit code: inconsistent, then unreachable.
-            if worst
-                .as_ref()
-                .is_none_or(|w| (e.code as i32) > (w.code as i32))
-            {
+            // Inconsistent (4) outranks unreachable (3); other errors count as not proven.
+            let rank = |c: Exit| match c {
+                Exit::Inconsistent => 2,
+                Exit::Unreachable => 1,
+                _ => 0,
+            };
+            if rank(e.code) > worst.as_ref().map_or(0, |w: &CliError| rank(w.code)) {
                 worst = Some(CliError::new(e.code, e.message.clone()));
             }
         }
@@ -262,16 +287,20 @@ fn cargo_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
         .filter(|p| {
             p.source.as_deref() == Some("registry+https://github.com/rust-lang/crates.io-index")
         })
-        .filter_map(|p| Some((p.checksum.clone()?, p)))
-        .map(|(sum, p)| {
-            let sha256 = btlog_core::entry::parse_hex::<32>("checksum", &sum)
-                .map_err(|e| fail(format!("{} {}: {e}", p.name, p.version)))?;
+        .map(|p| {
+            // A crates.io package without a checksum (a v1 lockfile keeps them apart) cannot
+            // be audited: it is reported, never skipped.
+            let pinned = match &p.checksum {
+                Some(sum) => Pinned::File {
+                    file: crate_file(&p.name, &p.version),
+                    sha256: btlog_core::entry::parse_hex::<32>("checksum", sum)
+                        .map_err(|e| fail(format!("{} {}: {e}", p.name, p.version)))?,
+                },
+                None => Pinned::Unpinned(format!("{} {}: no checksum", p.name, p.version)),
+            };
             Ok(Locked {
                 package: cargo_purl(&p.name),
-                pinned: Pinned::File {
-                    file: crate_file(&p.name, &p.version),
-                    sha256,
-                },
+                pinned,
                 version: p.version,
                 name: p.name,
             })
@@ -285,19 +314,21 @@ fn cargo_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
 async fn resolve(
     api: &btlog_client::api::Api,
     l: &Locked,
-) -> Result<Result<ArtifactClaim, Finding>, CliError> {
+) -> Result<Result<Vec<ArtifactClaim>, Finding>, CliError> {
     let claim = |file: &str, sha256: [u8; 32]| ArtifactClaim {
         package: l.package.clone(),
         version: l.version.clone(),
         file: file.to_owned(),
         sha256,
     };
-    match &l.pinned {
-        Pinned::File { file, sha256 } => return Ok(Ok(claim(file, *sha256))),
+    let wanted = match &l.pinned {
+        Pinned::File { file, sha256 } => return Ok(Ok(vec![claim(file, *sha256)])),
         Pinned::Unpinned(why) => return Err(CliError::usage(why.clone())),
-        Pinned::AnyFile(_) | Pinned::Sha512(_) => {}
-    }
-    let mut other = None;
+        Pinned::AnyFile(hashes) => hashes.len(),
+        Pinned::Sha512(_) => 1,
+    };
+    // Every pinned digest must be a logged file of the version: the installer may fetch any.
+    let (mut found, mut other) = (Vec::new(), None);
     for (_, text) in api.package_entries(&l.package).await? {
         let Ok(entry) = btlog_core::entry::Entry::parse(text.as_bytes()) else {
             continue;
@@ -307,7 +338,10 @@ async fn resolve(
             continue;
         }
         if pins(&l.pinned, d) {
-            return Ok(Ok(claim(&d.file, d.sha256)));
+            if !found.iter().any(|c: &ArtifactClaim| c.sha256 == d.sha256) {
+                found.push(claim(&d.file, d.sha256));
+            }
+            continue;
         }
         other.get_or_insert_with(|| match (&l.pinned, &d.sha512) {
             (Pinned::Sha512(_), Some(sha512)) => {
@@ -316,9 +350,22 @@ async fn resolve(
             _ => format!("{} for {}", hex::encode(d.sha256), d.file),
         });
     }
-    Ok(Err(match other {
-        Some(logged) => Finding::OtherDigest { logged },
-        None => Finding::NotLogged,
+    if found.len() == wanted {
+        return Ok(Ok(found));
+    }
+    Ok(Err(match (&l.pinned, found.is_empty(), other) {
+        (Pinned::AnyFile(hashes), false, _) => {
+            let missing: Vec<String> = hashes
+                .iter()
+                .filter(|h| !found.iter().any(|c| c.sha256 == **h))
+                .map(hex::encode)
+                .collect();
+            Finding::OtherDigest {
+                logged: format!("no file with sha256 {}", missing.join(",")),
+            }
+        }
+        (_, _, Some(logged)) => Finding::OtherDigest { logged },
+        _ => Finding::NotLogged,
     }))
 }
 
@@ -491,30 +538,55 @@ fn offline(
                         && d.version == l.version
                 })
                 .collect();
-            let found = match of_version.iter().find(|(e, _)| pins(&l.pinned, e.data())) {
-                Some((e, proof)) => {
-                    let d = e.data();
-                    let claim = ArtifactClaim {
-                        package: d.package.clone(),
-                        version: d.version.clone(),
-                        file: d.file.clone(),
-                        sha256: d.sha256,
-                    };
-                    proof
-                        .verify_offline(vkey, &claim)
-                        .map_err(|e| e.to_string())
-                        .and_then(|_| accept(&proof.checkpoint))
-                        .map(|()| Finding::Proven { index: proof.index })
-                        .map_err(|e| {
-                            CliError::new(Exit::NotProven, format!("{}.tlog-proof: {e}", d.file))
-                        })
-                }
-                None => Ok(match of_version.first() {
+            let matching: Vec<_> = of_version
+                .iter()
+                .filter(|(e, _)| pins(&l.pinned, e.data()))
+                .collect();
+            // Every pinned digest needs its proof: the installer may fetch any of the files.
+            let unproven: Vec<String> = match &l.pinned {
+                Pinned::AnyFile(hashes) => hashes
+                    .iter()
+                    .filter(|h| !matching.iter().any(|(e, _)| e.data().sha256 == **h))
+                    .map(hex::encode)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let found = if matching.is_empty() {
+                Ok(match of_version.first() {
                     Some((e, _)) => Finding::OtherDigest {
                         logged: format!("{} for {}", hex::encode(e.data().sha256), e.data().file),
                     },
                     None => Finding::NotLogged,
-                }),
+                })
+            } else if !unproven.is_empty() {
+                Ok(Finding::OtherDigest {
+                    logged: format!("no proof for sha256 {}", unproven.join(",")),
+                })
+            } else {
+                matching
+                    .iter()
+                    .map(|(e, proof)| {
+                        let d = e.data();
+                        let claim = ArtifactClaim {
+                            package: d.package.clone(),
+                            version: d.version.clone(),
+                            file: d.file.clone(),
+                            sha256: d.sha256,
+                        };
+                        proof
+                            .verify_offline(vkey, &claim)
+                            .map_err(|e| e.to_string())
+                            .and_then(|_| accept(&proof.checkpoint))
+                            .map(|()| Finding::Proven { index: proof.index })
+                            .map_err(|e| {
+                                CliError::new(
+                                    Exit::NotProven,
+                                    format!("{}.tlog-proof: {e}", d.file),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|mut all| all.remove(0))
             };
             (l, found)
         })

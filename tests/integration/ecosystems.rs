@@ -297,6 +297,12 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
         "00".repeat(32),
         "ab".repeat(32)
     );
+    // One pinned hash logged and one not: the installer may fetch the unlogged one.
+    let reqs = format!(
+        "{reqs}attrs==20.1.0 --hash=sha256:{} --hash=sha256:{}\n",
+        attrs_hashes("20.1.0")[0],
+        "ff".repeat(32)
+    );
     let out = audit_file(dir.path(), "requirements.txt", &reqs, &url, &vkey);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
@@ -313,6 +319,15 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
         "{t}"
     );
     assert!(t.contains("NOT LOGGED  six 1.0.0"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "attrs 20.1.0: the lockfile pins sha256 {},{}, the log has no file with sha256 {}",
+            attrs_hashes("20.1.0")[0],
+            "ff".repeat(32),
+            "ff".repeat(32)
+        )),
+        "{t}"
+    );
 
     // The same pins as uv.lock and poetry.lock.
     let files = |v: &str, key: &str| {
