@@ -18,7 +18,8 @@
 //! history has them). Its SHA-256 and size are computed, its SHA-512 must equal the version's
 //! `dist.integrity`, and it becomes a publish of `pkg:npm/<name>` (a scope as `%40scope`), the
 //! version, the tarball's file name, with `time.<version>` to the second when in UTC. Versions
-//! whose tarball is not at hand are returned apart, to be imported later.
+//! whose tarball is not at hand, or without a SHA-512 integrity to check it against, are
+//! returned apart.
 
 use crate::entry::{EntryFields, Kind};
 
@@ -238,13 +239,14 @@ pub fn npm_packument(
             .next()
             .unwrap_or_default()
             .to_owned();
-        let Some(bytes) = tarball(&file) else {
+        // Without a SHA-512 integrity nothing vouches for the tarball at hand: skipped.
+        let declared = v.dist.integrity.as_deref().and_then(npm_sha512);
+        let (Some(declared), Some(bytes)) = (declared, tarball(&file)) else {
             missing.push(file);
             continue;
         };
         let sha512: [u8; 64] = Sha512::digest(&bytes).into();
-        let declared = v.dist.integrity.as_deref().and_then(npm_sha512);
-        if declared.is_some_and(|d| d != sha512) {
+        if declared != sha512 {
             return Err(err(format!(
                 "{file}: its SHA-512 is not the packument's integrity"
             )));

@@ -235,9 +235,13 @@ impl Policy {
         let Some(max_age) = max_age else {
             return Ok(names(&all));
         };
+        // A timestamp ahead of now (beyond a minute of clock skew) is not fresh: it would
+        // otherwise stay fresh forever.
         let fresh: Vec<bool> = times
             .iter()
-            .map(|t| t.is_some_and(|t| now.saturating_sub(t) <= max_age))
+            .map(|t| {
+                t.is_some_and(|t| t <= now.saturating_add(60) && now.saturating_sub(t) <= max_age)
+            })
             .collect();
         if self.met(&fresh) {
             return Ok(names(&fresh));
@@ -272,25 +276,25 @@ impl Policy {
             .collect()
     }
 
+    /// Whether the witnesses marked in `cosigned` meet the quorum. Groups only name earlier
+    /// groups, so one forward pass settles each once (no re-evaluation of shared subgroups).
     fn met(&self, cosigned: &[bool]) -> bool {
+        let mut groups: Vec<bool> = Vec::with_capacity(self.groups.len());
+        let witnessed = |m: &Member, groups: &[bool]| match m {
+            Member::Witness(i) => cosigned[*i],
+            Member::Group(g) => groups[*g],
+        };
+        for group in &self.groups {
+            let count = group
+                .members
+                .iter()
+                .filter(|m| witnessed(m, &groups))
+                .count();
+            groups.push(count >= group.threshold);
+        }
         match &self.quorum {
             None => true,
-            Some(m) => self.witnessed(m, cosigned),
-        }
-    }
-
-    fn witnessed(&self, member: &Member, cosigned: &[bool]) -> bool {
-        match member {
-            Member::Witness(i) => cosigned[*i],
-            Member::Group(g) => {
-                let group = &self.groups[*g];
-                let count = group
-                    .members
-                    .iter()
-                    .filter(|m| self.witnessed(m, cosigned))
-                    .count();
-                count >= group.threshold
-            }
+            Some(m) => witnessed(m, &groups),
         }
     }
 }

@@ -85,6 +85,35 @@ fn the_spec_example_needs_two_xs_and_one_y() {
     let e = policy.check(&old, NOW, Some(3600)).expect_err("stale");
     assert!(matches!(e, QuorumError::Stale { .. }), "{e}");
     assert!(e.to_string().contains("X2 7200 s"), "{e}");
+    // A timestamp in the future is not fresh (it would stay fresh forever).
+    let future = checkpoint(&[(&xs[0], 5), (&xs[1], 5), (&ys[0], 0)]);
+    let later = NOW + 86_400;
+    assert!(
+        policy.check(&future, later, Some(3600)).is_err(),
+        "a day later, stale"
+    );
+    let ahead = {
+        let text = Checkpoint {
+            origin: "log.example/l".into(),
+            size: 10,
+            root: [3; 32],
+        }
+        .sign(&log())
+        .expect("sign");
+        let mut note = Note::parse(text.as_bytes()).expect("note");
+        for w in [&xs[0], &xs[1], &ys[0]] {
+            note.cosign(w, NOW + 100_000).expect("cosign");
+        }
+        note.format()
+    };
+    assert!(
+        policy.check(&ahead, NOW, None).is_ok(),
+        "counted without a maximum age"
+    );
+    assert!(matches!(
+        policy.check(&ahead, NOW, Some(3600)),
+        Err(QuorumError::Stale { .. })
+    ));
     // A cosignature by a listed witness that does not verify refuses the note.
     let mut forged = checkpoint(&[(&xs[0], 5), (&xs[1], 5), (&ys[0], 5)]);
     let at = forged.rfind("y1.example ").expect("line") + "y1.example ".len() + 10;
@@ -194,4 +223,29 @@ fn malformed_policies_are_refused_with_their_line() {
         let e = Policy::parse(text.as_bytes()).expect_err(&text);
         assert_eq!(e.line, line, "{text:?}: {e}");
     }
+}
+
+/// Groups of earlier groups, doubling at every level: evaluated once each (this took 2^60
+/// steps when shared subgroups were re-evaluated).
+#[test]
+fn deeply_shared_groups_are_evaluated_once() {
+    let w = witness("w.example", 1);
+    let mut text = format!(
+        "log {}\nwitness W {}\ngroup g0 any W\ngroup h0 any W\n",
+        log().verifier().vkey(),
+        w.verifier().vkey()
+    );
+    for i in 1..60 {
+        text.push_str(&format!(
+            "group g{i} any g{} h{}\ngroup h{i} any g{} h{}\n",
+            i - 1,
+            i - 1,
+            i - 1,
+            i - 1
+        ));
+    }
+    text.push_str("quorum g59\n");
+    let p = Policy::parse(text.as_bytes()).expect("policy");
+    assert!(p.check(&checkpoint(&[(&w, 1)]), NOW, None).is_ok());
+    assert!(p.check(&checkpoint(&[]), NOW, None).is_err());
 }
