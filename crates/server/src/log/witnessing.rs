@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How long a round may go without a quorum before it moves to a newer checkpoint.
+const ROUND_PATIENCE: Duration = Duration::from_secs(1);
 /// Longest one add-checkpoint request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read from a witness (a few cosignature lines).
@@ -137,35 +139,68 @@ pub(super) fn spawn(
     tokio::spawn(async move {
         let mut round = target_tx.borrow().clone();
         let mut lines: std::collections::BTreeMap<usize, String> = Default::default();
+        let mut started = tokio::time::Instant::now();
+        let mut newer = false;
         loop {
+            let met = lines.len() >= quorum;
             tokio::select! {
                 answer = answers.recv() => {
                     let Some((i, size, cosignature)) = answer else { return };
-                    if size != round.size {
-                        continue;
-                    }
-                    lines.insert(i, cosignature);
-                    if lines.len() == quorum {
-                        let note = format!("{}{}", round.note, lines.values().cloned().collect::<String>());
-                        let _ = served.send(SignedCheckpoint { size: round.size, note });
+                    if size == round.size && !met {
+                        lines.insert(i, cosignature);
+                        if lines.len() == quorum {
+                            publish(&served, &round, &lines);
+                        }
                     }
                 }
-                changed = latest.changed(), if lines.len() >= quorum => {
+                changed = latest.changed(), if !newer => {
                     if changed.is_err() {
                         return;
                     }
-                    round = latest.borrow_and_update().clone();
-                    lines.clear();
-                    let _ = target_tx.send(round.clone());
+                    newer = true;
                 }
+                () = tokio::time::sleep_until(started + ROUND_PATIENCE), if newer && !met => {}
+            }
+            // The next round targets the newest checkpoint: once this one is served, or after
+            // ROUND_PATIENCE without a quorum (witnesses may already hold a newer size, which
+            // anyone can hand them, and could never cosign this one).
+            let met = lines.len() >= quorum;
+            if newer && (met || started.elapsed() >= ROUND_PATIENCE) {
+                round = latest.borrow_and_update().clone();
+                lines.clear();
+                started = tokio::time::Instant::now();
+                newer = false;
+                let _ = target_tx.send(round.clone());
             }
         }
     });
     metrics
 }
 
+/// Serves `round` with the cosignature `lines`, if the note stays within the note limits.
+fn publish(
+    served: &watch::Sender<SignedCheckpoint>,
+    round: &SignedCheckpoint,
+    lines: &std::collections::BTreeMap<usize, String>,
+) {
+    let note = format!(
+        "{}{}",
+        round.note,
+        lines.values().cloned().collect::<String>()
+    );
+    match Note::parse(note.as_bytes()) {
+        Ok(_) => {
+            let _ = served.send(SignedCheckpoint {
+                size: round.size,
+                note,
+            });
+        }
+        Err(e) => tracing::error!(size = round.size, error = %e, "cosigned checkpoint not served"),
+    }
+}
+
 impl Witness {
-    /// Asks this witness to cosign `checkpoint`; its verified cosignature line(s), or None.
+    /// Asks this witness to cosign `checkpoint`; its verified cosignature line, or None.
     async fn cosign(
         &mut self,
         http: &reqwest::Client,
@@ -259,12 +294,14 @@ impl Witness {
         cosigned
             .verify(&[&self.verifier])
             .map_err(|e| e.to_string())?;
-        let own = format!("— {} ", self.verifier.name());
-        Ok(answer
-            .lines()
-            .filter(|l| l.starts_with(&own))
-            .map(|l| format!("{l}\n"))
-            .collect())
+        // Only this witness's own key's line, once: other lines would only bloat the note.
+        let line = cosigned
+            .signatures()
+            .iter()
+            .find(|s| s.name == self.verifier.name() && s.key_id == self.verifier.key_id())
+            .map(|s| s.format_line())
+            .ok_or("no cosignature by its key")?;
+        Ok(line)
     }
 
     fn fail(&self, why: &str) {
