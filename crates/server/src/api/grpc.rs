@@ -128,11 +128,15 @@ async fn admit(log: &Log, req: http::Request<Body>) -> Result<http::Request<Body
     let bytes = axum::body::to_bytes(body, limits.max_body_bytes.saturating_add(FRAME_HEADER))
         .await
         .map_err(|_| too_large())?;
-    if let Some(count) = bytes
-        .get(FRAME_HEADER..)
-        .filter(|_| bytes[0] == 0)
-        .and_then(|message| count_field(message, 1))
-    {
+    // The message the frame declares (and only it: trailing bytes must not hide it).
+    let declared = bytes
+        .get(1..FRAME_HEADER)
+        .and_then(|l| <[u8; 4]>::try_from(l).ok())
+        .map(|l| u32::from_be_bytes(l) as usize);
+    let message = declared
+        .and_then(|len| bytes.get(FRAME_HEADER..FRAME_HEADER.checked_add(len)?))
+        .filter(|_| bytes[0] == 0);
+    if let Some(count) = message.and_then(|m| count_field(m, 1)) {
         log.check_entry_count(count)?;
     }
     parts

@@ -11,7 +11,7 @@ pub mod http;
 mod state;
 
 use btlog_core::checkpoint::{Checkpoint, CheckpointError};
-use btlog_core::note::{KeyType, NoteError, Signer, Verifier};
+use btlog_core::note::{KeyType, Note, NoteError, Signer, Verifier};
 use btlog_core::witness::{judge, AddCheckpoint, MalformedRequest, Refusal};
 use serde::Deserialize;
 use state::{Held, StateError, States};
@@ -159,7 +159,7 @@ impl Witness {
         let Some(log) = self.logs.get(&origin) else {
             return Outcome::UnknownOrigin(origin);
         };
-        let (checkpoint, mut note) = match Checkpoint::verify(request.checkpoint.as_bytes(), log) {
+        let (checkpoint, note) = match Checkpoint::verify(request.checkpoint.as_bytes(), log) {
             Ok(v) => v,
             Err(CheckpointError::Signature(e)) => return Outcome::BadSignature(e),
             Err(e) => return Outcome::Malformed(MalformedRequest(checkpoint_reason(&e))),
@@ -194,15 +194,18 @@ impl Witness {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let before = note.signatures().len();
-        if let Err(e) = note.cosign(&self.signer, now) {
-            return Outcome::Failed(e.to_string());
+        // Cosigned on a note of the text alone: whatever lines the request carried (even one
+        // under this witness's own key, or enough to reach the signature limit) change nothing.
+        let cosigned = Note::new(note.text()).and_then(|mut fresh| {
+            fresh.cosign(&self.signer, now)?;
+            Ok(fresh)
+        });
+        match cosigned {
+            Ok(fresh) => {
+                Outcome::Cosigned(fresh.signatures().iter().map(|s| s.format_line()).collect())
+            }
+            Err(e) => Outcome::Failed(e.to_string()),
         }
-        let lines: String = note.signatures()[before..]
-            .iter()
-            .map(|s| s.format_line())
-            .collect();
-        Outcome::Cosigned(lines)
     }
 }
 
