@@ -378,6 +378,19 @@ fn requirements(path: &Path) -> Result<Vec<Locked>, CliError> {
     let mut out = Vec::new();
     for line in joined.lines() {
         let line = line.find(" #").map_or(line, |i| &line[..i]).trim();
+        if ["-r ", "-c ", "--requirement", "--constraint"]
+            .iter()
+            .any(|o| line.starts_with(o))
+        {
+            // An included file is not followed: say so rather than pass without it.
+            out.push(Locked {
+                package: String::new(),
+                version: String::new(),
+                pinned: Pinned::Unpinned(format!("{line}: audit the included file itself")),
+                name: line.to_owned(),
+            });
+            continue;
+        }
         if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
             continue;
         }

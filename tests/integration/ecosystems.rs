@@ -297,9 +297,10 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
         "00".repeat(32),
         "ab".repeat(32)
     );
-    // One pinned hash logged and one not: the installer may fetch the unlogged one.
+    // One pinned hash logged and one not: the installer may fetch the unlogged one. An
+    // included file is reported, not passed over.
     let reqs = format!(
-        "{reqs}attrs==20.1.0 --hash=sha256:{} --hash=sha256:{}\n",
+        "{reqs}-r other.txt\nattrs==20.1.0 --hash=sha256:{} --hash=sha256:{}\n",
         attrs_hashes("20.1.0")[0],
         "ff".repeat(32)
     );
@@ -319,6 +320,10 @@ async fn import_a_pypi_project_then_audit_requirements_with_hashes() {
         "{t}"
     );
     assert!(t.contains("NOT LOGGED  six 1.0.0"), "{t}");
+    assert!(
+        t.contains("-r other.txt: audit the included file itself"),
+        "{t}"
+    );
     assert!(
         t.contains(&format!(
             "attrs 20.1.0: the lockfile pins sha256 {},{}, the log has no file with sha256 {}",
