@@ -65,12 +65,17 @@ pub fn create_new(path: &Path, data: &[u8], access: Access) -> io::Result<()> {
     sync_dir(parent(path))
 }
 
-/// Holds an exclusive advisory lock on `path` (created, mode 0600) until dropped: the way
-/// processes sharing a directory serialize a read-modify-write of a file in it.
+/// Holds an exclusive advisory lock on `path` (created, mode 0600, never through a symlink)
+/// until dropped: the way processes sharing a directory serialize a read-modify-write of a file
+/// in it. Blocks while another holds it.
 pub fn lock_exclusive(path: &Path) -> io::Result<fs::File> {
     let file = open_lock(path)?;
-    file.lock()?;
-    Ok(file)
+    loop {
+        match file.lock() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(|()| file),
+        }
+    }
 }
 
 /// [`lock_exclusive`] without waiting: fails with [`io::ErrorKind::WouldBlock`] while another
@@ -90,7 +95,13 @@ fn open_lock(path: &Path) -> io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, Access::Private.mode());
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // A planted symlink in a shared directory must not redirect the lock file.
+        options
+            .mode(Access::Private.mode())
+            .custom_flags(libc::O_NOFOLLOW);
+    }
     options.open(path)
 }
 

@@ -8,9 +8,10 @@
 //! blindly.
 //!
 //! Several installers may share the directory: [`CheckpointState::lock`] takes an exclusive
-//! advisory lock (`flock`) on `<same name>.lock`, held by a caller across load, compare and
-//! save, so that of two concurrent runs the second compares against what the first stored and
-//! the stored checkpoint only moves forward. Off Unix there is no lock.
+//! advisory lock ([`file::lock_exclusive`]: `flock` on Unix, never through a symlink) on
+//! `<same name>.lock`, held by a caller across load, compare and save, so that of two
+//! concurrent runs the second compares against what the first stored and the stored
+//! checkpoint only moves forward.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -103,16 +104,9 @@ impl CheckpointState {
         };
         file::create_private_dir(&self.dir).map_err(io(&self.dir))?;
         let path = self.dir.join(format!("{}.lock", origin_file_name(origin)));
-        let mut options = fs::OpenOptions::new();
-        options.read(true).write(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        let file = options.open(&path).map_err(io(&path))?;
-        // flock blocks while another run holds it: off the async threads.
-        let locked = tokio::task::spawn_blocking(move || lock_exclusive(&file).map(|()| file))
+        // The lock blocks while another run holds it: off the async threads.
+        let lock_path = path.clone();
+        let locked = tokio::task::spawn_blocking(move || file::lock_exclusive(&lock_path))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r);
@@ -145,26 +139,6 @@ impl CheckpointState {
         let path = self.path(origin);
         file::write_atomic(&path, note.as_bytes(), Access::Private).map_err(io(&path))
     }
-}
-
-#[cfg(unix)]
-fn lock_exclusive(file: &fs::File) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd as _;
-    loop {
-        // SAFETY: flock on a file descriptor this `File` owns for the whole call.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn lock_exclusive(_file: &fs::File) -> std::io::Result<()> {
-    Ok(())
 }
 
 /// A file name for `origin`: safe characters kept, others replaced by `_`, and 8 hex digits of
