@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::{api, block_on, CliError, Exit};
 use btlog_client::api::state::CheckpointState;
 use btlog_client::api::verify::{verify_online, VerifyError};
+use btlog_client::api::{withdrawn_in, Withdrawn};
 use btlog_core::import::{cargo_purl, crate_file};
 use btlog_core::proof_bundle::{ArtifactClaim, ProofBundleError};
 use futures_util::StreamExt as _;
@@ -120,14 +121,24 @@ fn online(
     block_on(async {
         let all = futures_util::stream::iter(locked)
             .map(|l| async move {
-                let claims = match resolve(api, &l).await {
-                    Ok(Ok(claims)) => claims,
-                    Ok(Err(finding)) => return (l, Ok(finding)),
-                    Err(e) => return (l, Err(e)),
+                if let Pinned::Unpinned(why) = &l.pinned {
+                    let why = why.clone();
+                    return (l, Err(CliError::usage(why)));
+                }
+                // One read of the package's entries serves both the pinned files and the
+                // yank check.
+                let listing = match api.package_entries(&l.package).await {
+                    Ok(listing) => listing,
+                    Err(e) => return (l, Err(e.into())),
                 };
+                let claims = match resolve(&l, &listing) {
+                    Ok(claims) => claims,
+                    Err(finding) => return (l, Ok(finding)),
+                };
+                let withdrawn = withdrawn_in(&listing);
                 let mut found = Ok(Finding::NotLogged);
                 for claim in &claims {
-                    found = audit_one(api, vkey, state, accept, claim).await;
+                    found = audit_one(api, vkey, state, accept, claim, &withdrawn).await;
                     if !matches!(found, Ok(Finding::Proven { .. })) {
                         break;
                     }
@@ -141,19 +152,17 @@ fn online(
     })
 }
 
-/// Verifies one artifact online, then whether it stands withdrawn.
+/// Verifies one artifact online, then whether it stands withdrawn (per the package's entries).
 async fn audit_one(
     api: &btlog_client::api::Api,
     vkey: &btlog_core::note::Verifier,
     state: &CheckpointState,
     accept: &(dyn Fn(&str) -> Result<(), String> + Sync),
     claim: &ArtifactClaim,
+    withdrawn: &Withdrawn,
 ) -> Result<Finding, CliError> {
     match verify_online(api, vkey, claim, state, accept).await {
-        Ok((index, _)) => match api
-            .withdrawn(&claim.package, &claim.version, &claim.file)
-            .await?
-        {
+        Ok((index, _)) => match withdrawn.get(&(claim.version.clone(), claim.file.clone())) {
             Some(kind) => Ok(Finding::Withdrawn {
                 kind: kind.as_str(),
                 index,
@@ -309,12 +318,10 @@ fn cargo_lock(path: &Path) -> Result<Option<Vec<Locked>>, CliError> {
         .map(Some)
 }
 
-/// The claim to verify for `l`: its pinned file, or the logged file of its version whose
-/// digest it pins; else what the log shows instead.
-async fn resolve(
-    api: &btlog_client::api::Api,
-    l: &Locked,
-) -> Result<Result<Vec<ArtifactClaim>, Finding>, CliError> {
+/// The claims to verify for `l`, given its package's entries: its pinned file, or every
+/// logged file of its version with a digest it pins; else what the log shows instead. (An
+/// unpinned `l` never gets here: the caller reports it.)
+fn resolve(l: &Locked, listing: &[(u64, String)]) -> Result<Vec<ArtifactClaim>, Finding> {
     let claim = |file: &str, sha256: [u8; 32]| ArtifactClaim {
         package: l.package.clone(),
         version: l.version.clone(),
@@ -322,14 +329,14 @@ async fn resolve(
         sha256,
     };
     let wanted = match &l.pinned {
-        Pinned::File { file, sha256 } => return Ok(Ok(vec![claim(file, *sha256)])),
-        Pinned::Unpinned(why) => return Err(CliError::usage(why.clone())),
+        Pinned::File { file, sha256 } => return Ok(vec![claim(file, *sha256)]),
+        Pinned::Unpinned(_) => return Err(Finding::NotLogged),
         Pinned::AnyFile(hashes) => hashes.len(),
         Pinned::Sha512(_) => 1,
     };
     // Every pinned digest must be a logged file of the version: the installer may fetch any.
     let (mut found, mut other) = (Vec::new(), None);
-    for (_, text) in api.package_entries(&l.package).await? {
+    for (_, text) in listing {
         let Ok(entry) = btlog_core::entry::Entry::parse(text.as_bytes()) else {
             continue;
         };
@@ -351,9 +358,9 @@ async fn resolve(
         });
     }
     if found.len() == wanted {
-        return Ok(Ok(found));
+        return Ok(found);
     }
-    Ok(Err(match (&l.pinned, found.is_empty(), other) {
+    Err(match (&l.pinned, found.is_empty(), other) {
         (Pinned::AnyFile(hashes), false, _) => {
             let missing: Vec<String> = hashes
                 .iter()
@@ -366,7 +373,7 @@ async fn resolve(
         }
         (_, _, Some(logged)) => Finding::OtherDigest { logged },
         _ => Finding::NotLogged,
-    }))
+    })
 }
 
 /// The requirements of a pip requirements file: `name==version` with `--hash=sha256:` options

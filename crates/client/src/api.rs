@@ -173,41 +173,10 @@ impl Api {
         }
     }
 
-    /// Whether `version`/`file` of package `purl` stands yanked or deleted in the log: its last
-    /// `yank`, `unyank` or `delete` entry is not an `unyank` (PROTOCOL.md §2.3).
-    pub async fn withdrawn(
-        &self,
-        purl: &str,
-        version: &str,
-        file: &str,
-    ) -> Result<Option<Kind>, ApiError> {
-        let all = self.withdrawn_all(purl).await?;
-        Ok(all.get(&(version.to_owned(), file.to_owned())).copied())
-    }
-
-    /// Every (version, file) of package `purl` that stands yanked or deleted, with how.
-    pub async fn withdrawn_all(
-        &self,
-        purl: &str,
-    ) -> Result<std::collections::HashMap<(String, String), Kind>, ApiError> {
-        let mut state = std::collections::HashMap::new();
-        for (_, text) in self.package_entries(purl).await? {
-            let Ok(entry) = Entry::parse(text.as_bytes()) else {
-                continue;
-            };
-            let d = entry.data();
-            let key = (d.version.clone(), d.file.clone());
-            match d.kind {
-                Kind::Yank | Kind::Delete => {
-                    state.insert(key, d.kind);
-                }
-                Kind::Unyank => {
-                    state.remove(&key);
-                }
-                _ => {}
-            }
-        }
-        Ok(state)
+    /// Every (version, file) of package `purl` that stands yanked or deleted, with how
+    /// ([`withdrawn_in`] over [`Api::package_entries`]).
+    pub async fn withdrawn_all(&self, purl: &str) -> Result<Withdrawn, ApiError> {
+        Ok(withdrawn_in(&self.package_entries(purl).await?))
     }
 
     /// Assembles the tlog-proof of entry `index` against the signed `checkpoint` note (not
@@ -263,6 +232,32 @@ fn query_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Artifacts standing yanked or deleted, by (version, file), with the entry kind.
+pub type Withdrawn = std::collections::HashMap<(String, String), Kind>;
+
+/// Which artifacts of a package's entries (in log order) stand yanked or deleted: those whose
+/// last `yank`, `unyank` or `delete` is not an `unyank` (PROTOCOL.md §2.3).
+pub fn withdrawn_in(entries: &[(u64, String)]) -> Withdrawn {
+    let mut state = Withdrawn::new();
+    for (_, text) in entries {
+        let Ok(entry) = Entry::parse(text.as_bytes()) else {
+            continue;
+        };
+        let d = entry.data();
+        let key = (d.version.clone(), d.file.clone());
+        match d.kind {
+            Kind::Yank | Kind::Delete => {
+                state.insert(key, d.kind);
+            }
+            Kind::Unyank => {
+                state.remove(&key);
+            }
+            _ => {}
+        }
+    }
+    state
 }
 
 #[cfg(test)]
