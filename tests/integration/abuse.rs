@@ -566,12 +566,6 @@ async fn tokens_never_reach_the_server_log() {
     }
 }
 
-/// A port free at the time of asking.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// `btlog serve` on free ports, once it answers: the child, the HTTP base URL, the gRPC address.
 async fn serve_child(data: &Path, stderr: &Path) -> (Child, String, std::net::SocketAddr) {
     let (http, grpc) = (free_port(), free_port());

@@ -29,13 +29,6 @@ struct Ack {
     checkpoint: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 fn btlog() -> Command {
     Command::new(env!("CARGO_BIN_EXE_btlog"))
 }

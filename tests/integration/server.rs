@@ -36,6 +36,14 @@ pub fn add_token(dir: &Path) -> String {
     auth::add_token(&dir.join("tokens.toml"), REGISTRY, &[auth::ANY.into()]).expect("token")
 }
 
+/// A 127.0.0.1 port free at the time of asking (for servers started as child processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// Starts a server on `config`.
 pub async fn start(config: &Config) -> Server {
     Server::start(config).await.expect("server starts")

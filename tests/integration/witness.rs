@@ -5,6 +5,7 @@
 //! `btlog-monitor verify-evidence`, and a second witness on the same state refuses to start.
 
 use crate::common::{naive_consistency, naive_leaf, naive_root, Hash};
+use crate::server::free_port;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use btlog_core::checkpoint::Checkpoint;
@@ -70,11 +71,6 @@ impl Drop for Witness {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// `btlog witness --config <dir>/witness.toml` on `port`.

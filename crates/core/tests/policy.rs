@@ -24,6 +24,12 @@ fn witness(name: &str, seed: u8) -> Signer {
 
 /// The checkpoint signed by the log and cosigned by `by` at the given ages.
 fn checkpoint(by: &[(&Signer, u64)]) -> String {
+    let at: Vec<(&Signer, u64)> = by.iter().map(|(w, age)| (*w, NOW - age)).collect();
+    cosigned_at(&at)
+}
+
+/// The checkpoint signed by the log and cosigned by `by` at the given timestamps.
+fn cosigned_at(by: &[(&Signer, u64)]) -> String {
     let text = Checkpoint {
         origin: "log.example/l".into(),
         size: 10,
@@ -32,8 +38,8 @@ fn checkpoint(by: &[(&Signer, u64)]) -> String {
     .sign(&log())
     .expect("sign");
     let mut note = Note::parse(text.as_bytes()).expect("note");
-    for (w, age) in by {
-        note.cosign(w, NOW - age).expect("cosign");
+    for (w, time) in by {
+        note.cosign(w, *time).expect("cosign");
     }
     note.format()
 }
@@ -92,20 +98,11 @@ fn the_spec_example_needs_two_xs_and_one_y() {
         policy.check(&future, later, Some(3600)).is_err(),
         "a day later, stale"
     );
-    let ahead = {
-        let text = Checkpoint {
-            origin: "log.example/l".into(),
-            size: 10,
-            root: [3; 32],
-        }
-        .sign(&log())
-        .expect("sign");
-        let mut note = Note::parse(text.as_bytes()).expect("note");
-        for w in [&xs[0], &xs[1], &ys[0]] {
-            note.cosign(w, NOW + 100_000).expect("cosign");
-        }
-        note.format()
-    };
+    let ahead = cosigned_at(&[
+        (&xs[0], NOW + 100_000),
+        (&xs[1], NOW + 100_000),
+        (&ys[0], NOW + 100_000),
+    ]);
     assert!(
         policy.check(&ahead, NOW, None).is_ok(),
         "counted without a maximum age"
