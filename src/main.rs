@@ -68,6 +68,8 @@ enum Command {
     Prove(cli::fetch::ProveArgs),
     /// Verify an artifact is logged under its identity, online (--log) or offline (--proof).
     Verify(cli::verify::VerifyArgs),
+    /// Rebuild a log's data directory from the bucket it published to.
+    Restore(cli::restore::RestoreArgs),
 }
 
 #[derive(Args)]
@@ -90,6 +92,10 @@ struct ServeArgs {
     /// TOML configuration file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Publish the log's tiles to this S3 bucket (s3://bucket[/prefix]); the endpoint, region
+    /// and credentials come from `[publish]` in the config or the AWS_* environment.
+    #[arg(long, value_name = "URL")]
+    publish: Option<String>,
 }
 
 impl ServeArgs {
@@ -103,6 +109,12 @@ impl ServeArgs {
         c.grpc = self.grpc.unwrap_or(c.grpc);
         c.origin = self.origin.unwrap_or(c.origin);
         c.key = self.key.or(c.key);
+        if let Some(url) = self.publish {
+            match &mut c.publish {
+                Some(p) => p.bucket.url = url,
+                None => c.publish = Some(config::Publish::to(&url)),
+            }
+        }
         c.validate()?;
         Ok(c)
     }
@@ -129,6 +141,7 @@ fn main() {
         Command::Get(args) => cli::exit(cli::fetch::get(args)),
         Command::Prove(args) => cli::exit(cli::fetch::prove(args)),
         Command::Verify(args) => cli::exit(cli::verify::run(args)),
+        Command::Restore(args) => cli::exit(cli::restore::run(args)),
     };
     if let Err(e) = result {
         // Library errors already carry their causes in their one-line message.

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod fetch;
 pub mod import;
+pub mod restore;
 pub mod submit;
 pub mod verify;
 

@@ -455,7 +455,7 @@ async fn full_tiles_are_immutable_and_reproduce_the_root() {
     let full = c.get("/tile/0/000").await;
     assert_eq!(
         full.headers()["cache-control"],
-        "public, max-age=31536000, immutable"
+        "public, max-age=604800, immutable"
     );
     let mut leaves: Vec<Hash> = full
         .bytes()
@@ -478,7 +478,7 @@ async fn full_tiles_are_immutable_and_reproduce_the_root() {
     let bundle = c.get("/tile/entries/000").await;
     assert_eq!(
         bundle.headers()["cache-control"],
-        "public, max-age=31536000, immutable"
+        "public, max-age=604800, immutable"
     );
     let entries = split_bundle(&bundle.bytes().await.expect("bundle"));
     assert_eq!(entries.len(), 256);

@@ -1,6 +1,7 @@
 //! Server configuration (PROTOCOL.md §7): zero-config defaults, overridden by a TOML file, overridden
 //! by command-line flags.
 
+use btlog_bucket::BucketConfig;
 use btlog_client::file::{read_toml, TomlFileError};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -38,6 +39,65 @@ pub struct Config {
     pub witnesses: Vec<WitnessEndpoint>,
     /// How many witnesses must cosign a checkpoint before it is served (1..=witnesses).
     pub witness_quorum: usize,
+    /// Publishing the log's tiles to an S3-compatible bucket (PROTOCOL.md §12.1); off when
+    /// absent.
+    pub publish: Option<Publish>,
+}
+
+/// `[publish]`: the bucket (the fields of [`BucketConfig`]) and how to publish to it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Publish {
+    /// The bucket: `url`, `endpoint`, `region`, credentials, `allow_http`.
+    #[serde(flatten)]
+    pub bucket: BucketConfig,
+    /// Store entry bundles gzip-compressed, served with `Content-Encoding: gzip`.
+    #[serde(default)]
+    pub gzip_bundles: bool,
+    /// When a submission is acknowledged: once logged (durable on this machine), or only once
+    /// a checkpoint covering it is in the bucket.
+    #[serde(default)]
+    pub acknowledge: Acknowledge,
+    /// How long replaced partial tiles stay in the bucket for readers of older checkpoints,
+    /// in seconds.
+    #[serde(default = "default_partial_grace")]
+    pub partial_grace_secs: u64,
+}
+
+fn default_partial_grace() -> u64 {
+    60
+}
+
+/// When a submission is acknowledged (PROTOCOL.md §12.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acknowledge {
+    /// Once durable in this server's store: an entry acknowledged after the bucket's newest
+    /// checkpoint is lost if this machine's disk is.
+    #[default]
+    Logged,
+    /// Once a checkpoint covering it is in the bucket: no acknowledged entry is lost with this
+    /// machine, at the cost of the publishing latency on every submission.
+    Published,
+}
+
+impl Publish {
+    /// Publishing to `url` with every other setting at its default (`--publish`).
+    pub fn to(url: &str) -> Publish {
+        Publish {
+            bucket: BucketConfig {
+                url: url.to_owned(),
+                ..BucketConfig::default()
+            },
+            gzip_bundles: false,
+            acknowledge: Acknowledge::default(),
+            partial_grace_secs: default_partial_grace(),
+        }
+    }
+
+    /// How long replaced partial tiles are kept.
+    pub fn partial_grace(&self) -> Duration {
+        Duration::from_secs(self.partial_grace_secs)
+    }
 }
 
 /// A witness the log asks for cosignatures.
@@ -61,6 +121,7 @@ impl Default for Config {
             limits: Limits::default(),
             witnesses: Vec::new(),
             witness_quorum: 0,
+            publish: None,
         }
     }
 }
@@ -190,6 +251,15 @@ impl Config {
                 "witness_quorum must be between 1 and the number of witnesses ({n})"
             )));
         }
+        if let Some(p) = &self.publish {
+            btlog_bucket::Bucket::open(&p.bucket)
+                .map_err(|e| ConfigError::Invalid(format!("[publish]: {e}")))?;
+            if p.partial_grace_secs > 86_400 {
+                return Err(ConfigError::Invalid(
+                    "[publish] partial_grace_secs must be at most 86400".into(),
+                ));
+            }
+        }
         self.limits.check()
     }
 
@@ -233,5 +303,29 @@ mod tests {
         assert_eq!(c.limits.max_page, 1000);
         assert!(toml::from_str::<Config>("nope = 1").is_err());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn publish_table_is_flat_and_strict() {
+        let c: Config = toml::from_str(
+            "[publish]\nurl = \"s3://logs/btlog\"\nendpoint = \"http://127.0.0.1:3900\"\n\
+             region = \"garage\"\nacknowledge = \"published\"\ngzip_bundles = true\n",
+        )
+        .expect("valid");
+        let p = c.publish.as_ref().expect("publish");
+        assert_eq!(p.bucket.url, "s3://logs/btlog");
+        assert_eq!(p.acknowledge, Acknowledge::Published);
+        assert!(p.gzip_bundles && p.partial_grace_secs == 60);
+        assert!(c.validate().is_ok());
+        for typo in [
+            "gzip_bundle = true",
+            "acknowledge = \"never\"",
+            "endpont = \"x\"",
+        ] {
+            let text = format!("[publish]\nurl = \"s3://logs\"\n{typo}\n");
+            assert!(toml::from_str::<Config>(&text).is_err(), "{typo}");
+        }
+        let bad: Config = toml::from_str("[publish]\nurl = \"logs\"\n").expect("parses");
+        assert!(bad.validate().is_err());
     }
 }

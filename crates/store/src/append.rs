@@ -6,6 +6,7 @@ use super::{
     leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES,
     CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
+use btlog_core::entry::{Entry, Kind};
 use btlog_core::merkle::{leaf_hash, Hash};
 use rocksdb::{WriteBatch, WriteOptions};
 
@@ -29,6 +30,13 @@ impl NewEntry {
             identity,
             package,
         }
+    }
+
+    /// A log entry with the index keys the log keeps for it: its identity key when it is a
+    /// publish (the claim `btlog` enforces, PROTOCOL.md §2), and its package.
+    pub fn for_entry(entry: &Entry) -> NewEntry {
+        let identity = (entry.kind == Kind::Publish).then(|| entry.identity_key());
+        NewEntry::new(entry.encode(), identity, Some(entry.package.clone()))
     }
 
     /// The entry bytes.
@@ -143,6 +151,14 @@ impl Appender {
         })
     }
 
+    /// Writes a staged batch of a log being restored from a copy (`btlog restore`): as
+    /// [`Appender::commit`], but without a checkpoint, since only the copy's newest
+    /// checkpoint exists; it is stored with [`Appender::put_checkpoint`] once the restored
+    /// tree reaches its size and root.
+    pub fn commit_restored(&mut self, staged: Staged) -> Result<(), StoreError> {
+        self.write(staged, None)
+    }
+
     /// Writes a staged batch together with the checkpoint signed for it, synced, in one
     /// atomic write; only then does the new size become visible to readers. On any error the
     /// readable log is unchanged and the writer stops ([`Store::writer_stopped`]), refusing
@@ -150,7 +166,11 @@ impl Appender {
     /// is unknown (a failed fsync may leave it in the WAL, and RocksDB replays it at the next
     /// open), so the log must not sign another tree at that size. A restart reloads the tree
     /// from disk, with the batch if it landed.
-    pub fn commit(&mut self, mut staged: Staged, checkpoint: &str) -> Result<(), StoreError> {
+    pub fn commit(&mut self, staged: Staged, checkpoint: &str) -> Result<(), StoreError> {
+        self.write(staged, Some(checkpoint))
+    }
+
+    fn write(&mut self, mut staged: Staged, checkpoint: Option<&str>) -> Result<(), StoreError> {
         if self.store.writer_stopped() {
             return Err(StoreError::WriterPoisoned);
         }
@@ -160,11 +180,13 @@ impl Appender {
             ));
         }
         let size = staged.frontier.size();
-        staged.batch.put_cf(
-            self.store.cf(CF_CHECKPOINTS),
-            size.to_be_bytes(),
-            checkpoint,
-        );
+        if let Some(checkpoint) = checkpoint {
+            staged.batch.put_cf(
+                self.store.cf(CF_CHECKPOINTS),
+                size.to_be_bytes(),
+                checkpoint,
+            );
+        }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         let write = |batch| {

@@ -52,6 +52,12 @@ const COLUMN_FAMILIES: [&str; 7] = [
 ];
 const META_FORMAT: &[u8] = b"format";
 const META_SIZE: &[u8] = b"size";
+/// Prefix of the publish watermarks in the meta column family, one per copy.
+const META_PUBLISHED: &[u8] = b"published:";
+
+fn published_key(target: &str) -> Vec<u8> {
+    [META_PUBLISHED, target.as_bytes()].concat()
+}
 
 /// What can go wrong reading or writing the store.
 #[derive(Debug, thiserror::Error)]
@@ -420,6 +426,28 @@ impl Store {
                 String::from_utf8(v).map_err(|_| StoreError::Corrupt("checkpoint not UTF-8".into()))
             })
             .transpose()
+    }
+
+    /// The tree size last published to the copy named `target` (0 if none): the durable
+    /// watermark of a publisher, so it resumes where it stopped.
+    pub fn published_size(&self, target: &str) -> Result<u64, StoreError> {
+        self.db()
+            .get_cf(self.cf(CF_META), published_key(target))?
+            .map_or(Ok(0), |v| be_u64(&v))
+    }
+
+    /// Records, synced, that the copy named `target` holds the tree of `size` and its
+    /// checkpoint.
+    pub fn set_published_size(&self, target: &str, size: u64) -> Result<(), StoreError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db().put_cf_opt(
+            self.cf(CF_META),
+            published_key(target),
+            size.to_be_bytes(),
+            &opts,
+        )?;
+        Ok(())
     }
 
     /// The newest signed checkpoint and its size.

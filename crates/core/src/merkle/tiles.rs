@@ -16,6 +16,15 @@ pub const TILE_HEIGHT: u8 = 8;
 /// The highest tile level this implementation addresses; 8·(MAX_LEVEL+1) > 64 bits of tree.
 pub const MAX_LEVEL: u8 = 7;
 
+/// `Content-Type` of tiles and entry bundles (PROTOCOL.md §4).
+pub const TILE_CONTENT_TYPE: &str = "application/octet-stream";
+/// `Content-Type` of the checkpoint.
+pub const CHECKPOINT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// `Cache-Control` of a full tile or bundle: it never changes.
+pub const CACHE_FULL: &str = "public, max-age=604800, immutable";
+/// `Cache-Control` of the checkpoint and of partial tiles, which a newer tree replaces.
+pub const CACHE_SHORT: &str = "public, max-age=2";
+
 /// What a tile path names: a hash tile at a level, or an entry bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TileKind {
@@ -54,6 +63,15 @@ pub enum TilePathError {
 }
 
 impl Tile {
+    /// Its `Cache-Control` ([`CACHE_FULL`] or [`CACHE_SHORT`]), from the server or a bucket.
+    pub fn cache_control(&self) -> &'static str {
+        if self.is_full() {
+            CACHE_FULL
+        } else {
+            CACHE_SHORT
+        }
+    }
+
     /// Merkle level of the hashes in this tile's row (0 for entry bundles).
     pub fn merkle_level(&self) -> u8 {
         match self.kind {
@@ -209,6 +227,51 @@ pub fn tiles_for_size(size: u64) -> impl Iterator<Item = Tile> {
     })
 }
 
+/// The tiles and entry bundles a tree of `to` leaves has that a tree of `from` ≤ `to` leaves
+/// does not have at the same width: what a copy of the smaller tree's tiles needs to become a
+/// copy of the larger one's. Nothing when `from >= to`.
+pub fn tiles_added(from: u64, to: u64) -> impl Iterator<Item = Tile> {
+    let changed = move |level: u8| {
+        let shift = u32::from(level) * u32::from(TILE_HEIGHT);
+        let first = from.checked_shr(shift).unwrap_or(0) / TILE_WIDTH;
+        let end = to.checked_shr(shift).unwrap_or(0).div_ceil(TILE_WIDTH);
+        (first..end).filter_map(move |index| {
+            let width = width_at(level, index, to)?;
+            (from < to && width_at(level, index, from) != Some(width)).then_some((index, width))
+        })
+    };
+    let bundles = changed(0).map(|(index, width)| Tile {
+        kind: TileKind::Entries,
+        index,
+        width,
+    });
+    let hashes = (0..=MAX_LEVEL).flat_map(move |level| {
+        changed(level).map(move |(index, width)| Tile {
+            kind: TileKind::Hashes { level },
+            index,
+            width,
+        })
+    });
+    bundles.chain(hashes)
+}
+
+/// The partial tiles and bundles of a tree of `from` leaves that a tree of `to` > `from`
+/// leaves replaced with wider ones: what a copy may delete once no reader needs the smaller
+/// tree.
+pub fn partials_replaced(from: u64, to: u64) -> impl Iterator<Item = Tile> {
+    (0..=MAX_LEVEL).flat_map(move |level| {
+        let count = from >> (u32::from(level) * u32::from(TILE_HEIGHT));
+        let (index, width) = (count / TILE_WIDTH, (count % TILE_WIDTH) as u16);
+        let replaced = width > 0 && to > from && width_at(level, index, to) != Some(width);
+        let bundle = (level == 0).then_some(TileKind::Entries);
+        [Some(TileKind::Hashes { level }), bundle]
+            .into_iter()
+            .flatten()
+            .filter(move |_| replaced)
+            .map(move |kind| Tile { kind, index, width })
+    })
+}
+
 /// The width tile `index` at `level` has in a tree of `size` leaves, or None when the tree
 /// has no such tile.
 pub fn width_at(level: u8, index: u64, size: u64) -> Option<u16> {
@@ -257,6 +320,45 @@ pub fn locate(node: NodeId) -> NodeTile {
 
 #[cfg(test)]
 mod tests {
+    /// Every tile and bundle of a tree of `size`, by brute force.
+    fn all_tiles(size: u64) -> std::collections::HashSet<Tile> {
+        tiles_for_size(size)
+            .flat_map(|t| {
+                let bundle = (t.kind == TileKind::Hashes { level: 0 }).then_some(Tile {
+                    kind: TileKind::Entries,
+                    ..t
+                });
+                [Some(t), bundle]
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn tiles_added_and_replaced_are_the_set_differences() {
+        let sizes = [
+            0, 1, 2, 255, 256, 257, 511, 512, 65535, 65536, 65537, 70000, 131072,
+        ];
+        for &from in &sizes {
+            for &to in &sizes {
+                let (old, new) = (all_tiles(from), all_tiles(to));
+                let added: std::collections::HashSet<Tile> = tiles_added(from, to).collect();
+                let replaced: std::collections::HashSet<Tile> =
+                    partials_replaced(from, to).collect();
+                if to <= from {
+                    assert!(added.is_empty() && replaced.is_empty(), "{from}->{to}");
+                    continue;
+                }
+                let expected: std::collections::HashSet<Tile> =
+                    new.difference(&old).copied().collect();
+                assert_eq!(added, expected, "added {from}->{to}");
+                let gone: std::collections::HashSet<Tile> = old.difference(&new).copied().collect();
+                assert_eq!(replaced, gone, "replaced {from}->{to}");
+                assert!(replaced.iter().all(|t| !t.is_full()));
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use btlog_core::entry::Identity;
-use btlog_core::merkle::tiles::{Tile, TileKind};
+use btlog_core::merkle::tiles::{self, Tile, TileKind};
 use btlog_core::merkle::Hash;
 use btlog_core::wire::{
     ConsistencyReply, EntriesReply, ErrorReply, InclusionReply, IndexedEntry, LookupReply,
@@ -28,10 +28,9 @@ use std::io::Write as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const SHORT: &str = "public, max-age=2";
-const TEXT: &str = "text/plain; charset=utf-8";
-const BINARY: &str = "application/octet-stream";
+const SHORT: &str = tiles::CACHE_SHORT;
+const TEXT: &str = tiles::CHECKPOINT_CONTENT_TYPE;
+const BINARY: &str = tiles::TILE_CONTENT_TYPE;
 /// Largest HTTP/1 request head (request line and headers) read into memory.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 
@@ -161,7 +160,7 @@ async fn tile(State(log): State<Log>, uri: Uri, headers: HeaderMap) -> Response 
         Ok(d) => d,
         Err(e) => return text_error(e),
     };
-    let cache = if tile.is_full() { IMMUTABLE } else { SHORT };
+    let cache = tile.cache_control();
     let mut response = (
         [
             (header::CONTENT_TYPE, BINARY),
@@ -391,7 +390,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// `ok`, or 503 with the reason once the log cannot append.
 async fn health(State(log): State<Log>) -> Response {
     match log.health() {
-        Ok(()) => "ok\n".into_response(),
+        Ok(detail) => format!("ok\n{detail}").into_response(),
         Err(e) => text_error(e),
     }
 }

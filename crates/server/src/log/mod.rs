@@ -6,11 +6,12 @@ pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod publishing;
 pub mod sequencer;
 mod startup;
 pub mod witnessing;
 
-use crate::config::{Config, Limits};
+use crate::config::{Acknowledge, Config, Limits};
 use auth::Tokens;
 use btlog_core::entry::{EntryFields, Identity, Kind};
 use btlog_core::merkle::tiles::{TileKind, MAX_LEVEL, TILE_WIDTH};
@@ -87,6 +88,8 @@ struct Inner {
     served: watch::Receiver<SignedCheckpoint>,
     metrics: Arc<Metrics>,
     witness_metrics: witnessing::WitnessMetrics,
+    /// Publishing to a bucket, if configured, and when submissions are acknowledged.
+    publishing: Option<(Arc<publishing::PublishState>, Acknowledge)>,
     limits: Limits,
 }
 
@@ -124,6 +127,23 @@ impl Log {
             let m = witnessing::spawn(store.clone(), endpoints, quorum, latest, tx);
             (served, m)
         };
+        let publishing = match &config.publish {
+            None => None,
+            Some(p) => {
+                let invalid = |e: String| OpenError::Config(crate::config::ConfigError::Invalid(e));
+                let bucket = btlog_bucket::Bucket::open(&p.bucket)
+                    .map_err(|e| invalid(format!("[publish]: {e}")))?;
+                let publisher = btlog_bucket::Publisher::new(
+                    bucket,
+                    store.clone(),
+                    verifier.clone(),
+                    p.gzip_bundles,
+                );
+                let state =
+                    publishing::spawn(publisher, store.clone(), served.clone(), p.partial_grace())?;
+                Some((state, p.acknowledge))
+            }
+        };
         Ok(Log {
             inner: Arc::new(Inner {
                 store,
@@ -138,6 +158,7 @@ impl Log {
                 served,
                 metrics,
                 witness_metrics,
+                publishing,
                 limits: limits.clone(),
             }),
         })
@@ -171,19 +192,38 @@ impl Log {
             .metrics
             .render(store.size(), store.writer_stopped());
         self.inner.witness_metrics.render(&mut out);
+        if let Some((p, _)) = &self.inner.publishing {
+            p.render(self.checkpoint().size, &mut out);
+        }
         out
+    }
+
+    /// Publishing to a bucket, if configured.
+    pub fn publishing(&self) -> Option<&publishing::PublishState> {
+        self.inner.publishing.as_ref().map(|(p, _)| &**p)
     }
 
     /// Whether the log can append: an error once the writer stopped after a storage failure
     /// (reads are still served; a restart is needed to append again).
-    pub fn health(&self) -> Result<(), LogError> {
+    /// With publishing configured, also an error while the bucket is refused, and the
+    /// publishing lag in the detail returned.
+    pub fn health(&self) -> Result<String, LogError> {
         if self.inner.store.writer_stopped() {
             return Err(LogError::new(
                 ErrorKind::Overloaded,
                 "the writer stopped after a storage failure; restart the log",
             ));
         }
-        Ok(())
+        let Some(p) = self.publishing() else {
+            return Ok(String::new());
+        };
+        if let Some(why) = p.refused() {
+            return Err(LogError::new(
+                ErrorKind::Overloaded,
+                format!("publishing to {} stopped: {why}", p.url()),
+            ));
+        }
+        Ok(p.health(self.checkpoint().size))
     }
 
     /// Re-reads the tokens file (on SIGHUP); on error the old credentials stay in force.
@@ -271,9 +311,24 @@ impl Log {
         // The decoded request is gone; the slot goes to the next body.
         drop(admission);
         let submit = self.inner.sequencer.submit(checked);
-        tokio::time::timeout(limits.request_timeout(), submit)
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(limits.request_timeout(), submit)
             .await
-            .map_err(|_| LogError::new(ErrorKind::Overloaded, "timed out waiting for the log"))?
+            .map_err(|_| LogError::new(ErrorKind::Overloaded, "timed out waiting for the log"))??;
+        if let Some((p, Acknowledge::Published)) = &self.inner.publishing {
+            let left = limits.request_timeout().saturating_sub(started.elapsed());
+            if !p.wait_for(outcome.checkpoint.size, left).await {
+                return Err(LogError::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "the entries are logged but not yet published to {}, so not \
+                         acknowledged; submit them again (resubmitting is idempotent)",
+                        p.url()
+                    ),
+                ));
+            }
+        }
+        Ok(outcome)
     }
 
     /// Refuses a request of more than `max_entries_per_request` entries (413).

@@ -67,8 +67,7 @@ impl Submission {
     /// Encodes and hashes `entry`: what the store appends if it is new.
     pub fn new(entry: Entry) -> Submission {
         let key = entry.identity_key();
-        let identity = (entry.kind == Kind::Publish).then_some(key);
-        let new = NewEntry::new(entry.encode(), identity, Some(entry.package.clone()));
+        let new = NewEntry::for_entry(&entry);
         Submission { entry, key, new }
     }
 
