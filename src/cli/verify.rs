@@ -150,12 +150,14 @@ pub fn run(args: VerifyArgs) -> Result<(), CliError> {
                         verify_online(&api, &vkey, &claim, &state, &accept)
                             .await
                             .map_err(|e| match e {
-                                VerifyError::Api(ApiError::NoApi(url)) => CliError::usage(format!(
-                                    "{url} answered 404: this endpoint has no /v1 API to look \
-                                     the artifact up (a static tlog-tiles mirror?); give \
-                                     --index N, the entry's index from the registry, to verify \
-                                     from the log's tiles"
-                                )),
+                                VerifyError::Api(ApiError::NoApi(probe)) => {
+                                    CliError::usage(format!(
+                                        "--log {url} has no /v1 API to look the artifact up \
+                                         (a static tlog-tiles mirror? {probe}: HTTP 404); give \
+                                         --index N, the entry's index from the registry, to \
+                                         verify from the log's tiles"
+                                    ))
+                                }
                                 e => online_error(e, &vkey),
                             })
                     })?

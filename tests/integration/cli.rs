@@ -9,21 +9,21 @@ use btlog_core::keys;
 use btlog_server::api::Server;
 use tempfile::TempDir;
 
-const PKG: &str = "pkg:npm/left-pad";
+pub(crate) const PKG: &str = "pkg:npm/left-pad";
 
 /// A log server running on its own runtime, with its data directory and a submitter token.
-struct Log {
-    rt: tokio::runtime::Runtime,
+pub(crate) struct Log {
+    pub(crate) rt: tokio::runtime::Runtime,
     server: Option<Server>,
-    url: String,
+    pub(crate) url: String,
     token: String,
-    vkey: String,
+    pub(crate) vkey: String,
     _dir: TempDir,
 }
 
 impl Log {
     /// A log with a fresh key, or with the private key file `key`.
-    fn start(key: Option<&Path>) -> Log {
+    pub(crate) fn start(key: Option<&Path>) -> Log {
         let dir = TempDir::new().expect("tempdir");
         let mut config = crate::server::config(dir.path());
         config.key = key.map(Path::to_path_buf);
@@ -51,7 +51,7 @@ impl Log {
     }
 
     /// `btlog submit --log --token` plus `args`.
-    fn submit(&self, args: &[&str]) -> Output {
+    pub(crate) fn submit(&self, args: &[&str]) -> Output {
         let mut all = vec!["submit", "--log", &self.url, "--token", &self.token];
         all.extend_from_slice(args);
         btlog(&all)
@@ -70,7 +70,7 @@ impl Drop for Log {
     }
 }
 
-fn btlog(args: &[&str]) -> Output {
+pub(crate) fn btlog(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_btlog"))
         .args(args)
         .env_remove("XDG_STATE_HOME")
@@ -78,21 +78,21 @@ fn btlog(args: &[&str]) -> Output {
         .expect("run btlog")
 }
 
-fn path(p: &Path) -> String {
+pub(crate) fn path(p: &Path) -> String {
     p.to_str().expect("utf-8 path").to_owned()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Asserts the exit code and that stderr mentions `needle`.
 #[track_caller]
-fn refused(o: &Output, code: i32, needle: &str) {
+pub(crate) fn refused(o: &Output, code: i32, needle: &str) {
     assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
     assert!(
         stderr(o).contains(needle),
@@ -102,7 +102,7 @@ fn refused(o: &Output, code: i32, needle: &str) {
 }
 
 #[track_caller]
-fn ok(o: &Output) {
+pub(crate) fn ok(o: &Output) {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
 }
 
@@ -112,7 +112,13 @@ fn verify_offline(vkey: &str, proof: &Path, version: &str, file: &str, artifact:
 }
 
 /// `btlog verify` of PKG `version`/`file` with `source` (`--log …` or `--proof …`).
-fn verify(source: &[&str], vkey: &str, version: &str, file: &str, artifact: &Path) -> Output {
+pub(crate) fn verify(
+    source: &[&str],
+    vkey: &str,
+    version: &str,
+    file: &str,
+    artifact: &Path,
+) -> Output {
     let artifact = path(artifact);
     let mut args = vec![
         "verify",
@@ -128,14 +134,14 @@ fn verify(source: &[&str], vkey: &str, version: &str, file: &str, artifact: &Pat
     btlog(&args)
 }
 
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).expect("write");
     p
 }
 
 /// Submits `artifact` as PKG `version`/`file` and keeps its proof next to it.
-fn publish(log: &Log, version: &str, file: &str, artifact: &Path) -> Output {
+pub(crate) fn publish(log: &Log, version: &str, file: &str, artifact: &Path) -> Output {
     log.submit(&[
         "--package",
         PKG,
