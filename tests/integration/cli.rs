@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use axum::http::{StatusCode, Uri};
 use btlog_core::keys;
 use btlog_server::api::Server;
 use tempfile::TempDir;
@@ -389,8 +390,17 @@ fn batch_submit_and_log_down() {
     );
 }
 
-#[test]
-fn rolled_back_or_forked_log_is_refused() {
+/// A work directory with a log key file (for logs of one key and different histories), a
+/// state directory, and two artifacts.
+pub(crate) struct Forks {
+    pub(crate) work: TempDir,
+    pub(crate) key: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) art: PathBuf,
+    pub(crate) fork_art: PathBuf,
+}
+
+pub(crate) fn forks() -> Forks {
     let work = TempDir::new().expect("tempdir");
     let key = work.path().join("log.key");
     btlog_client::keyfile::write_private_key(
@@ -398,9 +408,34 @@ fn rolled_back_or_forked_log_is_refused() {
         &keys::generate("test.example/log").expect("key"),
     )
     .expect("write key");
-    let state = work.path().join("state");
-    let art = write(work.path(), "x.tgz", "x bytes");
-    let fork_art = write(work.path(), "y.tgz", "y bytes");
+    Forks {
+        key,
+        state: work.path().join("state"),
+        art: write(work.path(), "x.tgz", "x bytes"),
+        fork_art: write(work.path(), "y.tgz", "y bytes"),
+        work,
+    }
+}
+
+/// Asserts exit 4 with the evidence that the tree of size 4 verified before is not a prefix of
+/// the served tree of size 5: both checkpoints, and the root the larger tree has at size 4.
+#[track_caller]
+pub(crate) fn refused_as_fork_of_4_in_5(out: &Output) {
+    refused(out, 4, "tree size 4 is not a prefix of tree size 5");
+    assert!(stderr(out).contains("checkpoint verified before:\ntest.example/log\n4\n"));
+    assert!(stderr(out).contains("checkpoint served now:\ntest.example/log\n5\n"));
+    assert!(stderr(out).contains("root of the larger tree at the smaller size: "));
+}
+
+#[test]
+fn rolled_back_or_forked_log_is_refused() {
+    let Forks {
+        work: _work,
+        key,
+        state,
+        art,
+        fork_art,
+    } = forks();
 
     // The honest log: three entries, verified online; then it grows and still verifies.
     let a = Log::start(Some(&key));
@@ -428,10 +463,7 @@ fn rolled_back_or_forked_log_is_refused() {
         ok(&publish(&c, v, &format!("x-{v}.tgz"), &fork_art));
     }
     let out = c.verify_online(&state, "5", "x-5.tgz", &fork_art);
-    refused(&out, 4, "tree size 4 is not a prefix of tree size 5");
-    assert!(stderr(&out).contains("checkpoint verified before:\ntest.example/log\n4\n"));
-    assert!(stderr(&out).contains("checkpoint served now:\ntest.example/log\n5\n"));
-    assert!(stderr(&out).contains("root of the larger tree at the smaller size: "));
+    refused_as_fork_of_4_in_5(&out);
     drop(c);
 
     // Same key, same size, another root.
@@ -516,40 +548,62 @@ enum Proof {
 /// A proxy in front of `log` (on its runtime) that answers consistency proof requests itself
 /// with `proof` and forwards every other GET.
 fn consistency_proxy(log: &Log, proof: Proof) -> String {
-    use axum::http::{StatusCode, Uri};
+    use axum::http::StatusCode;
+    let answer = move |uri: &Uri| {
+        if uri.path() != "/v1/proof/consistency" {
+            return None;
+        }
+        let q = uri.query().unwrap_or("");
+        let arg = |k: &str| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Some(match proof {
+            Proof::Missing => (
+                StatusCode::NOT_FOUND,
+                r#"{"error":"no such tree size"}"#.into(),
+            ),
+            Proof::Bad => (
+                StatusCode::OK,
+                serde_json::json!({
+                    "from": arg("from"),
+                    "to": arg("to"),
+                    "proof": [base64_hash(&[7u8; 32])],
+                })
+                .to_string()
+                .into(),
+            ),
+        })
+    };
+    proxy(log, answer, |_, _| {})
+}
+
+/// A proxy in front of `log` (on its runtime): `answer` may answer a GET itself; every other
+/// GET is forwarded, and `edit` may change the body of a successful reply.
+pub(crate) fn proxy(
+    log: &Log,
+    answer: impl Fn(&Uri) -> Option<(StatusCode, Vec<u8>)> + Send + Sync + 'static,
+    edit: impl Fn(&Uri, &mut Vec<u8>) + Send + Sync + 'static,
+) -> String {
     let upstream = log.url.clone();
+    let hooks = std::sync::Arc::new((answer, edit));
     let app = axum::Router::new().fallback(move |uri: Uri| {
-        let upstream = upstream.clone();
+        let (upstream, hooks) = (upstream.clone(), hooks.clone());
         async move {
-            if uri.path() == "/v1/proof/consistency" {
-                let q = uri.query().unwrap_or("");
-                let arg = |k: &str| {
-                    q.split('&')
-                        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                return match proof {
-                    Proof::Missing => (
-                        StatusCode::NOT_FOUND,
-                        r#"{"error":"no such tree size"}"#.to_owned(),
-                    ),
-                    Proof::Bad => (
-                        StatusCode::OK,
-                        serde_json::json!({
-                            "from": arg("from"),
-                            "to": arg("to"),
-                            "proof": [base64_hash(&[7u8; 32])],
-                        })
-                        .to_string(),
-                    ),
-                };
+            if let Some(reply) = (hooks.0)(&uri) {
+                return reply;
             }
             let Ok(resp) = reqwest::get(format!("{upstream}{uri}")).await else {
-                return (StatusCode::BAD_GATEWAY, String::new());
+                return (StatusCode::BAD_GATEWAY, Vec::new());
             };
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
-            (status, resp.text().await.unwrap_or_default())
+            let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            if status.is_success() {
+                (hooks.1)(&uri, &mut body);
+            }
+            (status, body)
         }
     });
     let listener = log

@@ -7,10 +7,11 @@ use std::process::Output;
 
 use axum::http::{StatusCode, Uri};
 use btlog_client::api::state::CheckpointState;
-use btlog_core::keys;
-use tempfile::TempDir;
 
-use crate::cli::{btlog, ok, path, publish, refused, stderr, stdout, verify, write, Log, PKG};
+use crate::cli::{
+    btlog, forks, ok, path, proxy, publish, refused, refused_as_fork_of_4_in_5, stderr, stdout,
+    verify, write, Log, PKG,
+};
 
 /// What an object store answers for a key it does not hold.
 const NO_SUCH_KEY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -29,41 +30,23 @@ enum Forge {
 /// A static tile mirror of `log` (on its runtime): `/checkpoint` and `/tile/...` copied from
 /// the log with `forge` applied, and an object store's 404 for everything else.
 fn mirror(log: &Log, forge: Forge) -> String {
-    let upstream = log.url.clone();
-    let app = axum::Router::new().fallback(move |uri: Uri| {
-        let upstream = upstream.clone();
-        async move {
-            let p = uri.path().to_owned();
-            if (p != "/checkpoint" && !p.starts_with("/tile/")) || uri.query().is_some() {
-                return (StatusCode::NOT_FOUND, NO_SUCH_KEY.as_bytes().to_vec());
-            }
-            let Ok(resp) = reqwest::get(format!("{upstream}{p}")).await else {
-                return (StatusCode::BAD_GATEWAY, Vec::new());
-            };
-            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
-            if !status.is_success() {
-                return (StatusCode::NOT_FOUND, NO_SUCH_KEY.as_bytes().to_vec());
-            }
-            let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-            let flip = match forge {
-                Forge::HashTile if p.starts_with("/tile/0/") => body.first_mut(),
-                Forge::Bundle if p.starts_with("/tile/entries/") => body.last_mut(),
-                _ => None,
-            };
-            if let Some(b) = flip {
-                *b ^= 1;
-            }
-            (status, body)
+    let answer = |uri: &Uri| {
+        let p = uri.path();
+        let copied = (p == "/checkpoint" || p.starts_with("/tile/")) && uri.query().is_none();
+        (!copied).then(|| (StatusCode::NOT_FOUND, NO_SUCH_KEY.as_bytes().to_vec()))
+    };
+    let edit = move |uri: &Uri, body: &mut Vec<u8>| {
+        let p = uri.path();
+        let flip = match forge {
+            Forge::HashTile if p.starts_with("/tile/0/") => body.first_mut(),
+            Forge::Bundle if p.starts_with("/tile/entries/") => body.last_mut(),
+            _ => None,
+        };
+        if let Some(b) = flip {
+            *b ^= 1;
         }
-    });
-    let listener = log
-        .rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    log.rt
-        .spawn(async move { axum::serve(listener, app).await });
-    url
+    };
+    proxy(log, answer, edit)
 }
 
 /// `btlog verify --log url --index index` of PKG `version` `x-<version>.tgz`.
@@ -87,48 +70,46 @@ fn stored_size(state: &Path) -> u64 {
 #[test]
 fn verify_against_a_static_tile_mirror() {
     let log = Log::start(None);
-    let work = TempDir::new().expect("tempdir");
-    let state = work.path().join("state");
-    let art = write(work.path(), "x.tgz", "x bytes");
-    let other = write(work.path(), "y.tgz", "y bytes");
+    let f = forks();
+    let (work, state, art, other) = (f.work.path(), &f.state, &f.art, &f.fork_art);
     for v in ["1", "2", "3"] {
-        ok(&publish(&log, v, &format!("x-{v}.tgz"), &art));
+        ok(&publish(&log, v, &format!("x-{v}.tgz"), art));
     }
     let tiles = mirror(&log, Forge::Nothing);
     let at = |url: &str, index, version, art: &Path| {
-        verify_at(url, index, &state, &log.vkey, version, art)
+        verify_at(url, index, state, &log.vkey, version, art)
     };
 
     // Verified from the tiles alone; the checkpoint is stored on first use.
-    let out = at(&tiles, 1, "2", &art);
+    let out = at(&tiles, 1, "2", art);
     ok(&out);
     assert!(stdout(&out).contains("is logged at index 1 in test.example/log (tree size 3)"));
-    assert_eq!(stored_size(&state), 3);
+    assert_eq!(stored_size(state), 3);
     // --index against the server itself reads the same tiles.
-    ok(&at(&log.url, 2, "3", &art));
+    ok(&at(&log.url, 2, "3", art));
 
     // Refusals: another file, another identity's entry, an index beyond the tree.
     refused(
-        &at(&tiles, 1, "2", &other),
+        &at(&tiles, 1, "2", other),
         1,
         "the file is not the one that was published",
     );
-    let out = at(&tiles, 0, "2", &art);
+    let out = at(&tiles, 0, "2", art);
     refused(&out, 1, "entry 0 of the log is for another artifact");
     refused(&out, 1, "logged version is \"1\", expected \"2\"");
     refused(
-        &at(&tiles, 99, "2", &art),
+        &at(&tiles, 99, "2", art),
         1,
         "the log has no entry 99: its checkpoint's tree has 3 entries",
     );
 
     // No /v1 API: a lookup cannot be made, and audit needs one.
-    let source = ["--log", tiles.as_str(), "--state", &path(&state)];
-    let out = verify(&source, &log.vkey, "2", "x-2.tgz", &art);
+    let source = ["--log", tiles.as_str(), "--state", &path(state)];
+    let out = verify(&source, &log.vkey, "2", "x-2.tgz", art);
     refused(&out, 2, "no /v1 API");
     refused(&out, 2, "give --index N");
     let lock = write(
-        work.path(),
+        work,
         "Cargo.lock",
         &format!(
             "version = 3\n\n[[package]]\nname = \"x\"\nversion = \"1.0.0\"\nsource = \
@@ -138,7 +119,7 @@ fn verify_against_a_static_tile_mirror() {
     );
     let audit = |url: &str| {
         let args = ["audit", &path(&lock), "--log", url, "--vkey", &log.vkey];
-        btlog(&[&args[..], &["--state", &path(&state)]].concat())
+        btlog(&[&args[..], &["--state", &path(state)]].concat())
     };
     refused(
         &audit(&tiles),
@@ -160,11 +141,11 @@ fn verify_against_a_static_tile_mirror() {
             )
         })
         .collect();
-    let batch = write(work.path(), "batch.jsonl", &lines);
+    let batch = write(work, "batch.jsonl", &lines);
     ok(&log.submit(&["--batch", &path(&batch)]));
-    ok(&at(&tiles, 299, "300", &art));
-    assert_eq!(stored_size(&state), 300);
-    ok(&at(&tiles, 5, "6", &art));
+    ok(&at(&tiles, 299, "300", art));
+    assert_eq!(stored_size(state), 300);
+    ok(&at(&tiles, 5, "6", art));
 
     // Forged tiles or bundles are refused, and so is a larger checkpoint they would prove.
     for (forge, says) in [
@@ -174,33 +155,25 @@ fn verify_against_a_static_tile_mirror() {
             "inclusion proof does not match the checkpoint",
         ),
     ] {
-        let out = at(&mirror(&log, forge), 299, "300", &art);
+        let out = at(&mirror(&log, forge), 299, "300", art);
         refused(&out, 1, "verification failed");
         refused(&out, 1, says);
     }
-    ok(&publish(&log, "301", "x-301.tgz", &art));
-    let out = at(&mirror(&log, Forge::HashTile), 300, "301", &art);
+    ok(&publish(&log, "301", "x-301.tgz", art));
+    let out = at(&mirror(&log, Forge::HashTile), 300, "301", art);
     refused(&out, 3, "cannot verify the log's consistency");
     refused(&out, 3, "its hash tiles of the larger tree do not");
-    assert_eq!(stored_size(&state), 300);
-    ok(&at(&tiles, 300, "301", &art));
-    assert_eq!(stored_size(&state), 301);
+    assert_eq!(stored_size(state), 300);
+    ok(&at(&tiles, 300, "301", art));
+    assert_eq!(stored_size(state), 301);
 }
 
 #[test]
 fn a_static_mirror_of_a_forked_log_is_refused_with_evidence() {
-    let work = TempDir::new().expect("tempdir");
-    let key = work.path().join("log.key");
-    btlog_client::keyfile::write_private_key(
-        &key,
-        &keys::generate("test.example/log").expect("key"),
-    )
-    .expect("write key");
-    let state = work.path().join("state");
-    let art = write(work.path(), "x.tgz", "x bytes");
-    let fork_art = write(work.path(), "y.tgz", "y bytes");
+    let f = forks();
+    let (state, art, fork_art) = (&f.state, &f.art, &f.fork_art);
     let run = |entries: &[&str], art: &Path, version: &str| -> Output {
-        let log = Log::start(Some(&key));
+        let log = Log::start(Some(&f.key));
         for v in entries {
             ok(&publish(&log, v, &format!("x-{v}.tgz"), art));
         }
@@ -208,7 +181,7 @@ fn a_static_mirror_of_a_forked_log_is_refused_with_evidence() {
         verify_at(
             &mirror(&log, Forge::Nothing),
             index,
-            &state,
+            state,
             &log.vkey,
             version,
             art,
@@ -216,11 +189,11 @@ fn a_static_mirror_of_a_forked_log_is_refused_with_evidence() {
     };
 
     // The honest log's mirror, at size 4.
-    ok(&run(&["1", "2", "3", "4"], &art, "4"));
-    assert_eq!(stored_size(&state), 4);
+    ok(&run(&["1", "2", "3", "4"], art, "4"));
+    assert_eq!(stored_size(state), 4);
 
     // Same key, shorter history: its tiles cannot show the tree of size 4, nor a fork.
-    let out = run(&["1"], &fork_art, "1");
+    let out = run(&["1"], fork_art, "1");
     refused(&out, 3, "cannot verify the log's consistency");
     assert!(
         !stderr(&out).contains("inconsistent log"),
@@ -229,14 +202,11 @@ fn a_static_mirror_of_a_forked_log_is_refused_with_evidence() {
     );
 
     // Same key, a different and longer history: its own hash tiles show the fork.
-    let out = run(&["1", "2", "3", "4", "5"], &fork_art, "5");
-    refused(&out, 4, "tree size 4 is not a prefix of tree size 5");
-    assert!(stderr(&out).contains("checkpoint verified before:\ntest.example/log\n4\n"));
-    assert!(stderr(&out).contains("checkpoint served now:\ntest.example/log\n5\n"));
-    assert!(stderr(&out).contains("root of the larger tree at the smaller size: "));
+    let out = run(&["1", "2", "3", "4", "5"], fork_art, "5");
+    refused_as_fork_of_4_in_5(&out);
 
     // Same key, same size, another root.
-    let out = run(&["1", "2", "3", "4"], &fork_art, "4");
+    let out = run(&["1", "2", "3", "4"], fork_art, "4");
     refused(&out, 4, "two checkpoints of size 4 with different roots");
-    assert_eq!(stored_size(&state), 4);
+    assert_eq!(stored_size(state), 4);
 }
