@@ -2,7 +2,8 @@
 //!
 //! [`Api`] only fetches and decodes; nothing it returns is trusted. [`verify::verify_online`]
 //! checks what the log serves against a vkey and the newest checkpoint already verified
-//! ([`state::CheckpointState`]).
+//! ([`state::CheckpointState`]); [`verify::verify_tiles`] does the same from the log's tiles
+//! alone (a static tile mirror has no `/v1` API).
 
 pub mod state;
 pub mod verify;
