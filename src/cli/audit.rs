@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::{api, block_on, CliError, Exit};
 use btlog_client::api::state::CheckpointState;
 use btlog_client::api::verify::{verify_online, VerifyError};
-use btlog_client::api::{withdrawn_in, Withdrawn};
+use btlog_client::api::{withdrawn_in, ApiError, Withdrawn};
 use btlog_core::import::{cargo_purl, crate_file};
 use btlog_core::proof_bundle::{ArtifactClaim, ProofBundleError};
 use futures_util::StreamExt as _;
@@ -119,6 +119,18 @@ fn online(
     locked: Vec<Locked>,
 ) -> Result<Audited, CliError> {
     block_on(async {
+        // Audit reads each package's entries and looks artifacts up: the log server's `/v1`
+        // API, which a static tile mirror does not serve. Say so once, not per artifact.
+        if let Some(first) = locked.first() {
+            api.require_v1(&first.package).await.map_err(|e| match e {
+                ApiError::NoApi(url) => CliError::usage(format!(
+                    "audit needs the log server's /v1 API, not a static tile mirror: {url} \
+                     answered 404; give the server's URL as --log (installers can verify one \
+                     artifact against a tile mirror with `btlog verify --index`)"
+                )),
+                e => e.into(),
+            })?;
+        }
         let all = futures_util::stream::iter(locked)
             .map(|l| async move {
                 if let Pinned::Unpinned(why) = &l.pinned {

@@ -1,6 +1,7 @@
 //! `btlog verify`: is this artifact file proven logged under this identity by this log?
-//! Online (`--log`) or offline (`--proof`); see [`btlog_client::api::verify`] for the
-//! checkpoint policy of online verification.
+//! Online (`--log`, by the `/v1` API, or with `--index` from the log's tiles alone, which a
+//! static tile mirror serves too) or offline (`--proof`); see [`btlog_client::api::verify`]
+//! for the checkpoint policy of online verification.
 
 use std::io::Read as _;
 
@@ -10,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::{api, block_on, hash_file, read_vkey, CliError, Exit, EXIT_CODES};
 use btlog_client::api::state::CheckpointState;
-use btlog_client::api::verify::{verify_online, VerifyError};
+use btlog_client::api::verify::{verify_online, verify_tiles, VerifyError};
+use btlog_client::api::ApiError;
+use btlog_client::tiles::{TileClient, TilesError};
 use btlog_core::checkpoint::CheckpointError;
 use btlog_core::note::{NoteError, Verifier};
 use btlog_core::policy::Policy;
@@ -26,6 +29,11 @@ pub struct VerifyArgs {
     /// Base URL of the log, to verify online.
     #[arg(long, required_unless_present = "proof", conflicts_with = "proof")]
     pub log: Option<String>,
+    /// The entry's index in the log (from the registry's submission receipt): verify from the
+    /// log's tiles alone (checkpoint, hash tiles, entry bundle), so --log may be a static
+    /// tlog-tiles mirror (bucket or CDN) without the /v1 API.
+    #[arg(long, requires = "log")]
+    pub index: Option<u64>,
     /// A .tlog-proof file, to verify offline.
     #[arg(long)]
     pub proof: Option<PathBuf>,
@@ -125,12 +133,36 @@ pub fn run(args: VerifyArgs) -> Result<(), CliError> {
                     CheckpointState::default_dir().map_err(|e| CliError::usage(e.to_string()))?,
                 ),
             };
-            let api = api(url)?;
-            block_on(async {
-                verify_online(&api, &vkey, &claim, &state, &accept)
-                    .await
-                    .map_err(|e| online_error(e, &vkey))
-            })?
+            match args.index {
+                Some(index) => {
+                    let tiles =
+                        TileClient::new(url).map_err(|e| CliError::usage(format!("--log: {e}")))?;
+                    let verified = block_on(async {
+                        verify_tiles(&tiles, &vkey, &claim, index, &state, &accept)
+                            .await
+                            .map_err(|e| index_error(e, index, &vkey))
+                    })?;
+                    (index, verified)
+                }
+                None => {
+                    let api = api(url)?;
+                    block_on(async {
+                        verify_online(&api, &vkey, &claim, &state, &accept)
+                            .await
+                            .map_err(|e| match e {
+                                VerifyError::Api(ApiError::NoApi(probe)) => {
+                                    CliError::usage(format!(
+                                        "--log {url} has no /v1 API to look the artifact up \
+                                         (a static tlog-tiles mirror? {probe}: HTTP 404); give \
+                                         --index N, the entry's index from the registry, to \
+                                         verify from the log's tiles"
+                                    ))
+                                }
+                                e => online_error(e, &vkey),
+                            })
+                    })?
+                }
+            }
         }
         (None, None) => return Err(CliError::usage("give --log URL or --proof FILE")),
     };
@@ -247,8 +279,30 @@ fn proof_error(e: ProofBundleError, vkey: &Verifier) -> CliError {
     CliError::new(Exit::NotProven, format!("verification failed: {detail}"))
 }
 
+/// Why verification from the tiles at `--index` failed, for a person: as [`online_error`], and
+/// saying so when the entry at the index is not this artifact's identity or beyond the tree.
+fn index_error(e: VerifyError, index: u64, vkey: &Verifier) -> CliError {
+    let detail = match &e {
+        VerifyError::Proof(ProofBundleError::Mismatch {
+            field: "package" | "version" | "file",
+            ..
+        }) => format!("entry {index} of the log is for another artifact ({e}); is --index right?"),
+        VerifyError::Proof(ProofBundleError::NotPublish(kind)) => format!(
+            "entry {index} of the log is a `{kind}`, not the publish of this artifact; is --index \
+             right?"
+        ),
+        VerifyError::Proof(ProofBundleError::IndexOutOfRange { size, .. }) => format!(
+            "the log has no entry {index}: its checkpoint's tree has {size} entries; is --index \
+             right?"
+        ),
+        _ => return online_error(e, vkey),
+    };
+    CliError::new(Exit::NotProven, format!("verification failed: {detail}"))
+}
+
 pub(super) fn online_error(e: VerifyError, vkey: &Verifier) -> CliError {
     match e {
+        VerifyError::Tiles(t) => tiles_error(t, vkey),
         VerifyError::NotLogged { .. } => {
             CliError::new(Exit::NotProven, format!("verification failed: {e}"))
         }
@@ -282,6 +336,26 @@ pub(super) fn online_error(e: VerifyError, vkey: &Verifier) -> CliError {
                 message: format!("{i}; refusing to trust this log"),
                 evidence: Some(evidence),
             }
+        }
+    }
+}
+
+/// A failure reading the log's tiles: a bad checkpoint or tiles not matching it are not
+/// proven (1); a missing, malformed or unreachable resource is an unavailable log (3).
+fn tiles_error(e: TilesError, vkey: &Verifier) -> CliError {
+    match e {
+        TilesError::Checkpoint { source, .. } => {
+            proof_error(ProofBundleError::Checkpoint(source), vkey)
+        }
+        TilesError::Fetch(f) => ApiError::Fetch(f).into(),
+        TilesError::Missing(_) | TilesError::Malformed { .. } => {
+            CliError::new(Exit::Unreachable, format!("log unavailable: {e}"))
+        }
+        TilesError::Proof(_) | TilesError::Unverified(_) | TilesError::NotFetched { .. } => {
+            CliError::new(
+                Exit::NotProven,
+                format!("verification failed: {e}; refusing what this endpoint serves"),
+            )
         }
     }
 }

@@ -5,25 +5,26 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use axum::http::{StatusCode, Uri};
 use btlog_core::keys;
 use btlog_server::api::Server;
 use tempfile::TempDir;
 
-const PKG: &str = "pkg:npm/left-pad";
+pub(crate) const PKG: &str = "pkg:npm/left-pad";
 
 /// A log server running on its own runtime, with its data directory and a submitter token.
-struct Log {
-    rt: tokio::runtime::Runtime,
+pub(crate) struct Log {
+    pub(crate) rt: tokio::runtime::Runtime,
     server: Option<Server>,
-    url: String,
+    pub(crate) url: String,
     token: String,
-    vkey: String,
+    pub(crate) vkey: String,
     _dir: TempDir,
 }
 
 impl Log {
     /// A log with a fresh key, or with the private key file `key`.
-    fn start(key: Option<&Path>) -> Log {
+    pub(crate) fn start(key: Option<&Path>) -> Log {
         let dir = TempDir::new().expect("tempdir");
         let mut config = crate::server::config(dir.path());
         config.key = key.map(Path::to_path_buf);
@@ -51,7 +52,7 @@ impl Log {
     }
 
     /// `btlog submit --log --token` plus `args`.
-    fn submit(&self, args: &[&str]) -> Output {
+    pub(crate) fn submit(&self, args: &[&str]) -> Output {
         let mut all = vec!["submit", "--log", &self.url, "--token", &self.token];
         all.extend_from_slice(args);
         btlog(&all)
@@ -70,7 +71,7 @@ impl Drop for Log {
     }
 }
 
-fn btlog(args: &[&str]) -> Output {
+pub(crate) fn btlog(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_btlog"))
         .args(args)
         .env_remove("XDG_STATE_HOME")
@@ -78,21 +79,21 @@ fn btlog(args: &[&str]) -> Output {
         .expect("run btlog")
 }
 
-fn path(p: &Path) -> String {
+pub(crate) fn path(p: &Path) -> String {
     p.to_str().expect("utf-8 path").to_owned()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Asserts the exit code and that stderr mentions `needle`.
 #[track_caller]
-fn refused(o: &Output, code: i32, needle: &str) {
+pub(crate) fn refused(o: &Output, code: i32, needle: &str) {
     assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
     assert!(
         stderr(o).contains(needle),
@@ -102,7 +103,7 @@ fn refused(o: &Output, code: i32, needle: &str) {
 }
 
 #[track_caller]
-fn ok(o: &Output) {
+pub(crate) fn ok(o: &Output) {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
 }
 
@@ -112,7 +113,13 @@ fn verify_offline(vkey: &str, proof: &Path, version: &str, file: &str, artifact:
 }
 
 /// `btlog verify` of PKG `version`/`file` with `source` (`--log …` or `--proof …`).
-fn verify(source: &[&str], vkey: &str, version: &str, file: &str, artifact: &Path) -> Output {
+pub(crate) fn verify(
+    source: &[&str],
+    vkey: &str,
+    version: &str,
+    file: &str,
+    artifact: &Path,
+) -> Output {
     let artifact = path(artifact);
     let mut args = vec![
         "verify",
@@ -128,14 +135,14 @@ fn verify(source: &[&str], vkey: &str, version: &str, file: &str, artifact: &Pat
     btlog(&args)
 }
 
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).expect("write");
     p
 }
 
 /// Submits `artifact` as PKG `version`/`file` and keeps its proof next to it.
-fn publish(log: &Log, version: &str, file: &str, artifact: &Path) -> Output {
+pub(crate) fn publish(log: &Log, version: &str, file: &str, artifact: &Path) -> Output {
     log.submit(&[
         "--package",
         PKG,
@@ -383,8 +390,17 @@ fn batch_submit_and_log_down() {
     );
 }
 
-#[test]
-fn rolled_back_or_forked_log_is_refused() {
+/// A work directory with a log key file (for logs of one key and different histories), a
+/// state directory, and two artifacts.
+pub(crate) struct Forks {
+    pub(crate) work: TempDir,
+    pub(crate) key: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) art: PathBuf,
+    pub(crate) fork_art: PathBuf,
+}
+
+pub(crate) fn forks() -> Forks {
     let work = TempDir::new().expect("tempdir");
     let key = work.path().join("log.key");
     btlog_client::keyfile::write_private_key(
@@ -392,9 +408,34 @@ fn rolled_back_or_forked_log_is_refused() {
         &keys::generate("test.example/log").expect("key"),
     )
     .expect("write key");
-    let state = work.path().join("state");
-    let art = write(work.path(), "x.tgz", "x bytes");
-    let fork_art = write(work.path(), "y.tgz", "y bytes");
+    Forks {
+        key,
+        state: work.path().join("state"),
+        art: write(work.path(), "x.tgz", "x bytes"),
+        fork_art: write(work.path(), "y.tgz", "y bytes"),
+        work,
+    }
+}
+
+/// Asserts exit 4 with the evidence that the tree of size 4 verified before is not a prefix of
+/// the served tree of size 5: both checkpoints, and the root the larger tree has at size 4.
+#[track_caller]
+pub(crate) fn refused_as_fork_of_4_in_5(out: &Output) {
+    refused(out, 4, "tree size 4 is not a prefix of tree size 5");
+    assert!(stderr(out).contains("checkpoint verified before:\ntest.example/log\n4\n"));
+    assert!(stderr(out).contains("checkpoint served now:\ntest.example/log\n5\n"));
+    assert!(stderr(out).contains("root of the larger tree at the smaller size: "));
+}
+
+#[test]
+fn rolled_back_or_forked_log_is_refused() {
+    let Forks {
+        work: _work,
+        key,
+        state,
+        art,
+        fork_art,
+    } = forks();
 
     // The honest log: three entries, verified online; then it grows and still verifies.
     let a = Log::start(Some(&key));
@@ -422,10 +463,7 @@ fn rolled_back_or_forked_log_is_refused() {
         ok(&publish(&c, v, &format!("x-{v}.tgz"), &fork_art));
     }
     let out = c.verify_online(&state, "5", "x-5.tgz", &fork_art);
-    refused(&out, 4, "tree size 4 is not a prefix of tree size 5");
-    assert!(stderr(&out).contains("checkpoint verified before:\ntest.example/log\n4\n"));
-    assert!(stderr(&out).contains("checkpoint served now:\ntest.example/log\n5\n"));
-    assert!(stderr(&out).contains("root of the larger tree at the smaller size: "));
+    refused_as_fork_of_4_in_5(&out);
     drop(c);
 
     // Same key, same size, another root.
@@ -510,40 +548,62 @@ enum Proof {
 /// A proxy in front of `log` (on its runtime) that answers consistency proof requests itself
 /// with `proof` and forwards every other GET.
 fn consistency_proxy(log: &Log, proof: Proof) -> String {
-    use axum::http::{StatusCode, Uri};
+    use axum::http::StatusCode;
+    let answer = move |uri: &Uri| {
+        if uri.path() != "/v1/proof/consistency" {
+            return None;
+        }
+        let q = uri.query().unwrap_or("");
+        let arg = |k: &str| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Some(match proof {
+            Proof::Missing => (
+                StatusCode::NOT_FOUND,
+                r#"{"error":"no such tree size"}"#.into(),
+            ),
+            Proof::Bad => (
+                StatusCode::OK,
+                serde_json::json!({
+                    "from": arg("from"),
+                    "to": arg("to"),
+                    "proof": [base64_hash(&[7u8; 32])],
+                })
+                .to_string()
+                .into(),
+            ),
+        })
+    };
+    proxy(log, answer, |_, _| {})
+}
+
+/// A proxy in front of `log` (on its runtime): `answer` may answer a GET itself; every other
+/// GET is forwarded, and `edit` may change the body of a successful reply.
+pub(crate) fn proxy(
+    log: &Log,
+    answer: impl Fn(&Uri) -> Option<(StatusCode, Vec<u8>)> + Send + Sync + 'static,
+    edit: impl Fn(&Uri, &mut Vec<u8>) + Send + Sync + 'static,
+) -> String {
     let upstream = log.url.clone();
+    let hooks = std::sync::Arc::new((answer, edit));
     let app = axum::Router::new().fallback(move |uri: Uri| {
-        let upstream = upstream.clone();
+        let (upstream, hooks) = (upstream.clone(), hooks.clone());
         async move {
-            if uri.path() == "/v1/proof/consistency" {
-                let q = uri.query().unwrap_or("");
-                let arg = |k: &str| {
-                    q.split('&')
-                        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                return match proof {
-                    Proof::Missing => (
-                        StatusCode::NOT_FOUND,
-                        r#"{"error":"no such tree size"}"#.to_owned(),
-                    ),
-                    Proof::Bad => (
-                        StatusCode::OK,
-                        serde_json::json!({
-                            "from": arg("from"),
-                            "to": arg("to"),
-                            "proof": [base64_hash(&[7u8; 32])],
-                        })
-                        .to_string(),
-                    ),
-                };
+            if let Some(reply) = (hooks.0)(&uri) {
+                return reply;
             }
             let Ok(resp) = reqwest::get(format!("{upstream}{uri}")).await else {
-                return (StatusCode::BAD_GATEWAY, String::new());
+                return (StatusCode::BAD_GATEWAY, Vec::new());
             };
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
-            (status, resp.text().await.unwrap_or_default())
+            let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            if status.is_success() {
+                (hooks.1)(&uri, &mut body);
+            }
+            (status, body)
         }
     });
     let listener = log

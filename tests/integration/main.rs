@@ -19,5 +19,6 @@ mod router_fuzz;
 mod server_grpc;
 mod server_http;
 mod startup;
+mod static_tiles;
 mod store;
 mod witness;

@@ -2,7 +2,8 @@
 //!
 //! [`Api`] only fetches and decodes; nothing it returns is trusted. [`verify::verify_online`]
 //! checks what the log serves against a vkey and the newest checkpoint already verified
-//! ([`state::CheckpointState`]).
+//! ([`state::CheckpointState`]); [`verify::verify_tiles`] does the same from the log's tiles
+//! alone (a static tile mirror has no `/v1` API).
 
 pub mod state;
 pub mod verify;
@@ -28,6 +29,13 @@ pub enum ApiError {
     /// The log does not have what was asked for.
     #[error("{0}: not found in the log")]
     NotFound(String),
+    /// The endpoint does not serve the `/v1` API at all (404 where a log server always
+    /// answers): a static tlog-tiles mirror, or not a btlog log.
+    #[error(
+        "{0}: HTTP 404: this endpoint does not serve the btlog /v1 API (a static tlog-tiles \
+         mirror such as a bucket or CDN serves only /checkpoint and /tile/...)"
+    )]
+    NoApi(String),
     /// The reply is not what PROTOCOL.md §6 describes.
     #[error("{url}: malformed reply: {reason}")]
     BadReply {
@@ -43,7 +51,7 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Fetch(FetchError::Status { status, .. }) => Some(*status),
-            ApiError::NotFound(_) => Some(404),
+            ApiError::NotFound(_) | ApiError::NoApi(_) => Some(404),
             _ => None,
         }
     }
@@ -153,23 +161,42 @@ impl Api {
     }
 
     /// Every entry of package `purl` in log order (`/v1/packages`, page by page), unverified.
+    /// A log server answers an unknown package with no entries, so a 404 is
+    /// [`ApiError::NoApi`].
     pub async fn package_entries(&self, purl: &str) -> Result<Vec<(u64, String)>, ApiError> {
         let mut out = Vec::new();
         let mut from = 0u64;
         loop {
-            let path = format!("/v1/packages/{purl}?from={from}");
-            let Some(body) = self.http.get_limited(&path, JSON_LIMIT).await? else {
-                return Ok(out);
-            };
-            let page: EntriesReply = self.decode(&path, &body)?;
+            let page = self.package_page(purl, from, JSON_LIMIT).await?;
             let Some(last) = page.entries.last().map(|e| e.index) else {
                 return Ok(out);
             };
             if last < from {
-                return Err(self.bad(&path, "a page went backwards"));
+                return Err(self.bad(&package_path(purl, from), "a page went backwards"));
             }
             out.extend(page.entries.into_iter().map(|e| (e.index, e.entry)));
             from = last + 1;
+        }
+    }
+
+    /// Checks that the endpoint serves the `/v1` API, else [`ApiError::NoApi`]: asks for the
+    /// entries of `purl` past the last possible index, which a log server answers with an
+    /// empty page whatever it holds.
+    pub async fn require_v1(&self, purl: &str) -> Result<(), ApiError> {
+        self.package_page(purl, u64::MAX, 4096).await.map(drop)
+    }
+
+    /// One page of `/v1/packages/<purl>?from=`; a 404 is [`ApiError::NoApi`].
+    async fn package_page(
+        &self,
+        purl: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<EntriesReply, ApiError> {
+        let path = package_path(purl, from);
+        match self.http.get_limited(&path, limit).await? {
+            Some(body) => self.decode(&path, &body),
+            None => Err(ApiError::NoApi(self.http.url(&path))),
         }
     }
 
@@ -219,6 +246,10 @@ impl Api {
             reason: reason.to_owned(),
         }
     }
+}
+
+fn package_path(purl: &str, from: u64) -> String {
+    format!("/v1/packages/{purl}?from={from}")
 }
 
 /// Percent-encodes a query value: everything but `A-Z a-z 0-9 - . _ ~`.

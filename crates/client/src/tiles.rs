@@ -10,8 +10,8 @@ use btlog_core::checkpoint::{Checkpoint, CheckpointError};
 use btlog_core::entry::MAX_ENTRY_BYTES;
 use btlog_core::merkle::tiles::{self, width_at, Tile, TileKind, MAX_LEVEL, TILE_WIDTH};
 use btlog_core::merkle::{
-    balanced_root, consistency_plan, consistency_proof, root, subtree_nodes, verify_consistency,
-    Hash, HashReader, NodeId, ProofError,
+    balanced_root, consistency_plan, consistency_proof, inclusion_plan, inclusion_proof, root,
+    subtree_nodes, verify_consistency, Hash, HashReader, NodeId, ProofError,
 };
 use btlog_core::note::{Verifier, MAX_NOTE_BYTES};
 
@@ -135,6 +135,22 @@ impl TileClient {
         Ok(entries.into_iter().map(<[u8]>::to_vec).collect())
     }
 
+    /// Entry `index` of the tree of `size` leaves, from its entry bundle (unverified: the
+    /// caller checks it against the signed root, e.g. with [`tile_inclusion_proof`]).
+    pub async fn entry(&self, index: u64, size: u64) -> Result<Vec<u8>, TilesError> {
+        if index >= size {
+            return Err(ProofError::IndexOutOfRange { index, size }.into());
+        }
+        let bundle = index / TILE_WIDTH;
+        let mut entries = self.entry_bundle(bundle, size).await?;
+        let at = (index % TILE_WIDTH) as usize;
+        if at >= entries.len() {
+            let tile = self.tile_at(TileKind::Entries, bundle, size)?;
+            return Err(malformed(&tile, format!("no entry {index} in the bundle")));
+        }
+        Ok(entries.swap_remove(at))
+    }
+
     fn tile_at(&self, kind: TileKind, index: u64, size: u64) -> Result<Tile, TilesError> {
         let level = match kind {
             TileKind::Hashes { level } => level,
@@ -243,6 +259,24 @@ pub async fn prefix_proof(
     let proof = consistency_proof(m, n, &tiles)?;
     verify_consistency(m, n, &proof, &prefix, &big.root)?;
     Ok((prefix, proof))
+}
+
+/// The RFC 6962 inclusion proof (§2.1.1) of leaf `index` in the signed tree `big`, built from
+/// `client`'s hash tiles checked against its root ([`TileHashes`]), never from a server-made
+/// proof. The caller verifies it with the entry's leaf hash (e.g. [`TlogProof::verify_offline`]).
+///
+/// [`TlogProof::verify_offline`]: btlog_core::proof_bundle::TlogProof::verify_offline
+pub async fn tile_inclusion_proof(
+    client: &TileClient,
+    index: u64,
+    big: &Checkpoint,
+) -> Result<Vec<Hash>, TilesError> {
+    let nodes: Vec<NodeId> = inclusion_plan(index, big.size)?
+        .into_iter()
+        .flat_map(subtree_nodes)
+        .collect();
+    let tiles = TileHashes::fetch(client, big, &nodes).await?;
+    inclusion_proof(index, big.size, &tiles)
 }
 
 /// Hash tiles of one signed tree held in memory, read as a [`HashReader`] so the `merkle`
@@ -362,7 +396,7 @@ impl HashReader for TileHashes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use btlog_core::merkle::{inclusion_proof, leaf_hash, verify_inclusion};
+    use btlog_core::merkle::{leaf_hash, verify_inclusion};
 
     /// Every tile of a tree of `size` leaves, and its checkpoint.
     fn tree(size: u64) -> (Checkpoint, HashMap<(u8, u64), Vec<Hash>>) {
