@@ -9,6 +9,7 @@ mod server;
 
 mod abuse;
 mod bad_input;
+mod bucket;
 mod cli;
 mod client_limits;
 mod client_state;

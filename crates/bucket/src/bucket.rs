@@ -18,7 +18,8 @@ use std::time::Duration;
 pub struct BucketConfig {
     /// `s3://bucket` or `s3://bucket/prefix`.
     pub url: String,
-    /// The S3 API endpoint, e.g. `http://127.0.0.1:3900` (Garage); AWS when absent.
+    /// The S3 API endpoint, e.g. `http://127.0.0.1:3900` (Garage); `AWS_ENDPOINT_URL` when
+    /// absent, or AWS.
     pub endpoint: Option<String>,
     /// The region (Garage: its `s3_region`, usually `garage`).
     pub region: Option<String>,
@@ -109,7 +110,12 @@ impl Bucket {
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_connect_timeout(Duration::from_secs(5)),
             );
-        if let Some(endpoint) = &config.endpoint {
+        let endpoint = config.endpoint.clone().or_else(|| {
+            ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok())
+        });
+        if let Some(endpoint) = &endpoint {
             let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
                 .iter()
                 .any(|l| endpoint.starts_with(l));

@@ -143,9 +143,19 @@ impl Http {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(FetchError::BadUrl(base.to_string()));
         }
+        // Decoding stays on either way: a static endpoint (an S3 bucket's website, a CDN)
+        // serves an object stored gzip-encoded as it is, whatever the request asked for.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if !gzip {
+            headers.insert(
+                reqwest::header::ACCEPT_ENCODING,
+                reqwest::header::HeaderValue::from_static("identity"),
+            );
+        }
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .gzip(gzip)
+            .gzip(true)
+            .default_headers(headers)
             .build()
             .map_err(|source| FetchError::Unreachable {
                 url: base.to_string(),

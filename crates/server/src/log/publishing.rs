@@ -36,6 +36,8 @@ pub struct PublishState {
     pending_since: Mutex<Option<Instant>>,
     /// Why publishing is refused, while it is.
     refused: Mutex<Option<String>>,
+    /// The error of the last round, while rounds fail.
+    last_error: Mutex<Option<String>>,
     rounds: AtomicU64,
     failures: AtomicU64,
     objects: AtomicU64,
@@ -77,10 +79,14 @@ impl PublishState {
         match self.refused() {
             Some(why) => format!("publish {}: REFUSED: {why}\n", self.url),
             None => format!(
-                "publish {}: size {published}, lag {} entries, {:.1} s\n",
+                "publish {}: size {published}, lag {} entries, {:.1} s{}\n",
                 self.url,
                 served.saturating_sub(published),
-                self.lag_seconds()
+                self.lag_seconds(),
+                lock(&self.last_error)
+                    .as_ref()
+                    .map(|e| format!(", failing: {e}"))
+                    .unwrap_or_default()
             ),
         }
     }
@@ -135,6 +141,7 @@ pub fn spawn(
         published: watch::Sender::new(published),
         pending_since: Mutex::new(None),
         refused: Mutex::new(None),
+        last_error: Mutex::new(None),
         rounds: AtomicU64::new(0),
         failures: AtomicU64::new(0),
         objects: AtomicU64::new(0),
@@ -201,6 +208,7 @@ impl Task {
     ) {
         let s = &self.state;
         *lock(&s.refused) = None;
+        *lock(&s.last_error) = None;
         s.rounds.fetch_add(1, Ordering::Relaxed);
         s.objects.fetch_add(p.objects, Ordering::Relaxed);
         s.bytes.fetch_add(p.bytes, Ordering::Relaxed);
@@ -222,6 +230,7 @@ impl Task {
     /// Records a failed round; returns how long to wait before the next.
     fn failed(&self, e: PublishError, failed: usize) -> Duration {
         self.state.failures.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.state.last_error) = Some(e.to_string());
         if let PublishError::Refused { reason, .. } = &e {
             if lock(&self.state.refused).replace(reason.clone()).is_none() {
                 tracing::error!(error = %e, "publishing stopped");
