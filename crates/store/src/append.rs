@@ -4,7 +4,7 @@
 use super::tile::Frontier;
 use super::{
     leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES,
-    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+    CF_DIGESTS, CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
 use btlog_core::merkle::{leaf_hash, Hash};
 use rocksdb::{WriteBatch, WriteOptions};
@@ -16,6 +16,7 @@ pub struct NewEntry {
     leaf_hash: Hash,
     identity: Option<Hash>,
     package: Option<String>,
+    digest: Option<Hash>,
 }
 
 impl NewEntry {
@@ -28,7 +29,14 @@ impl NewEntry {
             data,
             identity,
             package,
+            digest: None,
         }
+    }
+
+    /// Also lists the entry under the artifact digest `sha256` (the explorer's search).
+    pub fn with_digest(mut self, sha256: Hash) -> NewEntry {
+        self.digest = Some(sha256);
+        self
     }
 
     /// The entry bytes.
@@ -120,6 +128,9 @@ impl Appender {
             batch.put_cf(store.cf(CF_LEAVES), leaf_key(leaf, start + i as u64), []);
             if let Some(id) = &e.identity {
                 batch.put_cf(store.cf(CF_IDENTITIES), id, index);
+            }
+            if let Some(d) = &e.digest {
+                batch.put_cf(store.cf(CF_DIGESTS), leaf_key(d, start + i as u64), []);
             }
             if let Some(p) = &e.package {
                 let mut key = package_prefix(p);

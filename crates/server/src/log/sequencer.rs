@@ -29,6 +29,8 @@ pub struct SignedCheckpoint {
     pub size: u64,
     /// The signed note text.
     pub note: String,
+    /// When this process signed it (Unix seconds); None for one signed before it started.
+    pub signed_at: Option<u64>,
 }
 
 /// The result for one submitted entry.
@@ -68,7 +70,11 @@ impl Submission {
     pub fn new(entry: Entry) -> Submission {
         let key = entry.identity_key();
         let identity = (entry.kind == Kind::Publish).then_some(key);
-        let new = NewEntry::new(entry.encode(), identity, Some(entry.package.clone()));
+        // Owner events carry the hash of an account id, not of an artifact: not indexed.
+        let mut new = NewEntry::new(entry.encode(), identity, Some(entry.package.clone()));
+        if !entry.kind.is_owner() {
+            new = new.with_digest(entry.sha256);
+        }
         Submission { entry, key, new }
     }
 
@@ -411,8 +417,16 @@ impl Writer {
         let signed = SignedCheckpoint {
             size: checkpoint.size,
             note,
+            signed_at: Some(unix_now()),
         };
         self.latest.send_replace(signed.clone());
         Ok(signed)
     }
+}
+
+/// The current Unix time in seconds (0 before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
