@@ -3,8 +3,8 @@
 
 use super::tile::Frontier;
 use super::{
-    leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES,
-    CF_DIGESTS, CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+    leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS,
+    CF_ENTRIES, CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
 use btlog_core::merkle::{leaf_hash, Hash};
 use rocksdb::{WriteBatch, WriteOptions};

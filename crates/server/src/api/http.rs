@@ -1,5 +1,5 @@
 //! HTTP front end (axum): the C2SP tlog-tiles read API (PROTOCOL.md §4), the `/v1` JSON API (PROTOCOL.md §6),
-//! `/healthz` and `/metrics`. Handlers only translate; the rules are in [`crate::log`].
+//! `/healthz` and `/metrics`, and the web explorer ([`super::explorer`]). Handlers only translate; the rules are in [`crate::log`].
 
 use super::conn;
 use crate::log::error::{ErrorKind, LogError};
@@ -80,6 +80,7 @@ pub fn router(log: Log) -> Router {
         .route("/v1/packages/{*purl}", get(list_package))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .merge(super::explorer::routes())
         .fallback(|| async { text_error(LogError::not_found("not found")) })
         .method_not_allowed_fallback(|| async {
             (

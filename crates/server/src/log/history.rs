@@ -14,11 +14,14 @@ use std::collections::BinaryHeap;
 /// Entries of one package replayed at most per request to mark a page: the replay holds one
 /// record per published identity, so this bounds its memory (a few MB) and time (one batched
 /// read per 1,000 entries). Pages of larger packages beyond it are served without marks.
-pub const MAX_REPLAY: usize = 50_000;
+pub const MAX_REPLAY: usize = 20_000;
 /// Package index keys scanned at most for a prefix feed; a broader prefix is refused.
 pub const MAX_PREFIX_SCAN: usize = 50_000;
 /// Entries replayed per batched read.
 const CHUNK: usize = 1_000;
+/// Replays and prefix scans running at once, whatever the number of page requests: with
+/// [`MAX_REPLAY`], the explorer's memory stays a few MB, and the writer keeps its cores.
+static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Which part of a package's history to return.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +80,7 @@ impl Log {
         window: Window,
     ) -> Result<History, LogError> {
         let size = self.checkpoint().size;
+        let _slot = SCANS.acquire().await.map_err(|e| LogError::internal(&e))?;
         self.blocking(move |store| replay(store, &package, window, size))
             .await
     }
@@ -131,16 +135,18 @@ impl Log {
     /// prefix covers more than [`MAX_PREFIX_SCAN`] entries. Only owner changes are marked.
     pub async fn prefix_events(&self, prefix: String, limit: usize) -> Result<History, LogError> {
         let size = self.checkpoint().size;
+        let _slot = SCANS.acquire().await.map_err(|e| LogError::internal(&e))?;
         self.blocking(move |store| {
             let mut newest = BinaryHeap::new();
-            let complete = store.scan_package_prefix(prefix.as_bytes(), MAX_PREFIX_SCAN, |p, i| {
-                if i < size && purl_has_prefix(p, &prefix) {
-                    newest.push(std::cmp::Reverse(i));
-                    if newest.len() > limit {
-                        newest.pop();
+            let complete =
+                store.scan_package_prefix(prefix.as_bytes(), MAX_PREFIX_SCAN, |p, i| {
+                    if i < size && purl_has_prefix(p, &prefix) {
+                        newest.push(std::cmp::Reverse(i));
+                        if newest.len() > limit {
+                            newest.pop();
+                        }
                     }
-                }
-            })?;
+                })?;
             if !complete {
                 return Err(too_broad());
             }
