@@ -32,16 +32,7 @@ impl Site {
     }
 
     async fn submit(&self, entries: Vec<Value>) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/v1/entries", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({ "entries": entries }))
-            .send()
-            .await
-            .expect("submit");
-        assert_eq!(resp.status(), 200);
-        resp.json().await.expect("json")
+        submit_entries(&self.base, &self.token, entries).await
     }
 
     /// GET `path` (sent as written): status, headers, body.

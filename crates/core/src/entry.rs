@@ -643,7 +643,7 @@ pub fn purl_from_user_input(input: &str) -> Result<String, String> {
     };
     let last = segments.len().saturating_sub(1);
     for (i, seg) in segments.into_iter().enumerate() {
-        let raw = percent_decode_loose(seg).ok_or("bad percent-encoding")?;
+        let raw = percent_decode(seg).ok_or("bad percent-encoding")?;
         // A version follows the last `@` of the name (`x@1.0`); a leading `@` is npm's scope.
         let name = match raw.rfind('@') {
             Some(at) if i == last && at > 0 => &raw[..at],
@@ -662,15 +662,20 @@ pub fn purl_from_user_input(input: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Decodes `%XX` (either case of hex) once; None for a broken escape or a result not UTF-8.
-fn percent_decode_loose(s: &str) -> Option<String> {
+/// Decodes every `%XX` (two hex digits, either case) once; None for a broken escape or a
+/// result that is not UTF-8. Other bytes pass through (`+` stays `+`).
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let pair = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(pair, 16).ok()?);
+            let pair = bytes
+                .get(i + 1..i + 3)
+                .filter(|p| p.iter().all(u8::is_ascii_hexdigit))?;
+            let mut b = [0u8; 1];
+            hex::decode_to_slice(pair, &mut b).ok()?;
+            out.push(b[0]);
             i += 3;
         } else {
             out.push(bytes[i]);

@@ -158,14 +158,7 @@ impl Store {
                         "entries without a format marker".into(),
                     ));
                 }
-                let mut opts = rocksdb::WriteOptions::default();
-                opts.set_sync(true);
-                db.put_cf_opt(
-                    cf(&db, CF_META),
-                    META_FORMAT,
-                    FORMAT_VERSION.to_be_bytes(),
-                    &opts,
-                )?;
+                put_meta_synced(&db, META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
             }
         }
         let size = db
@@ -176,14 +169,7 @@ impl Store {
         let digests_from = match db.get_cf(cf(&db, CF_META), META_DIGESTS_FROM)? {
             Some(v) => be_u64(&v)?,
             None => {
-                let mut opts = rocksdb::WriteOptions::default();
-                opts.set_sync(true);
-                db.put_cf_opt(
-                    cf(&db, CF_META),
-                    META_DIGESTS_FROM,
-                    size.to_be_bytes(),
-                    &opts,
-                )?;
+                put_meta_synced(&db, META_DIGESTS_FROM, &size.to_be_bytes())?;
                 size
             }
         };
@@ -692,7 +678,14 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .unwrap_or_else(|| panic!("column family {name} was not opened"))
 }
 
-/// Bytes of a leaf hash that key the leaf index.
+/// Writes one `meta` key, synced (at open, before any append).
+fn put_meta_synced(db: &DB, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    Ok(db.put_cf_opt(cf(db, CF_META), key, value, &opts)?)
+}
+
+/// Bytes of a leaf hash (or an artifact digest) that key the leaf (digest) index.
 const LEAF_PREFIX: usize = 8;
 
 /// The leaf index key of the entry at `index` with leaf hash `leaf`.

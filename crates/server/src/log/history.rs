@@ -51,6 +51,17 @@ pub struct Event {
     pub marks: Vec<Mark>,
 }
 
+impl Event {
+    /// An event without marks.
+    pub fn unmarked(index: u64, entry: Entry) -> Event {
+        Event {
+            index,
+            entry,
+            marks: Vec::new(),
+        }
+    }
+}
+
 /// A window of a package's history, or the newest events under a prefix.
 #[derive(Clone, Debug, Default)]
 pub struct History {
@@ -155,16 +166,11 @@ impl Log {
             let events = read_entries(store, &indexes, size)?
                 .into_iter()
                 .map(|(index, entry)| {
-                    let marks = if entry.kind.is_owner() {
-                        vec![Mark::OwnerChange]
-                    } else {
-                        Vec::new()
-                    };
-                    Event {
-                        index,
-                        entry,
-                        marks,
+                    let mut event = Event::unmarked(index, entry);
+                    if event.entry.kind.is_owner() {
+                        event.marks.push(Mark::OwnerChange);
                     }
+                    event
                 })
                 .collect();
             Ok(History {
@@ -256,11 +262,7 @@ fn unmarked(store: &Store, package: &str, window: Window, size: u64) -> Result<H
     };
     let events = read_entries(store, &indexes, size)?
         .into_iter()
-        .map(|(index, entry)| Event {
-            index,
-            entry,
-            marks: Vec::new(),
-        })
+        .map(|(index, entry)| Event::unmarked(index, entry))
         .collect();
     Ok(History {
         events,

@@ -191,29 +191,8 @@ impl Params {
 
 /// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
 fn decode(s: &str) -> Result<String, PageError> {
-    let bad = || PageError::bad("the query has malformed percent-encoding or is not UTF-8");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let pair = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-                let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
-                out.push(u8::from_str_radix(pair, 16).map_err(|_| bad())?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
+    btlog_core::entry::percent_decode(&s.replace('+', " "))
+        .ok_or_else(|| PageError::bad("the query has malformed percent-encoding or is not UTF-8"))
 }
 
 /// The base URL links in feeds and commands use: `http://` and the request's `Host` when it

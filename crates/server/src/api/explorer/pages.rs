@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use btlog_core::checkpoint::Checkpoint;
-use btlog_core::claims::Mark;
 use btlog_core::entry::{purl_from_user_input, Entry};
 use std::fmt::Write as _;
 
@@ -80,11 +79,7 @@ pub async fn home(State(log): State<Log>, uri: Uri) -> PageResult {
             .rev()
             .filter_map(|(index, text)| {
                 let entry = Entry::parse(text.as_bytes()).ok()?;
-                Some(Event {
-                    index,
-                    entry,
-                    marks: Vec::new(),
-                })
+                Some(Event::unmarked(index, entry))
             })
             .collect();
         body.push_str("<h2>Latest entries</h2>\n");
@@ -173,11 +168,7 @@ async fn digest_search(log: &Log, hex_digest: &str) -> PageResult {
     }
     let events: Vec<Event> = found
         .into_iter()
-        .map(|(index, entry)| Event {
-            index,
-            entry,
-            marks: Vec::new(),
-        })
+        .map(|(index, entry)| Event::unmarked(index, entry))
         .collect();
     let body = format!(
         "<h1>Artifact <code class=\"hash\">{}</code></h1>\n<p>{} entries name this digest.</p>\n{}",
@@ -239,9 +230,9 @@ pub async fn package(State(log): State<Log>, uri: Uri) -> PageResult {
         n = history.events.len(),
     );
     if !history.marked {
-        let _ = write!(
+        let _ = writeln!(
             body,
-            "<p class=\"warn\">This package has more than {MAX_REPLAY} events; marks are not computed for this page.</p>\n"
+            "<p class=\"warn\">This package has more than {MAX_REPLAY} events; marks are not computed for this page.</p>"
         );
     }
     body.push_str(&events_table(&history.events, false));
@@ -292,7 +283,7 @@ pub fn events_table(events: &[Event], with_package: bool) -> String {
             let _ = write!(
                 out,
                 " <span class=\"mark\">{}</span><div class=\"why\">{}</div>",
-                esc(mark_label(m)),
+                esc(m.label()),
                 esc(&m.describe(e))
             );
         }
@@ -318,9 +309,9 @@ pub fn events_table(events: &[Event], with_package: bool) -> String {
                 short = esc(&digest[..12])
             )
         };
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<td>{}</td><td class=\"file\">{}</td><td class=\"time\">{}</td><td class=\"publisher\">{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<td>{}</td><td class=\"file\">{}</td><td class=\"time\">{}</td><td class=\"publisher\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&e.version),
             esc(&e.file),
             esc(e.time.as_deref().unwrap_or("—")),
@@ -337,10 +328,6 @@ pub fn events_table(events: &[Event], with_package: bool) -> String {
     }
     out.push_str("</tbody>\n</table></div>\n");
     out
-}
-
-fn mark_label(m: &Mark) -> &'static str {
-    m.label()
 }
 
 /// `/entry?index=`: the entry, its leaf hash and an inclusion proof against the served
