@@ -1,4 +1,4 @@
-//! The web explorer and its Atom feeds (README "Explorer and feeds", PROTOCOL.md §7):
+//! The web explorer and its Atom feeds (README "Explorer and feeds", PROTOCOL.md §12):
 //! server-rendered HTML that works without JavaScript, reading through the [`Log`] service
 //! like the `/v1` handlers. `explorer.js` only adds the in-page inclusion proof check.
 //!
