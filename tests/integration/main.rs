@@ -15,6 +15,7 @@ mod client_limits;
 mod client_state;
 mod crash_server;
 mod ecosystems;
+mod explorer;
 mod monitor;
 mod router_fuzz;
 mod server_grpc;

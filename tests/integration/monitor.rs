@@ -42,15 +42,7 @@ impl Log {
 
     /// Publishes `entries` (JSON request shapes); returns the reply.
     async fn submit(&self, entries: Vec<Value>) -> Value {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/v1/entries", self.url()))
-            .bearer_auth(&self.token)
-            .json(&json!({ "entries": entries }))
-            .send()
-            .await
-            .expect("submit");
-        assert_eq!(resp.status(), 200);
-        resp.json().await.expect("json")
+        submit_entries(&self.url(), &self.token, entries).await
     }
 
     /// Publishes `n` distinct artifacts of `pkg:npm/<prefix>-<i>`.

@@ -1,6 +1,7 @@
 //! Property test of the HTTP front end: random paths, queries, methods, headers and bodies go
 //! through the real router (`btlog_server::api::http::router`, no socket). None may panic or get a
-//! 5xx, and every error carries a one-line reason.
+//! 5xx, and every error carries a one-line reason (the explorer's pages: an HTML page under
+//! the explorer's Content-Security-Policy).
 
 use crate::server::*;
 use axum::body::Body;
@@ -23,6 +24,10 @@ const PREFIXES: &[&str] = &[
     "/v1/packages/",
     "/v1/packages/pkg:npm/",
     "/healthz",
+    "/search",
+    "/package",
+    "/entry",
+    "/feed",
 ];
 
 const KEYS: &[&str] = &[
@@ -36,6 +41,10 @@ const KEYS: &[&str] = &[
     "package",
     "version",
     "file",
+    "q",
+    "purl",
+    "limit",
+    "prefix",
 ];
 
 fn value() -> impl Strategy<Value = String> {
@@ -158,9 +167,15 @@ proptest! {
             let app = btlog_server::api::http::router(fix.log.clone());
             let resp = fix.rt.block_on(app.oneshot(req)).expect("infallible");
             let status = resp.status();
+            let resp_is_html = resp.headers().get("content-type").is_some_and(|c| c.as_bytes().starts_with(b"text/html"));
+            let csp = resp.headers().get("content-security-policy").and_then(|c| c.to_str().ok()).map(str::to_owned);
+            let csp = csp.as_deref();
             let bytes = fix.rt.block_on(axum::body::to_bytes(resp.into_body(), usize::MAX)).expect("body");
             prop_assert!(status.as_u16() < 500, "{path}: {status} {}", String::from_utf8_lossy(&bytes));
-            if !status.is_success() {
+            let html = resp_is_html;
+            if html {
+                prop_assert!(csp.is_some_and(|c| c.starts_with("default-src 'none'")), "{path}: {status} without the CSP");
+            } else if !status.is_success() {
                 let text = String::from_utf8_lossy(&bytes);
                 let text = text.strip_suffix('\n').unwrap_or(&text);
                 prop_assert!(!text.is_empty() && !text.contains('\n'), "{path}: {status} {text:?}");

@@ -59,6 +59,20 @@ pub fn publish(package: &str, version: &str, file: &str, sha256: &str) -> Value 
     json!({"kind": "publish", "package": package, "version": version, "file": file, "sha256": sha256})
 }
 
+/// Submits `entries` (JSON request shapes) to the log at `base` with `token`; the reply,
+/// after checking it is a 200.
+pub async fn submit_entries(base: &str, token: &str, entries: Vec<Value>) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/entries"))
+        .bearer_auth(token)
+        .json(&json!({ "entries": entries }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
 /// Verifies a checkpoint note with the log's key; returns size and root.
 pub fn verify_checkpoint(note: &str, vkey: &Verifier) -> (u64, Hash) {
     let (c, _) = Checkpoint::verify(note.as_bytes(), vkey).expect("checkpoint verifies");

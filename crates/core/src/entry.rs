@@ -617,6 +617,74 @@ pub fn purl_has_prefix(package: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// A purl (or purl prefix) as a person types it, in the canonical form entries use:
+/// `pkg:npm/@scope/x`, `pkg:npm/%40scope/x`, `npm/@scope/x` and `pkg:NPM/%40scope/x@1.0.0?a=b`
+/// all give `pkg:npm/%40scope/x`. The `pkg:` scheme is optional; the type is lowercased; each
+/// segment is percent-decoded once and re-encoded by the purl rules; a version (`@` in the
+/// last segment), qualifiers (`?`) and subpath (`#`) are dropped. The result is checked as a
+/// purl prefix ([`validate_purl_prefix`]), so a bare type (`npm`) is accepted too; the caller
+/// decides whether it needs a whole purl.
+pub fn purl_from_user_input(input: &str) -> Result<String, String> {
+    let s = input.trim();
+    if s.len() > MAX_PACKAGE * 3 {
+        return Err(format!("longer than {MAX_PACKAGE} bytes"));
+    }
+    let s = s.split(['?', '#']).next().unwrap_or("");
+    let s = s.strip_prefix("pkg:").unwrap_or(s).trim_start_matches('/');
+    let s = s.strip_suffix('/').unwrap_or(s);
+    let (ty, path) = s.split_once('/').unwrap_or((s, ""));
+    let ty = ty.to_ascii_lowercase();
+    validate_purl_type(&ty)?;
+    let mut out = format!("pkg:{ty}");
+    let segments: Vec<&str> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').collect()
+    };
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.into_iter().enumerate() {
+        let raw = percent_decode(seg).ok_or("bad percent-encoding")?;
+        // A version follows the last `@` of the name (`x@1.0`); a leading `@` is npm's scope.
+        let name = match raw.rfind('@') {
+            Some(at) if i == last && at > 0 => &raw[..at],
+            _ => &raw[..],
+        };
+        out.push('/');
+        for b in name.bytes() {
+            if is_unreserved(b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    validate_purl_prefix(&out)?;
+    Ok(out)
+}
+
+/// Decodes every `%XX` (two hex digits, either case) once; None for a broken escape or a
+/// result that is not UTF-8. Other bytes pass through (`+` stays `+`).
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let pair = bytes
+                .get(i + 1..i + 3)
+                .filter(|p| p.iter().all(u8::is_ascii_hexdigit))?;
+            let mut b = [0u8; 1];
+            hex::decode_to_slice(pair, &mut b).ok()?;
+            out.push(b[0]);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Checks a purl without version, qualifiers or subpath; see the module docs for the rules.
 fn validate_purl(s: &str) -> Result<(), String> {
     if s.len() > MAX_PACKAGE {
@@ -914,6 +982,37 @@ mod tests {
             "2024-01-01T00:00:00z",
         ] {
             assert!(validate_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn purls_as_people_type_them() {
+        for typed in [
+            "pkg:npm/@scope/x",
+            "pkg:npm/%40scope/x",
+            " npm/@scope/x ",
+            "pkg:NPM/%40scope/x@1.0.0?a=b#c",
+            "pkg:npm/%2540scope/x".replace("%25", "%").as_str(),
+        ] {
+            assert_eq!(
+                purl_from_user_input(typed).as_deref(),
+                Ok("pkg:npm/%40scope/x"),
+                "{typed}"
+            );
+        }
+        assert_eq!(
+            purl_from_user_input("npm/left-pad@1.3.0").as_deref(),
+            Ok("pkg:npm/left-pad")
+        );
+        assert_eq!(purl_from_user_input("pkg:npm").as_deref(), Ok("pkg:npm"));
+        assert_eq!(
+            purl_from_user_input("pypi/Django Rest").as_deref(),
+            Ok("pkg:pypi/Django%20Rest")
+        );
+        for bad in [
+            "", "<script>", "npm/%zz", "npm//x", "npm/..", "9pm/x", "npm/%00",
+        ] {
+            assert!(purl_from_user_input(bad).is_err(), "{bad}");
         }
     }
 }

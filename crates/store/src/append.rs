@@ -3,8 +3,8 @@
 
 use super::tile::Frontier;
 use super::{
-    leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_ENTRIES,
-    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+    leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS,
+    CF_ENTRIES, CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
 use btlog_core::entry::{Entry, Kind};
 use btlog_core::merkle::{leaf_hash, Hash};
@@ -17,6 +17,7 @@ pub struct NewEntry {
     leaf_hash: Hash,
     identity: Option<Hash>,
     package: Option<String>,
+    digest: Option<Hash>,
 }
 
 impl NewEntry {
@@ -29,14 +30,27 @@ impl NewEntry {
             data,
             identity,
             package,
+            digest: None,
         }
     }
 
     /// A log entry with the index keys the log keeps for it: its identity key when it is a
-    /// publish (the claim `btlog` enforces, PROTOCOL.md §2), and its package.
+    /// publish (the claim `btlog` enforces, PROTOCOL.md §2), its package, and its artifact
+    /// digest unless it is an owner event (whose digest is of an account id, not an artifact).
     pub fn for_entry(entry: &Entry) -> NewEntry {
         let identity = (entry.kind == Kind::Publish).then(|| entry.identity_key());
-        NewEntry::new(entry.encode(), identity, Some(entry.package.clone()))
+        let new = NewEntry::new(entry.encode(), identity, Some(entry.package.clone()));
+        if entry.kind.is_owner() {
+            new
+        } else {
+            new.with_digest(entry.sha256)
+        }
+    }
+
+    /// Also lists the entry under the artifact digest `sha256` (the explorer's search).
+    pub fn with_digest(mut self, sha256: Hash) -> NewEntry {
+        self.digest = Some(sha256);
+        self
     }
 
     /// The entry bytes.
@@ -128,6 +142,9 @@ impl Appender {
             batch.put_cf(store.cf(CF_LEAVES), leaf_key(leaf, start + i as u64), []);
             if let Some(id) = &e.identity {
                 batch.put_cf(store.cf(CF_IDENTITIES), id, index);
+            }
+            if let Some(d) = &e.digest {
+                batch.put_cf(store.cf(CF_DIGESTS), leaf_key(d, start + i as u64), []);
             }
             if let Some(p) = &e.package {
                 let mut key = package_prefix(p);

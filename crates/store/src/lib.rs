@@ -8,8 +8,13 @@
 //! - `leaves`: first 8 bytes of the leaf hash, then the big-endian u64 index → empty. A short
 //!   prefix keeps this index small; candidates are confirmed against the stored leaf hash.
 //! - `packages`: package purl, 0x00, big-endian u64 index → empty (one key per entry).
+//! - `digests`: first 8 bytes of the artifact sha256, then the big-endian u64 index → empty,
+//!   for entries appended with a digest ([`NewEntry::with_digest`]); candidates are confirmed
+//!   against the entry. Written since `meta` `digests_from` (the log size when this build
+//!   first opened the store): older entries are not in it.
 //! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
-//! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size.
+//! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size;
+//!   `digests_from` → big-endian u64, see `digests`.
 //!
 //! Every append is one atomic, synced `WriteBatch` holding the entries, the tiles they changed,
 //! their index keys, the new size and the checkpoint signed for it: after a crash the store
@@ -39,14 +44,16 @@ const CF_TILES: &str = "tiles";
 const CF_IDENTITIES: &str = "identities";
 const CF_PACKAGES: &str = "packages";
 const CF_LEAVES: &str = "leaves";
+const CF_DIGESTS: &str = "digests";
 const CF_CHECKPOINTS: &str = "checkpoints";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 7] = [
+const COLUMN_FAMILIES: [&str; 8] = [
     CF_ENTRIES,
     CF_TILES,
     CF_IDENTITIES,
     CF_PACKAGES,
     CF_LEAVES,
+    CF_DIGESTS,
     CF_CHECKPOINTS,
     CF_META,
 ];
@@ -58,6 +65,7 @@ const META_PUBLISHED: &[u8] = b"published:";
 fn published_key(target: &str) -> Vec<u8> {
     [META_PUBLISHED, target.as_bytes()].concat()
 }
+const META_DIGESTS_FROM: &[u8] = b"digests_from";
 
 /// What can go wrong reading or writing the store.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +132,8 @@ pub struct Store {
 struct Inner {
     db: DB,
     size: AtomicU64,
+    /// The first index the digest index covers; see `digests` in the module docs.
+    digests_from: u64,
     writer_taken: AtomicBool,
     /// Set once an append failed after its write may have landed; see [`Store::writer_stopped`].
     writer_stopped: AtomicBool,
@@ -154,14 +164,7 @@ impl Store {
                         "entries without a format marker".into(),
                     ));
                 }
-                let mut opts = rocksdb::WriteOptions::default();
-                opts.set_sync(true);
-                db.put_cf_opt(
-                    cf(&db, CF_META),
-                    META_FORMAT,
-                    FORMAT_VERSION.to_be_bytes(),
-                    &opts,
-                )?;
+                put_meta_synced(&db, META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
             }
         }
         let size = db
@@ -169,10 +172,18 @@ impl Store {
             .map(|v| be_u64(&v))
             .transpose()?
             .unwrap_or(0);
+        let digests_from = match db.get_cf(cf(&db, CF_META), META_DIGESTS_FROM)? {
+            Some(v) => be_u64(&v)?,
+            None => {
+                put_meta_synced(&db, META_DIGESTS_FROM, &size.to_be_bytes())?;
+                size
+            }
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 size: AtomicU64::new(size),
+                digests_from,
                 writer_taken: AtomicBool::new(false),
                 writer_stopped: AtomicBool::new(false),
                 failures: Mutex::new(None),
@@ -418,6 +429,117 @@ impl Store {
         Ok(out)
     }
 
+    /// Calls `f(package, index)` for every package index key whose purl starts with the
+    /// bytes `prefix` (any package whose purl starts so, in key order), scanning at most
+    /// `max_keys` keys; false when it stopped there with keys left.
+    pub fn scan_package_prefix(
+        &self,
+        prefix: &[u8],
+        max_keys: usize,
+        mut f: impl FnMut(&str, u64),
+    ) -> Result<bool, StoreError> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(prefix.to_vec());
+        let mut iter = self.db().raw_iterator_cf_opt(self.cf(CF_PACKAGES), opts);
+        iter.seek(prefix);
+        let mut scanned = 0usize;
+        while let Some(k) = iter.key() {
+            if !k.starts_with(prefix) {
+                return Ok(true);
+            }
+            if scanned >= max_keys {
+                return Ok(false);
+            }
+            scanned += 1;
+            let split = k
+                .len()
+                .checked_sub(9)
+                .filter(|s| k[*s] == 0)
+                .ok_or_else(|| StoreError::Corrupt("malformed package index key".into()))?;
+            let package = std::str::from_utf8(&k[..split])
+                .map_err(|_| StoreError::Corrupt("package index key not UTF-8".into()))?;
+            f(package, be_u64(&k[split + 1..])?);
+            iter.next();
+        }
+        iter.status()?;
+        Ok(true)
+    }
+
+    /// Indexes of the entries for `package` below `before`, newest first, at most `limit`.
+    pub fn package_indexes_rev(
+        &self,
+        package: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let before = before.min(self.size());
+        let prefix = package_prefix(package);
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(prefix.clone());
+        let mut upper = prefix.clone();
+        upper.extend_from_slice(&before.to_be_bytes());
+        opts.set_iterate_upper_bound(upper);
+        let mut iter = self.db().raw_iterator_cf_opt(self.cf(CF_PACKAGES), opts);
+        iter.seek_to_last();
+        let mut out = Vec::new();
+        while let Some(k) = iter.key() {
+            if out.len() >= limit {
+                break;
+            }
+            let Some(index) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push(be_u64(index)?);
+            iter.prev();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// The entries at `indexes` (None for any the log does not hold), in one batched read.
+    pub fn entries_at(&self, indexes: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let size = self.size();
+        let keys: Vec<[u8; 8]> = indexes.iter().map(|i| i.to_be_bytes()).collect();
+        self.db()
+            .batched_multi_get_cf(self.cf(CF_ENTRIES), &keys, false)
+            .into_iter()
+            .zip(indexes)
+            .map(|(v, i)| Ok(v?.filter(|_| *i < size).map(|v| v.to_vec())))
+            .collect()
+    }
+
+    /// Candidate indexes (below the log size, in log order, at most `limit`) of entries
+    /// appended with the artifact digest `sha256`: a prefix scan of the digest index. Keyed by
+    /// a short prefix, so a caller confirms each against its entry. Entries below
+    /// [`Store::digests_from`] are not indexed.
+    pub fn digest_candidates(&self, sha256: &Hash, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let size = self.size();
+        let prefix = &sha256[..LEAF_PREFIX];
+        let iter = self.db().iterator_cf(
+            self.cf(CF_DIGESTS),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, _) = item?;
+            let Some(index) = k.strip_prefix(prefix) else {
+                break;
+            };
+            let index = be_u64(index)?;
+            if index >= size || out.len() >= limit {
+                break;
+            }
+            out.push(index);
+        }
+        Ok(out)
+    }
+
+    /// The first index the digest index covers: the log size when a build with the index
+    /// first opened this store (0 for a store it created).
+    pub fn digests_from(&self) -> u64 {
+        self.inner.digests_from
+    }
+
     /// The checkpoint signed for tree size `size`, if one was.
     pub fn checkpoint(&self, size: u64) -> Result<Option<String>, StoreError> {
         self.db()
@@ -584,7 +706,14 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .unwrap_or_else(|| panic!("column family {name} was not opened"))
 }
 
-/// Bytes of a leaf hash that key the leaf index.
+/// Writes one `meta` key, synced (at open, before any append).
+fn put_meta_synced(db: &DB, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    Ok(db.put_cf_opt(cf(db, CF_META), key, value, &opts)?)
+}
+
+/// Bytes of a leaf hash (or an artifact digest) that key the leaf (digest) index.
 const LEAF_PREFIX: usize = 8;
 
 /// The leaf index key of the entry at `index` with leaf hash `leaf`.
@@ -671,7 +800,7 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
     COLUMN_FAMILIES
         .iter()
         .map(|name| {
-            let o = if [CF_IDENTITIES, CF_LEAVES].contains(name) {
+            let o = if [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS].contains(name) {
                 random_key_index_options(&cache)
             } else {
                 let mut o = Options::default();

@@ -1,5 +1,5 @@
 //! HTTP front end (axum): the C2SP tlog-tiles read API (PROTOCOL.md §4), the `/v1` JSON API (PROTOCOL.md §6),
-//! `/healthz` and `/metrics`. Handlers only translate; the rules are in [`crate::log`].
+//! `/healthz` and `/metrics`, and the web explorer ([`super::explorer`]). Handlers only translate; the rules are in [`crate::log`].
 
 use super::conn;
 use crate::log::error::{ErrorKind, LogError};
@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use btlog_core::entry::Identity;
+use btlog_core::entry::{percent_decode, Identity};
 use btlog_core::merkle::tiles::{self, Tile, TileKind};
 use btlog_core::merkle::Hash;
 use btlog_core::wire::{
@@ -79,6 +79,7 @@ pub fn router(log: Log) -> Router {
         .route("/v1/packages/{*purl}", get(list_package))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .merge(super::explorer::routes())
         .fallback(|| async { text_error(LogError::not_found("not found")) })
         .method_not_allowed_fallback(|| async {
             (
@@ -371,20 +372,6 @@ async fn list_package(State(log): State<Log>, uri: Uri) -> JsonResult<EntriesRep
         percent_decode(raw).ok_or_else(|| LogError::bad_input("bad percent-encoding in purl"))?
     };
     Ok(entries_reply(log.list_package(purl, q.from).await?))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex = [bytes.next()?, bytes.next()?];
-            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `ok`, or 503 with the reason once the log cannot append.

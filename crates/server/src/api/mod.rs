@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub(crate) mod conn;
+pub mod explorer;
 pub mod grpc;
 pub mod http;
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod history;
 pub mod limits;
 pub mod metrics;
 pub mod publishing;

@@ -29,6 +29,8 @@ pub struct SignedCheckpoint {
     pub size: u64,
     /// The signed note text.
     pub note: String,
+    /// When this process signed it (Unix seconds); None for one signed before it started.
+    pub signed_at: Option<u64>,
 }
 
 /// The result for one submitted entry.
@@ -410,8 +412,16 @@ impl Writer {
         let signed = SignedCheckpoint {
             size: checkpoint.size,
             note,
+            signed_at: Some(unix_now()),
         };
         self.latest.send_replace(signed.clone());
         Ok(signed)
     }
+}
+
+/// The current Unix time in seconds (0 before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

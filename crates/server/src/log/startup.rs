@@ -180,7 +180,11 @@ fn startup_checkpoint(
             && Checkpoint::verify(note.as_bytes(), &signer.verifier())
                 .is_ok_and(|(c, _)| c.size == size && c.root == root);
         if reusable {
-            return Ok(SignedCheckpoint { size, note });
+            return Ok(SignedCheckpoint {
+                size,
+                note,
+                signed_at: None,
+            });
         }
     }
     let note = Checkpoint {
@@ -190,5 +194,9 @@ fn startup_checkpoint(
     }
     .sign(signer)?;
     appender.put_checkpoint(&note)?;
-    Ok(SignedCheckpoint { size, note })
+    Ok(SignedCheckpoint {
+        size,
+        note,
+        signed_at: Some(super::sequencer::unix_now()),
+    })
 }

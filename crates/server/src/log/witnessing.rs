@@ -193,6 +193,7 @@ fn publish(
             let _ = served.send(SignedCheckpoint {
                 size: round.size,
                 note,
+                signed_at: round.signed_at,
             });
         }
         Err(e) => tracing::error!(size = round.size, error = %e, "cosigned checkpoint not served"),
