@@ -194,7 +194,7 @@ impl Log {
             .render(store.size(), store.writer_stopped());
         self.inner.witness_metrics.render(&mut out);
         if let Some((p, _)) = &self.inner.publishing {
-            p.render(self.checkpoint().size, &mut out);
+            p.render(self.inner.served.borrow().size, &mut out);
         }
         out
     }
@@ -224,7 +224,7 @@ impl Log {
                 format!("publishing to {} stopped: {why}", p.url()),
             ));
         }
-        Ok(p.health(self.checkpoint().size))
+        Ok(p.health(self.inner.served.borrow().size))
     }
 
     /// Re-reads the tokens file (on SIGHUP); on error the old credentials stay in force.
@@ -237,13 +237,23 @@ impl Log {
 
     /// The checkpoint served: the latest signed one, or, with witnesses configured, the
     /// newest that a quorum of them cosigned, with their cosignatures.
+    ///
+    /// With `acknowledge = "published"`, the newest checkpoint in the bucket instead: nothing
+    /// the server shows is then beyond what a restore from the bucket brings back, so no
+    /// reader holds a checkpoint a restored log would contradict (PROTOCOL.md §13.3).
     pub fn checkpoint(&self) -> SignedCheckpoint {
-        self.inner.served.borrow().clone()
+        match &self.inner.publishing {
+            Some((p, Acknowledge::Published)) => p.checkpoint(),
+            _ => self.inner.served.borrow().clone(),
+        }
     }
 
-    /// A receiver that sees every newly signed checkpoint.
+    /// A receiver that sees every newly served checkpoint ([`Log::checkpoint`]).
     pub fn watch(&self) -> watch::Receiver<SignedCheckpoint> {
-        self.inner.served.clone()
+        match &self.inner.publishing {
+            Some((p, Acknowledge::Published)) => p.watch(),
+            _ => self.inner.served.clone(),
+        }
     }
 
     /// Admits a submitter before its request body is read: checks the bearer token of the

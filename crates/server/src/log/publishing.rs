@@ -30,8 +30,8 @@ const REFUSED_RETRY: Duration = Duration::from_secs(10);
 /// What the publisher has done, for `/metrics`, `/healthz` and acknowledgements.
 pub struct PublishState {
     url: String,
-    /// The tree size whose checkpoint is in the bucket.
-    published: watch::Sender<u64>,
+    /// The newest checkpoint in the bucket (at start, the stored one of the watermark's size).
+    published: watch::Sender<SignedCheckpoint>,
     /// When the oldest served checkpoint not yet in the bucket was seen.
     pending_since: Mutex<Option<Instant>>,
     /// Why publishing is refused, while it is.
@@ -62,13 +62,23 @@ impl PublishState {
 
     /// The tree size whose checkpoint is in the bucket.
     pub fn published(&self) -> u64 {
-        *self.published.borrow()
+        self.published.borrow().size
+    }
+
+    /// The newest checkpoint in the bucket.
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        self.published.borrow().clone()
+    }
+
+    /// A receiver that sees every checkpoint published.
+    pub fn watch(&self) -> watch::Receiver<SignedCheckpoint> {
+        self.published.subscribe()
     }
 
     /// Waits until the bucket holds a checkpoint for `size` or more; false after `timeout`.
     pub async fn wait_for(&self, size: u64, timeout: Duration) -> bool {
         let mut rx = self.published.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= size))
+        tokio::time::timeout(timeout, rx.wait_for(|p| p.size >= size))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -135,7 +145,17 @@ pub fn spawn(
     grace: Duration,
 ) -> Result<Arc<PublishState>, btlog_store::StoreError> {
     let url = publisher.bucket().url().to_owned();
-    let published = store.published_size(&url)?;
+    let size = store.published_size(&url)?;
+    // Until a round publishes, the bucket's checkpoint is taken to be the one this log
+    // signed for the watermark's size (or, before any, the one it serves).
+    let published = match store.checkpoint(size)? {
+        Some(note) => SignedCheckpoint {
+            size,
+            note,
+            signed_at: None,
+        },
+        None => served.borrow().clone(),
+    };
     let state = Arc::new(PublishState {
         url,
         published: watch::Sender::new(published),
@@ -179,8 +199,8 @@ impl Task {
                 match self.publisher.publish(&target.note).await {
                     Ok(p) => {
                         failed = 0;
-                        done = Some(target.note);
-                        self.published(p, started, &served).await;
+                        done = Some(target.note.clone());
+                        self.published(p, target, started, &served).await;
                         continue;
                     }
                     Err(e) => {
@@ -203,6 +223,7 @@ impl Task {
     async fn published(
         &mut self,
         p: btlog_bucket::Published,
+        target: SignedCheckpoint,
         started: Instant,
         served: &watch::Receiver<SignedCheckpoint>,
     ) {
@@ -219,7 +240,13 @@ impl Task {
         if !matches!(saved, Ok(Ok(()))) {
             tracing::warn!(size, "could not record the published size");
         }
-        s.published.send_modify(|v| *v = (*v).max(p.size));
+        s.published.send_if_modified(|v| {
+            let newer = target.size == p.size && target.size >= v.size && target.note != v.note;
+            if newer {
+                *v = target;
+            }
+            newer
+        });
         tracing::debug!(size = p.size, objects = p.objects, "published");
         if !p.replaced.is_empty() {
             self.deletions
