@@ -125,6 +125,9 @@ enum ReadKind {
     Tiles,
     /// `/v1/lookup` of entries this tool submitted (run `ingest` first).
     Lookups,
+    /// Inclusion proofs built here from hash tiles checked against the checkpoint's root,
+    /// each verified: what a reader of a static tile mirror (a bucket, a CDN) does.
+    TileProofs,
 }
 
 /// Entry number `i` of run `run`: distinct across runs, so every submission is new.
@@ -308,21 +311,30 @@ async fn ingest(
     Ok(())
 }
 
-/// The latest checkpoint's size and root, as the server signs it.
-async fn latest(http: &btlog_client::Http) -> Result<(u64, Hash)> {
+/// The latest checkpoint, as the server signs it.
+async fn latest(http: &btlog_client::Http) -> Result<Checkpoint> {
     let note = http.get("/checkpoint").await?.context("no checkpoint")?;
     let (cp, _) = Checkpoint::parse(&note).context("checkpoint does not parse")?;
-    Ok((cp.size, cp.root))
+    Ok(cp)
 }
 
 async fn read_one(
     http: &btlog_client::Http,
+    tiles: &btlog_client::tiles::TileClient,
     kind: ReadKind,
-    size: u64,
-    root: &Hash,
+    checkpoint: &Checkpoint,
     i: u64,
 ) -> Result<()> {
+    let (size, root) = (checkpoint.size, &checkpoint.root);
     match kind {
+        ReadKind::TileProofs => {
+            let index = i % size;
+            let proof = btlog_client::tiles::tile_inclusion_proof(tiles, index, checkpoint).await?;
+            let row = tiles.hash_tile(0, index / 256, size).await?;
+            let leaf = row.get((index % 256) as usize).context("leaf not in its tile")?;
+            merkle::verify_inclusion(leaf, index, size, &proof, root)
+                .context("tile-built proof does not verify")
+        }
         ReadKind::Proofs => {
             let index = i % size;
             let body = http
@@ -397,13 +409,15 @@ fn spread(i: u64) -> u64 {
 
 async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Result<()> {
     let http = btlog_client::Http::new(&url)?;
-    let (size, root) = latest(&http).await?;
-    ensure!(size > 0, "the log is empty");
+    let tiles = btlog_client::tiles::TileClient::new(&url)?;
+    let checkpoint = Arc::new(latest(&http).await?);
+    ensure!(checkpoint.size > 0, "the log is empty");
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (http, next) = (http.clone(), next.clone());
+        let (http, tiles, next) = (http.clone(), tiles.clone(), next.clone());
+        let checkpoint = checkpoint.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -412,7 +426,7 @@ async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Resu
                     return Ok::<_, anyhow::Error>(lat);
                 }
                 let t = Instant::now();
-                read_one(&http, kind, size, &root, spread(i)).await?;
+                read_one(&http, &tiles, kind, &checkpoint, spread(i)).await?;
                 lat.push(t.elapsed());
             }
         }));
@@ -425,6 +439,7 @@ async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Resu
         ReadKind::Proofs => "proofs",
         ReadKind::Tiles => "tiles",
         ReadKind::Lookups => "lookups",
+        ReadKind::TileProofs => "tile-proofs",
     };
     report(name, total, start.elapsed().as_secs_f64(), lat);
     Ok(())
@@ -474,12 +489,14 @@ async fn soak(
     let mut readers = Vec::new();
     for kind in [ReadKind::Proofs, ReadKind::Proofs, ReadKind::Tiles] {
         let http = http.clone();
+        let tiles = btlog_client::tiles::TileClient::new(http.base())?;
         readers.push(tokio::spawn(async move {
             let mut i: u64 = 0;
             while Instant::now() < until {
-                let (size, root) = latest(&http).await?;
+                let checkpoint = latest(&http).await?;
+                let size = checkpoint.size;
                 if size >= 256 || matches!(kind, ReadKind::Proofs) && size > 0 {
-                    read_one(&http, kind, size, &root, spread(i)).await?;
+                    read_one(&http, &tiles, kind, &checkpoint, spread(i)).await?;
                 }
                 i += 1;
             }
@@ -488,7 +505,7 @@ async fn soak(
     }
     while Instant::now() < until {
         let (rss_kib, fds) = sample(pid)?;
-        let (size, _) = latest(&http).await?;
+        let size = latest(&http).await?.size;
         println!(
             "{}",
             json!({"t_s": start.elapsed().as_secs(), "rss_mib": rss_kib / 1024, "fds": fds,

@@ -344,7 +344,7 @@ async fn a_log_published_to_garage_survives_node_store_and_disk_loss() {
     .await
     .expect("lookup");
     let index = lookup["index"].as_u64().expect("index").to_string();
-    let verify_args = |base: &str, state: &Path| {
+    let verified = |base: &str, state: &Path| {
         let mut c = Command::new(BTLOG);
         c.args(["verify", "--log", base, "--index", &index, "--vkey"])
             .arg(&vkey)
@@ -360,17 +360,11 @@ async fn a_log_published_to_garage_survives_node_store_and_disk_loss() {
             .arg(&artifact)
             .arg("--state")
             .arg(state);
-        c
+        let out = c.output().expect("verify");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let installer = work.path().join("installer");
-    let before = verify_args(&garage.web(3, "log"), &installer)
-        .output()
-        .expect("verify");
-    assert!(
-        before.status.success(),
-        "{}",
-        String::from_utf8_lossy(&before.stderr)
-    );
+    verified(&garage.web(3, "log"), &installer);
     let size_before = a.log().checkpoint().size;
     a.shutdown().await.expect("shutdown");
     let vkey_text = std::fs::read_to_string(&vkey).expect("vkey");
@@ -415,22 +409,8 @@ async fn a_log_published_to_garage_survives_node_store_and_disk_loss() {
     // installer's stored checkpoint advances with a proof from the bucket's tiles.
     let (code, out) = monitor_once(&garage.web(1, "log"), &vkey, &monitor_state).await;
     assert_eq!(code, 0, "{out}");
-    let after = verify_args(&garage.web(2, "log"), &installer)
-        .output()
-        .expect("verify");
-    assert!(
-        after.status.success(),
-        "{}",
-        String::from_utf8_lossy(&after.stderr)
-    );
-    let after = verify_args(&format!("http://{}", b.http_addr()), &installer)
-        .output()
-        .expect("verify");
-    assert!(
-        after.status.success(),
-        "{}",
-        String::from_utf8_lossy(&after.stderr)
-    );
+    verified(&garage.web(2, "log"), &installer);
+    verified(&format!("http://{}", b.http_addr()), &installer);
 
     // Another log pointed at the same bucket refuses to publish, loudly; the bucket keeps b's.
     let other_data = work.path().join("other");
