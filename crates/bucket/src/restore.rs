@@ -16,8 +16,10 @@ use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use std::io::Read as _;
 
-/// Bundles fetched ahead of the one being appended.
-const READ_AHEAD: usize = 16;
+/// Bundles fetched ahead of the one being appended. Many: a store may answer each request late
+/// (Garage's endpoints answer a request on a reused connection ~40 ms late), so throughput
+/// comes from requests in flight.
+const READ_AHEAD: usize = 64;
 /// Bundles appended per synced write.
 const BUNDLES_PER_WRITE: usize = 64;
 
@@ -161,13 +163,15 @@ async fn fetch_bundle(
         kind: TileKind::Hashes { level: 0 },
         ..bundle_tile
     };
-    let data = fetch(bucket, bundle_tile, 2 + MAX_ENTRY_BYTES as u64).await?;
+    let (data, hashes) = futures_util::try_join!(
+        fetch(bucket, bundle_tile, 2 + MAX_ENTRY_BYTES as u64),
+        fetch(bucket, hash_tile, 32)
+    )?;
     let entries = bundle::parse(&data, usize::from(width))
         .map_err(|e| RestoreError::Unverified(format!("{}: {e}", bundle_tile.path())))?
         .into_iter()
         .map(<[u8]>::to_vec)
         .collect();
-    let hashes = fetch(bucket, hash_tile, 32).await?;
     if hashes.len() != usize::from(width) * 32 {
         return Err(RestoreError::Unverified(format!(
             "{}: {} bytes, expected {}",
