@@ -331,7 +331,9 @@ async fn read_one(
             let index = i % size;
             let proof = btlog_client::tiles::tile_inclusion_proof(tiles, index, checkpoint).await?;
             let row = tiles.hash_tile(0, index / 256, size).await?;
-            let leaf = row.get((index % 256) as usize).context("leaf not in its tile")?;
+            let leaf = row
+                .get((index % 256) as usize)
+                .context("leaf not in its tile")?;
             merkle::verify_inclusion(leaf, index, size, &proof, root)
                 .context("tile-built proof does not verify")
         }
