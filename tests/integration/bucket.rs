@@ -140,6 +140,7 @@ async fn publishing_server(
         gzip_bundles: true,
         acknowledge: Acknowledge::Logged,
         partial_grace_secs: 1,
+        ..Publish::to("")
     });
     tune(&mut c);
     start(&c).await

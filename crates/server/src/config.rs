@@ -61,6 +61,10 @@ pub struct Publish {
     /// in seconds.
     #[serde(default = "default_partial_grace")]
     pub partial_grace_secs: u64,
+    /// Keys neither the bucket nor publishing knows: refused by [`Config::validate`] (serde
+    /// cannot deny unknown fields of a flattened table).
+    #[serde(flatten, default)]
+    pub unknown: std::collections::BTreeMap<String, toml::Value>,
 }
 
 fn default_partial_grace() -> u64 {
@@ -91,6 +95,7 @@ impl Publish {
             gzip_bundles: false,
             acknowledge: Acknowledge::default(),
             partial_grace_secs: default_partial_grace(),
+            unknown: Default::default(),
         }
     }
 
@@ -252,6 +257,11 @@ impl Config {
             )));
         }
         if let Some(p) = &self.publish {
+            if let Some(key) = p.unknown.keys().next() {
+                return Err(ConfigError::Invalid(format!(
+                    "[publish]: unknown key {key:?}"
+                )));
+            }
             btlog_bucket::Bucket::open(&p.bucket)
                 .map_err(|e| ConfigError::Invalid(format!("[publish]: {e}")))?;
             if p.partial_grace_secs > 86_400 {
@@ -323,7 +333,8 @@ mod tests {
             "endpont = \"x\"",
         ] {
             let text = format!("[publish]\nurl = \"s3://logs\"\n{typo}\n");
-            assert!(toml::from_str::<Config>(&text).is_err(), "{typo}");
+            let refused = toml::from_str::<Config>(&text).map_or(true, |c| c.validate().is_err());
+            assert!(refused, "{typo}");
         }
         let bad: Config = toml::from_str("[publish]\nurl = \"logs\"\n").expect("parses");
         assert!(bad.validate().is_err());
