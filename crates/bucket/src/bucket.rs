@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// Where a bucket is and how to reach it. Fields left out come from the usual AWS environment
 /// variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BucketConfig {
     /// `s3://bucket` or `s3://bucket/prefix`.
@@ -29,6 +29,23 @@ pub struct BucketConfig {
     pub secret_access_key: Option<String>,
     /// Allow a plain-HTTP endpoint that is not on this machine (loopback endpoints always are).
     pub allow_http: bool,
+}
+
+/// Shows everything but the secret key.
+impl std::fmt::Debug for BucketConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(hidden)"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 /// Why a bucket operation failed.
@@ -264,5 +281,13 @@ mod tests {
             remote.is_err(),
             "plain HTTP off this machine needs allow_http"
         );
+        let shown = format!(
+            "{:?}",
+            BucketConfig {
+                secret_access_key: Some("s3cr3t".into()),
+                ..BucketConfig::default()
+            }
+        );
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 }
