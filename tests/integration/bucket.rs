@@ -361,7 +361,11 @@ async fn a_log_published_to_garage_survives_node_store_and_disk_loss() {
             .arg("--state")
             .arg(state);
         let out = c.output().expect("verify");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let installer = work.path().join("installer");
     verified(&garage.web(3, "log"), &installer);
