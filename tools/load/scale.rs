@@ -199,6 +199,7 @@ async fn run_monitor(bin: &Path, url: &str, vkey: &str, state: &Path) -> Result<
         ])
         .arg(state)
         .stdout(std::process::Stdio::null())
+        .stderr(monitor_log(state)?)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let pid = libc::pid_t::try_from(child.id())?;
@@ -216,6 +217,16 @@ async fn run_monitor(bin: &Path, url: &str, vkey: &str, state: &Path) -> Result<
         cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
     })
+}
+
+/// Where the monitor's progress lines go: `monitor.log` beside its state directory.
+fn monitor_log(state: &Path) -> Result<std::fs::File> {
+    let path = state.with_file_name("monitor.log");
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 fn wait4(pid: libc::pid_t) -> Result<(libc::c_int, libc::rusage)> {
