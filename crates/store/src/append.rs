@@ -165,7 +165,7 @@ impl Appender {
             batch.put_cf(store.cf(CF_LEAVES), k, []);
         }
         // Stable: were an identity claimed twice in one batch, the later record still wins.
-        identity_keys.sort_by(|a, b| a.0.cmp(&b.0));
+        identity_keys.sort_by_key(|k| k.0);
         for (id, index) in &identity_keys {
             batch.put_cf(store.cf(CF_IDENTITIES), id, index);
         }
