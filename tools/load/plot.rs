@@ -3,6 +3,7 @@
 //!
 //! - `ingest.svg`: gRPC ingest entries/s per step against the log size, with 85% of the first
 //!   step's rate (the issue 18 target) as a reference line;
+//! - `ingest_cpu.svg`: the server's CPU time per ingested entry in each step;
 //! - `monitor.svg`: monitor catch-up from empty, entries/s against the log size;
 //! - `reads.svg`: inclusion proofs/s and full tiles/s against the log size;
 //! - `rss.svg`: the server's RSS and peak RSS after each step, and the monitor's peak RSS,
@@ -114,6 +115,22 @@ pub(crate) fn run(dir: &Path) -> Result<()> {
         x_max,
         &ingest_series,
     )?;
+
+    if let Ok(cpu) = ingest.points("tree_size", "server_cpu_s", |_, _| true) {
+        let entries = ingest.points("tree_size", "entries", |_, _| true)?;
+        let per_entry: Pts = cpu
+            .iter()
+            .zip(&entries)
+            .map(|(c, e)| (c.0, c.1 * 1e6 / e.1.max(1.0)))
+            .collect();
+        draw(
+            &dir.join("ingest_cpu.svg"),
+            "Server CPU per ingested entry (all threads, compaction included)",
+            "CPU microseconds per entry",
+            x_max,
+            &[series("server CPU µs per entry", BLUE_, per_entry)],
+        )?;
+    }
 
     let mut rss = vec![
         series(

@@ -48,7 +48,7 @@ pub(crate) struct Args {
 }
 
 const INGEST_HEADER: &str = "tree_size,entries,seconds,entries_per_s,p50_ms,p99_ms,\
-server_rss_mib,server_hwm_mib,disk_bytes,disk_bytes_per_entry";
+server_cpu_s,server_rss_mib,server_hwm_mib,disk_bytes,disk_bytes_per_entry";
 const READS_HEADER: &str =
     "tree_size,kind,requests,seconds,per_s,p50_ms,p99_ms,server_rss_mib,server_hwm_mib";
 const MONITOR_HEADER: &str =
@@ -76,6 +76,7 @@ pub(crate) async fn run(a: Args) -> Result<()> {
     while size < a.entries {
         let target = ((size / a.step + 1) * a.step).min(a.entries);
         let n = target - size;
+        let cpu = cpu_secs(a.pid)?;
         let m = ingest(
             Some(a.grpc.clone()),
             None,
@@ -86,11 +87,12 @@ pub(crate) async fn run(a: Args) -> Result<()> {
             None,
         )
         .await?;
+        let cpu = cpu_secs(a.pid)? - cpu;
         size = latest(&http).await?.size;
         let (rss, hwm) = memory(a.pid)?;
         let disk = dir_bytes(&a.data)?;
         let row = format!(
-            "{size},{n},{:.3},{:.0},{:.2},{:.2},{:.1},{:.1},{disk},{:.1}",
+            "{size},{n},{:.3},{:.0},{:.2},{:.2},{cpu:.2},{:.1},{:.1},{disk},{:.1}",
             m.secs,
             m.per_s(),
             m.ms(0.5),
@@ -259,6 +261,22 @@ fn memory(pid: u32) -> Result<(u64, u64)> {
             .with_context(|| format!("no {name} for process {pid}"))
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// User and system CPU seconds `pid` has used (`/proc/PID/stat`, at 100 ticks a second).
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("no process {pid}"))?;
+    // Fields after the command name (which may hold spaces, so split after its ')').
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let field = |i: usize| -> Result<f64> {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("bad /proc/{pid}/stat"))
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    Ok((field(11)? + field(12)?) / 100.0)
 }
 
 fn mib(kib: u64) -> f64 {
