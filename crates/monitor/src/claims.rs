@@ -45,8 +45,11 @@ pub struct Index {
 /// Stored records of the keys of a batch of claims, read in one `MultiGet`.
 type Fetched = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// Block cache of the monitor's index: bounded, whatever the log size.
-const INDEX_CACHE_BYTES: usize = 32 << 20;
+/// Block cache of the monitor's index: bounded, whatever the log size. Most lookups are of
+/// identities not yet recorded, answered by the bloom filter partitions alone: at 10 bits a
+/// key these take ~1.2 MiB per million entries, so 64 MiB keeps them, with the index
+/// partitions, in memory to about 30M entries.
+const INDEX_CACHE_BYTES: usize = 64 << 20;
 /// Memtable size of the index. Keys are random, so every compaction of level 0 rewrites the
 /// whole first level below it: the more each flush carries, the fewer such rewrites per
 /// entry as the index grows. The log keeps 4 MiB because its single writer inserts each
