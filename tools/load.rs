@@ -192,6 +192,9 @@ enum Command {
         /// Directory holding ingest.csv, reads.csv and monitor.csv; the charts go there too.
         #[arg(long, default_value = "docs/scale")]
         dir: std::path::PathBuf,
+        /// Directory of an earlier run (another build) to draw beside it, for before/after.
+        #[arg(long)]
+        before: Option<std::path::PathBuf>,
     },
 }
 
@@ -721,6 +724,6 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Plot { dir } => plot::run(&dir),
+        Command::Plot { dir, before } => plot::run(&dir, before.as_deref()),
     }
 }

@@ -9,6 +9,9 @@
 //! - `rss.svg`: the server's RSS and peak RSS after each step, and the monitor's peak RSS,
 //!   against the log size, with the 256 MiB budget.
 //!
+//! With `--before DIR`, the ingest and monitor rates of an earlier run (another build) in DIR
+//! are drawn beside them.
+//!
 //! Text is left to the SVG viewer's sans-serif font: no font library is built or read.
 
 use anyhow::{Context, Result};
@@ -100,13 +103,26 @@ const BLUE_: RGBColor = RGBColor(31, 119, 180);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN_: RGBColor = RGBColor(44, 160, 44);
 
-pub(crate) fn run(dir: &Path) -> Result<()> {
+pub(crate) fn run(dir: &Path, before: Option<&Path>) -> Result<()> {
     let ingest = Table::load(&dir.join("ingest.csv"))?;
     let rate = ingest.points("tree_size", "entries_per_s", |_, _| true)?;
     let x_max = rate.iter().map(|p| p.0).fold(1.0, f64::max);
     let mut ingest_series = vec![series("gRPC ingest, entries/s", BLUE_, rate.clone())];
     if let Some(first) = rate.first() {
         ingest_series.push(level("85% of the first million", 0.85 * first.1, x_max));
+    }
+    let earlier = before.map(|b| {
+        (
+            Table::load(&b.join("ingest.csv")),
+            Table::load(&b.join("monitor.csv")),
+        )
+    });
+    if let Some((Ok(t), _)) = &earlier {
+        ingest_series.push(series(
+            "before (previous build), entries/s",
+            ORANGE,
+            t.points("tree_size", "entries_per_s", |_, _| true)?,
+        ));
     }
     draw(
         &dir.join("ingest.svg"),
