@@ -172,6 +172,13 @@ pub(crate) fn run(dir: &Path, before: Option<&Path>) -> Result<()> {
         if let Some(first) = catch_up.first() {
             s.push(level("80% of the first size's rate", 0.8 * first.1, x_max));
         }
+        if let Some((_, Ok(t))) = &earlier {
+            s.push(series(
+                "before (previous build), entries/s",
+                ORANGE,
+                t.points("tree_size", "entries_per_s", full)?,
+            ));
+        }
         draw(
             &dir.join("monitor.svg"),
             "Monitor catch-up rate from an empty state",
