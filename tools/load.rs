@@ -17,6 +17,11 @@
 //!   in fresh databases under DIR, 4 KiB appends with fdatasync), S seconds each, prints them as
 //!   one JSON line and removes what it created under DIR (see `limits.rs`).
 //!
+//! - `btlog-load scale --grpc ADDR --http URL --token T --pid PID --data DIR --scratch DIR …`
+//!   grows a running log step by step and records ingest, reads, memory, disk and monitor
+//!   catch-up against its size as CSV (see `load/scale.rs`); `btlog-load plot --dir DIR` draws
+//!   them as SVG charts (see `load/plot.rs`).
+//!
 //! Every reply is checked (status, result count, statuses, checkpoint size, proof validity,
 //! tile sizes), so a fast but wrong server cannot score: any bad reply aborts the run.
 
@@ -34,6 +39,10 @@ use std::time::{Duration, Instant};
 // The crate root is tools/load.rs, so its modules would otherwise be looked up in tools/.
 #[path = "load/limits.rs"]
 mod limits;
+#[path = "load/plot.rs"]
+mod plot;
+#[path = "load/scale.rs"]
+mod scale;
 
 /// Load generator for btlog.
 #[derive(Parser)]
@@ -115,10 +124,82 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Grow a running log step by step over gRPC, measuring ingest, reads, memory, disk and
+    /// monitor catch-up at each size; appends to CSV files (see `load/scale.rs`).
+    Scale {
+        /// gRPC address of the log (host:port).
+        #[arg(long)]
+        grpc: String,
+        /// HTTP base URL of the same log (reads, checkpoints, the monitor).
+        #[arg(long)]
+        http: String,
+        /// Submitter token (from `btlog token`).
+        #[arg(long)]
+        token: String,
+        /// Process id of the server, for /proc/PID/status.
+        #[arg(long)]
+        pid: u32,
+        /// The server's data directory: its size is the disk figure, and `log.vkey` in it
+        /// the monitor's key unless --vkey is given.
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// Grow the log to this many entries.
+        #[arg(long, default_value_t = 30_000_000)]
+        entries: u64,
+        /// Entries per step (one CSV row each).
+        #[arg(long, default_value_t = 1_000_000)]
+        step: u64,
+        /// Entries per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u64,
+        /// Log sizes (step boundaries) at which to measure reads and monitor catch-up.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000000,10000000,30000000"
+        )]
+        read_at: Vec<u64>,
+        /// Requests per read measurement.
+        #[arg(long, default_value_t = 100_000)]
+        read_requests: u64,
+        /// Concurrent readers.
+        #[arg(long, default_value_t = 16)]
+        read_concurrency: u64,
+        /// The btlog-monitor binary [default: beside this one].
+        #[arg(long)]
+        monitor: Option<std::path::PathBuf>,
+        /// The log's verifier key (file or text) for the monitor [default: DATA/log.vkey].
+        #[arg(long)]
+        vkey: Option<String>,
+        /// Scratch directory for the monitor's state.
+        #[arg(long)]
+        scratch: std::path::PathBuf,
+        /// Entries ingested after each full catch-up, for the monitor's incremental cost.
+        #[arg(long, default_value_t = 100_000)]
+        increment: u64,
+        /// Seconds to wait after ingesting before reads and monitor runs.
+        #[arg(long, default_value_t = 10)]
+        settle_secs: u64,
+        /// Directory for ingest.csv, reads.csv and monitor.csv.
+        #[arg(long, default_value = "docs/scale")]
+        out: std::path::PathBuf,
+    },
+    /// Draw the SVG charts of a scale run from its CSV files (see `load/plot.rs`).
+    Plot {
+        /// Directory holding ingest.csv, reads.csv and monitor.csv; the charts go there too.
+        #[arg(long, default_value = "docs/scale")]
+        dir: std::path::PathBuf,
+        /// Directory of an earlier run (another build) to draw beside it, for before/after.
+        #[arg(long)]
+        before: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ReadKind {
+pub(crate) enum ReadKind {
     /// Inclusion proofs by index at the latest checkpoint, each verified.
     Proofs,
     /// Full level-0 hash tiles, each checked to be 8 KiB.
@@ -151,20 +232,43 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[at].as_secs_f64() * 1000.0
 }
 
-fn report(kind: &str, count: u64, secs: f64, mut lat: Vec<Duration>) {
-    lat.sort_unstable();
+/// One measured run: how many requests' worth of work, how long, and each request's latency.
+pub(crate) struct Measured {
+    pub(crate) count: u64,
+    pub(crate) secs: f64,
+    /// Sorted.
+    pub(crate) lat: Vec<Duration>,
+}
+
+impl Measured {
+    fn new(count: u64, secs: f64, mut lat: Vec<Duration>) -> Measured {
+        lat.sort_unstable();
+        Measured { count, secs, lat }
+    }
+
+    pub(crate) fn per_s(&self) -> f64 {
+        self.count as f64 / self.secs
+    }
+
+    /// Latency percentile `p` (0..=1) in milliseconds.
+    pub(crate) fn ms(&self, p: f64) -> f64 {
+        percentile(&self.lat, p)
+    }
+}
+
+fn report(kind: &str, m: &Measured) {
     println!(
         "{}",
         json!({
             "kind": kind,
-            "count": count,
-            "seconds": (secs * 1000.0).round() / 1000.0,
-            "per_s": (count as f64 / secs).round(),
+            "count": m.count,
+            "seconds": (m.secs * 1000.0).round() / 1000.0,
+            "per_s": m.per_s().round(),
             "latency_ms": {
-                "p50": percentile(&lat, 0.50),
-                "p90": percentile(&lat, 0.90),
-                "p99": percentile(&lat, 0.99),
-                "max": percentile(&lat, 1.0),
+                "p50": m.ms(0.50),
+                "p90": m.ms(0.90),
+                "p99": m.ms(0.99),
+                "max": m.ms(1.0),
             }
         })
     );
@@ -247,7 +351,7 @@ impl Submitter {
     }
 }
 
-async fn ingest(
+pub(crate) async fn ingest(
     grpc: Option<String>,
     http: Option<String>,
     token: String,
@@ -255,7 +359,7 @@ async fn ingest(
     batch: u64,
     concurrency: u64,
     rate: Option<f64>,
-) -> Result<()> {
+) -> Result<Measured> {
     ensure!(
         batch > 0 && concurrency > 0,
         "--batch and --concurrency must be positive"
@@ -307,12 +411,11 @@ async fn ingest(
     for t in tasks {
         lat.extend(t.await??);
     }
-    report("ingest", total, start.elapsed().as_secs_f64(), lat);
-    Ok(())
+    Ok(Measured::new(total, start.elapsed().as_secs_f64(), lat))
 }
 
 /// The latest checkpoint, as the server signs it.
-async fn latest(http: &btlog_client::Http) -> Result<Checkpoint> {
+pub(crate) async fn latest(http: &btlog_client::Http) -> Result<Checkpoint> {
     let note = http.get("/checkpoint").await?.context("no checkpoint")?;
     let (cp, _) = Checkpoint::parse(&note).context("checkpoint does not parse")?;
     Ok(cp)
@@ -409,7 +512,12 @@ fn spread(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Result<()> {
+pub(crate) async fn read(
+    url: String,
+    kind: ReadKind,
+    total: u64,
+    concurrency: u64,
+) -> Result<Measured> {
     let http = btlog_client::Http::new(&url)?;
     let tiles = btlog_client::tiles::TileClient::new(&url)?;
     let checkpoint = Arc::new(latest(&http).await?);
@@ -437,18 +545,22 @@ async fn read(url: String, kind: ReadKind, total: u64, concurrency: u64) -> Resu
     for t in tasks {
         lat.extend(t.await??);
     }
-    let name = match kind {
-        ReadKind::Proofs => "proofs",
-        ReadKind::Tiles => "tiles",
-        ReadKind::Lookups => "lookups",
-        ReadKind::TileProofs => "tile-proofs",
-    };
-    report(name, total, start.elapsed().as_secs_f64(), lat);
-    Ok(())
+    Ok(Measured::new(total, start.elapsed().as_secs_f64(), lat))
+}
+
+impl ReadKind {
+    fn name(self) -> &'static str {
+        match self {
+            ReadKind::Proofs => "proofs",
+            ReadKind::Tiles => "tiles",
+            ReadKind::Lookups => "lookups",
+            ReadKind::TileProofs => "tile-proofs",
+        }
+    }
 }
 
 /// The server's resident memory in KiB and its open descriptor count.
-fn sample(pid: u32) -> Result<(u64, usize)> {
+pub(crate) fn sample(pid: u32) -> Result<(u64, usize)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("no process {pid}"))?;
     let rss = status
@@ -543,13 +655,21 @@ async fn main() -> Result<()> {
             batch,
             concurrency,
             rate,
-        } => ingest(grpc, http, token, entries, batch, concurrency, rate).await,
+        } => {
+            let m = ingest(grpc, http, token, entries, batch, concurrency, rate).await?;
+            report("ingest", &m);
+            Ok(())
+        }
         Command::Read {
             http,
             kind,
             requests,
             concurrency,
-        } => read(http, kind, requests, concurrency).await,
+        } => {
+            let m = read(http, kind, requests, concurrency).await?;
+            report(kind.name(), &m);
+            Ok(())
+        }
         Command::Soak {
             http,
             token,
@@ -562,5 +682,48 @@ async fn main() -> Result<()> {
             soak(http, token, pid, minutes, sample_secs.max(1), pace).await
         }
         Command::Limits { dir, seconds } => limits::run(&dir, seconds),
+        Command::Scale {
+            grpc,
+            http,
+            token,
+            pid,
+            data,
+            entries,
+            step,
+            batch,
+            concurrency,
+            read_at,
+            read_requests,
+            read_concurrency,
+            monitor,
+            vkey,
+            scratch,
+            increment,
+            settle_secs,
+            out,
+        } => {
+            scale::run(scale::Args {
+                grpc,
+                http,
+                token,
+                pid,
+                data,
+                entries,
+                step,
+                batch,
+                concurrency,
+                read_at,
+                read_requests,
+                read_concurrency,
+                monitor,
+                vkey,
+                scratch,
+                increment,
+                settle_secs,
+                out,
+            })
+            .await
+        }
+        Command::Plot { dir, before } => plot::run(&dir, before.as_deref()),
     }
 }

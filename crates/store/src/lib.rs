@@ -761,11 +761,14 @@ fn db_options() -> Options {
     o
 }
 
-/// Table options for a column family reading through `cache`.
-fn table_options(cache: &Cache) -> BlockBasedOptions {
+/// Table options for a column family reading through `cache`, with a whole-key bloom filter
+/// when `filter` (column families read by point lookups).
+fn table_options(cache: &Cache, filter: bool) -> BlockBasedOptions {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
-    table.set_bloom_filter(10.0, false);
+    if filter {
+        table.set_bloom_filter(10.0, false);
+    }
     // Index and filter blocks live in the bounded block cache, partitioned so a lookup loads one
     // small partition, not a filter of megabytes for a large table (whole filters were re-read
     // and checksummed on every dedup lookup past ~300k entries).
@@ -787,11 +790,31 @@ fn table_options(cache: &Cache) -> BlockBasedOptions {
 /// compress.
 pub fn random_key_index_options(cache: &Cache) -> Options {
     let mut o = Options::default();
-    o.set_block_based_table_factory(&table_options(cache));
+    o.set_block_based_table_factory(&table_options(cache, true));
     o.set_write_buffer_size(4 << 20);
     o.set_memtable_whole_key_filtering(true);
     o.set_memtable_prefix_bloom_ratio(0.1);
     o.set_compression_type(rocksdb::DBCompressionType::None);
+    o
+}
+
+/// Options for a random-keyed index that is only ever scanned by prefix (the leaf and digest
+/// indexes: `find_leaf`, `digest_candidates`), never read by whole key. A whole-key bloom
+/// filter cannot serve a seek, so these have none, in their tables or their memtables: no
+/// filter is built at each flush and compaction, and none takes block cache from the
+/// identity index, whose lookups run on every append. Writes to them are never read during
+/// ingest, so level 0 may hold twice the files before it is compacted: each compaction into
+/// the first level then carries twice the new data for the same rewrite of that level (keys
+/// are random, so every compaction rewrites all of it), halving that level's write
+/// amplification as the log grows.
+fn scanned_index_options(cache: &Cache) -> Options {
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table_options(cache, false));
+    o.set_write_buffer_size(4 << 20);
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    o.set_level_zero_file_num_compaction_trigger(8);
+    o.set_level_zero_slowdown_writes_trigger(28);
+    o.set_level_zero_stop_writes_trigger(44);
     o
 }
 
@@ -800,11 +823,13 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
     COLUMN_FAMILIES
         .iter()
         .map(|name| {
-            let o = if [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS].contains(name) {
+            let o = if *name == CF_IDENTITIES {
                 random_key_index_options(&cache)
+            } else if [CF_LEAVES, CF_DIGESTS].contains(name) {
+                scanned_index_options(&cache)
             } else {
                 let mut o = Options::default();
-                o.set_block_based_table_factory(&table_options(&cache));
+                o.set_block_based_table_factory(&table_options(&cache, true));
                 o.set_write_buffer_size(32 << 20);
                 // Tiles are hashes, which do not compress; entries and notes do.
                 o.set_compression_type(if *name == CF_TILES {

@@ -1,0 +1,317 @@
+//! `btlog-load scale`: how each cost grows with the log (issue 18).
+//!
+//! Drives a running server from its current size up to `--entries` in steps of `--step`
+//! entries over gRPC (`ingest` with the given batch and concurrency), and after each step
+//! appends one row to `OUT/ingest.csv`: the tree size, the step's entries/s and submit latency
+//! (p50, p99), the server's `VmRSS` and `VmHWM` (`/proc/PID/status`) and the size of its data
+//! directory per entry.
+//!
+//! At each size in `--read-at` (a step boundary) it also measures:
+//! - `OUT/reads.csv`: inclusion proofs/s and full level-0 tiles/s over HTTP (`read`);
+//! - `OUT/monitor.csv`: `btlog-monitor --once` catching up from empty (a fresh state
+//!   directory), its wall time, CPU time and peak RSS (`wait4`'s rusage); then `--increment`
+//!   more entries are ingested and the same monitor state catches up on them (the incremental
+//!   cost). The increment counts towards the log: the next step is shorter by as much.
+//!
+//! Rows are appended as they are measured (header first when the file is new), so a run that
+//! stops early keeps what it measured. Every reply is checked as in `ingest` and `read`; the
+//! monitor must exit 0.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{ingest, latest, read, ReadKind};
+
+/// What `btlog-load scale` was asked to do.
+pub(crate) struct Args {
+    pub(crate) grpc: String,
+    pub(crate) http: String,
+    pub(crate) token: String,
+    pub(crate) pid: u32,
+    pub(crate) data: PathBuf,
+    pub(crate) entries: u64,
+    pub(crate) step: u64,
+    pub(crate) batch: u64,
+    pub(crate) concurrency: u64,
+    pub(crate) read_at: Vec<u64>,
+    pub(crate) read_requests: u64,
+    pub(crate) read_concurrency: u64,
+    pub(crate) monitor: Option<PathBuf>,
+    pub(crate) vkey: Option<String>,
+    pub(crate) scratch: PathBuf,
+    pub(crate) increment: u64,
+    pub(crate) settle_secs: u64,
+    pub(crate) out: PathBuf,
+}
+
+const INGEST_HEADER: &str = "tree_size,entries,seconds,entries_per_s,p50_ms,p99_ms,\
+server_cpu_s,server_rss_mib,server_hwm_mib,disk_bytes,disk_bytes_per_entry";
+const READS_HEADER: &str =
+    "tree_size,kind,requests,seconds,per_s,p50_ms,p99_ms,server_rss_mib,server_hwm_mib";
+const MONITOR_HEADER: &str =
+    "tree_size,kind,entries,seconds,entries_per_s,cpu_seconds,peak_rss_mib,state_bytes";
+
+pub(crate) async fn run(a: Args) -> Result<()> {
+    ensure!(
+        a.step > 0 && a.entries > 0,
+        "--step and --entries must be positive"
+    );
+    fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let http = btlog_client::Http::new(&a.http)?;
+    let monitor = match &a.monitor {
+        Some(m) => m.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for btlog-monitor")?
+            .join("btlog-monitor"),
+    };
+    let vkey = match &a.vkey {
+        Some(v) => v.clone(),
+        None => a.data.join("log.vkey").display().to_string(),
+    };
+    let mut size = latest(&http).await?.size;
+    while size < a.entries {
+        let target = ((size / a.step + 1) * a.step).min(a.entries);
+        let n = target - size;
+        let cpu = cpu_secs(a.pid)?;
+        let m = ingest(
+            Some(a.grpc.clone()),
+            None,
+            a.token.clone(),
+            n,
+            a.batch,
+            a.concurrency,
+            None,
+        )
+        .await?;
+        let cpu = cpu_secs(a.pid)? - cpu;
+        size = latest(&http).await?.size;
+        let (rss, hwm) = memory(a.pid)?;
+        let disk = dir_bytes(&a.data)?;
+        let row = format!(
+            "{size},{n},{:.3},{:.0},{:.2},{:.2},{cpu:.2},{:.1},{:.1},{disk},{:.1}",
+            m.secs,
+            m.per_s(),
+            m.ms(0.5),
+            m.ms(0.99),
+            mib(rss),
+            mib(hwm),
+            disk as f64 / size.max(1) as f64
+        );
+        append(&a.out.join("ingest.csv"), INGEST_HEADER, &row)?;
+        println!("ingest {row}");
+        if a.read_at.contains(&size) {
+            measure_at(&a, &http, &monitor, &vkey, size).await?;
+            size = latest(&http).await?.size;
+        }
+    }
+    Ok(())
+}
+
+/// Reads and monitor catch-up at `size`, then the increment.
+async fn measure_at(
+    a: &Args,
+    http: &btlog_client::Http,
+    monitor: &Path,
+    vkey: &str,
+    size: u64,
+) -> Result<()> {
+    // Let the ingest's flushes and compactions settle, as a log between bursts would.
+    tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
+    for kind in [ReadKind::Proofs, ReadKind::Tiles] {
+        let m = read(a.http.clone(), kind, a.read_requests, a.read_concurrency).await?;
+        let (rss, hwm) = memory(a.pid)?;
+        let row = format!(
+            "{size},{},{},{:.3},{:.0},{:.3},{:.3},{:.1},{:.1}",
+            kind.name(),
+            m.count,
+            m.secs,
+            m.per_s(),
+            m.ms(0.5),
+            m.ms(0.99),
+            mib(rss),
+            mib(hwm)
+        );
+        append(&a.out.join("reads.csv"), READS_HEADER, &row)?;
+        println!("read {row}");
+    }
+    let state = a.scratch.join(format!("monitor-{size}"));
+    if state.exists() {
+        fs::remove_dir_all(&state)?;
+    }
+    fs::create_dir_all(&state)?;
+    let full = run_monitor(monitor, &a.http, vkey, &state).await?;
+    let row = monitor_row(size, "full", size, &full, dir_bytes(&state)?);
+    append(&a.out.join("monitor.csv"), MONITOR_HEADER, &row)?;
+    println!("monitor {row}");
+    if a.increment > 0 {
+        ingest(
+            Some(a.grpc.clone()),
+            None,
+            a.token.clone(),
+            a.increment,
+            a.batch,
+            a.concurrency,
+            None,
+        )
+        .await?;
+        let grown = latest(http).await?.size;
+        tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
+        let inc = run_monitor(monitor, &a.http, vkey, &state).await?;
+        let row = monitor_row(grown, "increment", grown - size, &inc, dir_bytes(&state)?);
+        append(&a.out.join("monitor.csv"), MONITOR_HEADER, &row)?;
+        println!("monitor {row}");
+    }
+    fs::remove_dir_all(&state)?;
+    Ok(())
+}
+
+fn monitor_row(size: u64, kind: &str, entries: u64, r: &MonitorRun, state: u64) -> String {
+    format!(
+        "{size},{kind},{entries},{:.3},{:.0},{:.2},{:.1},{state}",
+        r.secs,
+        entries as f64 / r.secs,
+        r.cpu_secs,
+        mib(r.max_rss_kib)
+    )
+}
+
+struct MonitorRun {
+    secs: f64,
+    cpu_secs: f64,
+    max_rss_kib: u64,
+}
+
+/// Runs `btlog-monitor --once` on `state` to completion: wall time, and from `wait4` the
+/// child's CPU time and peak RSS (its own rusage, not that of earlier children).
+async fn run_monitor(bin: &Path, url: &str, vkey: &str, state: &Path) -> Result<MonitorRun> {
+    let start = Instant::now();
+    let child = std::process::Command::new(bin)
+        .args([
+            "--log",
+            url,
+            "--vkey",
+            vkey,
+            "--once",
+            "--no-progress",
+            "--state",
+        ])
+        .arg(state)
+        .stdout(std::process::Stdio::null())
+        .stderr(monitor_log(state)?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = libc::pid_t::try_from(child.id())?;
+    let (status, usage) = tokio::task::spawn_blocking(move || wait4(pid)).await??;
+    let secs = start.elapsed().as_secs_f64();
+    // `child` was reaped by wait4; dropping it does not wait again.
+    drop(child);
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "btlog-monitor failed (wait status {status:#x})"
+    );
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(MonitorRun {
+        secs,
+        cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    })
+}
+
+/// Where the monitor's progress lines go: `monitor.log` beside its state directory.
+fn monitor_log(state: &Path) -> Result<std::fs::File> {
+    let path = state.with_file_name("monitor.log");
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+fn wait4(pid: libc::pid_t) -> Result<(libc::c_int, libc::rusage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data, for which all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types; `pid` is our child,
+        // which nothing else waits for.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            return Ok((status, usage));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            bail!("wait4: {err}");
+        }
+    }
+}
+
+/// `VmRSS` and `VmHWM` of `pid`, in KiB.
+fn memory(pid: u32) -> Result<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("no process {pid}"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} for process {pid}"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// User and system CPU seconds `pid` has used (`/proc/PID/stat`, at 100 ticks a second).
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("no process {pid}"))?;
+    // Fields after the command name (which may hold spaces, so split after its ')').
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let field = |i: usize| -> Result<f64> {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("bad /proc/{pid}/stat"))
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    Ok((field(11)? + field(12)?) / 100.0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Bytes in the files under `dir`, recursively (what the data directory takes on disk, as
+/// `du -sb` counts it for files).
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for item in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let item = item?;
+        // A table file may be deleted by a compaction between listing and stat.
+        let Ok(meta) = item.metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            total += dir_bytes(&item.path())?;
+        } else {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
+
+fn append(path: &Path, header: &str, row: &str) -> Result<()> {
+    let new = !path.exists();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if new {
+        writeln!(f, "{header}")?;
+    }
+    writeln!(f, "{row}")?;
+    Ok(())
+}
