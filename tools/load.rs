@@ -126,67 +126,7 @@ enum Command {
     },
     /// Grow a running log step by step over gRPC, measuring ingest, reads, memory, disk and
     /// monitor catch-up at each size; appends to CSV files (see `load/scale.rs`).
-    Scale {
-        /// gRPC address of the log (host:port).
-        #[arg(long)]
-        grpc: String,
-        /// HTTP base URL of the same log (reads, checkpoints, the monitor).
-        #[arg(long)]
-        http: String,
-        /// Submitter token (from `btlog token`).
-        #[arg(long)]
-        token: String,
-        /// Process id of the server, for /proc/PID/status.
-        #[arg(long)]
-        pid: u32,
-        /// The server's data directory: its size is the disk figure, and `log.vkey` in it
-        /// the monitor's key unless --vkey is given.
-        #[arg(long)]
-        data: std::path::PathBuf,
-        /// Grow the log to this many entries.
-        #[arg(long, default_value_t = 30_000_000)]
-        entries: u64,
-        /// Entries per step (one CSV row each).
-        #[arg(long, default_value_t = 1_000_000)]
-        step: u64,
-        /// Entries per request.
-        #[arg(long, default_value_t = 1000)]
-        batch: u64,
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 8)]
-        concurrency: u64,
-        /// Log sizes (step boundaries) at which to measure reads and monitor catch-up.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "1000000,10000000,30000000"
-        )]
-        read_at: Vec<u64>,
-        /// Requests per read measurement.
-        #[arg(long, default_value_t = 100_000)]
-        read_requests: u64,
-        /// Concurrent readers.
-        #[arg(long, default_value_t = 16)]
-        read_concurrency: u64,
-        /// The btlog-monitor binary [default: beside this one].
-        #[arg(long)]
-        monitor: Option<std::path::PathBuf>,
-        /// The log's verifier key (file or text) for the monitor [default: DATA/log.vkey].
-        #[arg(long)]
-        vkey: Option<String>,
-        /// Scratch directory for the monitor's state.
-        #[arg(long)]
-        scratch: std::path::PathBuf,
-        /// Entries ingested after each full catch-up, for the monitor's incremental cost.
-        #[arg(long, default_value_t = 100_000)]
-        increment: u64,
-        /// Seconds to wait after ingesting before reads and monitor runs.
-        #[arg(long, default_value_t = 10)]
-        settle_secs: u64,
-        /// Directory for ingest.csv, reads.csv and monitor.csv.
-        #[arg(long, default_value = "docs/scale")]
-        out: std::path::PathBuf,
-    },
+    Scale(scale::Args),
     /// Draw the SVG charts of a scale run from its CSV files (see `load/plot.rs`).
     Plot {
         /// Directory holding ingest.csv, reads.csv and monitor.csv; the charts go there too.
@@ -682,48 +622,7 @@ async fn main() -> Result<()> {
             soak(http, token, pid, minutes, sample_secs.max(1), pace).await
         }
         Command::Limits { dir, seconds } => limits::run(&dir, seconds),
-        Command::Scale {
-            grpc,
-            http,
-            token,
-            pid,
-            data,
-            entries,
-            step,
-            batch,
-            concurrency,
-            read_at,
-            read_requests,
-            read_concurrency,
-            monitor,
-            vkey,
-            scratch,
-            increment,
-            settle_secs,
-            out,
-        } => {
-            scale::run(scale::Args {
-                grpc,
-                http,
-                token,
-                pid,
-                data,
-                entries,
-                step,
-                batch,
-                concurrency,
-                read_at,
-                read_requests,
-                read_concurrency,
-                monitor,
-                vkey,
-                scratch,
-                increment,
-                settle_secs,
-                out,
-            })
-            .await
-        }
+        Command::Scale(args) => scale::run(args).await,
         Command::Plot { dir, before } => plot::run(&dir, before.as_deref()),
     }
 }

@@ -26,24 +26,66 @@ use std::time::{Duration, Instant};
 use crate::{ingest, latest, read, ReadKind};
 
 /// What `btlog-load scale` was asked to do.
+#[derive(clap::Args)]
 pub(crate) struct Args {
+    /// gRPC address of the log (host:port).
+    #[arg(long)]
     pub(crate) grpc: String,
+    /// HTTP base URL of the same log (reads, checkpoints, the monitor).
+    #[arg(long)]
     pub(crate) http: String,
+    /// Submitter token (from `btlog token`).
+    #[arg(long)]
     pub(crate) token: String,
+    /// Process id of the server, for /proc/PID/status.
+    #[arg(long)]
     pub(crate) pid: u32,
+    /// The server's data directory: its size is the disk figure, and `log.vkey` in it
+    /// the monitor's key unless --vkey is given.
+    #[arg(long)]
     pub(crate) data: PathBuf,
+    /// Grow the log to this many entries.
+    #[arg(long, default_value_t = 30_000_000)]
     pub(crate) entries: u64,
+    /// Entries per step (one CSV row each).
+    #[arg(long, default_value_t = 1_000_000)]
     pub(crate) step: u64,
+    /// Entries per request.
+    #[arg(long, default_value_t = 1000)]
     pub(crate) batch: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
     pub(crate) concurrency: u64,
+    /// Log sizes (step boundaries) at which to measure reads and monitor catch-up.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000000,10000000,30000000"
+    )]
     pub(crate) read_at: Vec<u64>,
+    /// Requests per read measurement.
+    #[arg(long, default_value_t = 100_000)]
     pub(crate) read_requests: u64,
+    /// Concurrent readers.
+    #[arg(long, default_value_t = 16)]
     pub(crate) read_concurrency: u64,
+    /// The btlog-monitor binary [default: beside this one].
+    #[arg(long)]
     pub(crate) monitor: Option<PathBuf>,
+    /// The log's verifier key (file or text) for the monitor [default: DATA/log.vkey].
+    #[arg(long)]
     pub(crate) vkey: Option<String>,
+    /// Scratch directory for the monitor's state.
+    #[arg(long)]
     pub(crate) scratch: PathBuf,
+    /// Entries ingested after each full catch-up, for the monitor's incremental cost.
+    #[arg(long, default_value_t = 100_000)]
     pub(crate) increment: u64,
+    /// Seconds to wait after ingesting before reads and monitor runs.
+    #[arg(long, default_value_t = 10)]
     pub(crate) settle_secs: u64,
+    /// Directory for ingest.csv, reads.csv and monitor.csv.
+    #[arg(long, default_value = "docs/scale")]
     pub(crate) out: PathBuf,
 }
 
