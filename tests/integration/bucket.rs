@@ -24,11 +24,11 @@ struct Garage {
 
 impl Garage {
     fn start() -> Garage {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/garage-cluster.sh");
+        let script = crate::common::package_dir().join("tools/garage-cluster.sh");
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let base = port_base();
-            let out = Command::new(script)
+            let out = Command::new(&script)
                 .arg("start")
                 .arg(dir.path())
                 .env("GARAGE_PORT_BASE", base.to_string())
@@ -48,7 +48,7 @@ impl Garage {
                 !err.contains("no garage binary"),
                 "Garage is needed for these tests: {err}"
             );
-            let _ = Command::new(script).arg("stop").arg(dir.path()).status();
+            let _ = Command::new(&script).arg("stop").arg(dir.path()).status();
         }
         panic!("could not start a Garage cluster");
     }
@@ -62,8 +62,8 @@ impl Garage {
     }
 
     fn node(&self, action: &str, n: u8) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/garage-cluster.sh");
-        let ok = Command::new(script)
+        let script = crate::common::package_dir().join("tools/garage-cluster.sh");
+        let ok = Command::new(&script)
             .args([action])
             .arg(self.dir.path())
             .arg(n.to_string())
@@ -119,8 +119,8 @@ fn port_base() -> u16 {
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/garage-cluster.sh");
-        let _ = Command::new(script)
+        let script = crate::common::package_dir().join("tools/garage-cluster.sh");
+        let _ = Command::new(&script)
             .arg("stop")
             .arg(self.dir.path())
             .status();

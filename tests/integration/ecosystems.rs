@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/vectors/ecosystems/crates.io")
+    crate::common::package_dir().join("crates/core/tests/vectors/ecosystems/crates.io")
 }
 
 /// A log server in a temporary directory, and a token for it.

@@ -2,9 +2,10 @@
 //! (`tests/vectors/ecosystems/`): every version becomes a valid publish with the index's
 //! checksum, a yanked version also a yank, and a malformed line is refused with its number.
 
+mod common;
+
 use btlog_core::entry::Kind;
 use btlog_core::import::{crates_index, npm_packument, npm_purl, pypi_name, pypi_project};
-use std::path::Path;
 
 fn file(name: &str) -> String {
     let dir = match name {
@@ -12,7 +13,7 @@ fn file(name: &str) -> String {
         n if n.ends_with(".json") => "pypi",
         _ => "crates.io",
     };
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = common::package_dir()
         .join("tests/vectors/ecosystems")
         .join(dir)
         .join(name);
@@ -89,7 +90,7 @@ fn a_pypi_project_becomes_publishes_and_yanks_in_upload_order() {
 
 #[test]
 fn an_npm_packument_with_its_tarballs_becomes_publishes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/ecosystems/npm");
+    let dir = common::package_dir().join("tests/vectors/ecosystems/npm");
     let tgz = std::fs::read(dir.join("left-pad-1.3.0.tgz")).expect("tarball");
     let have = |f: &str| (f == "left-pad-1.3.0.tgz").then(|| tgz.clone());
     let (entries, missing) = npm_packument(&file("left-pad.json"), &have).expect("left-pad");

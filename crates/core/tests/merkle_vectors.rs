@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/merkle")
+    common::package_dir().join("tests/vectors/merkle")
 }
 
 fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -2,6 +2,8 @@
 //! the protocol document, signed by a real Ed25519 key, verifies for its artifact and for
 //! nothing else; the `verify_offline` example does the same as a program.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -9,7 +11,7 @@ use btlog_core::keys::parse_vkey;
 use btlog_core::proof_bundle::{ArtifactClaim, ProofBundleError, TlogProof};
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/tlog-proof")
+    common::package_dir().join("tests/vectors/tlog-proof")
 }
 
 const SHA256: &str = "49a03749e552ba2c353f356c8101655dc3e55b5acd8ebcd1d0dea4d6063da3e5";
@@ -54,10 +56,8 @@ fn the_protocol_sample_proof_verifies_offline() {
     assert_eq!(verified.checkpoint.origin, "example.com/btlog");
     assert_eq!(verified.entry.version, "2.0.2");
     // The document shows the same proof byte for byte.
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PROTOCOL.md"),
-    )
-    .expect("PROTOCOL.md");
+    let doc = std::fs::read_to_string(common::package_dir().join("../../docs/PROTOCOL.md"))
+        .expect("PROTOCOL.md");
     assert!(
         doc.contains(&proof.format()),
         "docs/PROTOCOL.md §5 sample changed"

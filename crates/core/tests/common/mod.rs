@@ -135,3 +135,12 @@ pub fn naive_consistency(m: usize, leaves: &[Hash]) -> Vec<Hash> {
 pub fn test_entry(i: u64) -> Vec<u8> {
     format!("btlog-test-entry {i:020} {}\n", "x".repeat(90)).into_bytes()
 }
+
+/// The directory of the package under test, read when the test runs (cargo sets
+/// `CARGO_MANIFEST_DIR` for it). Not `env!`: the build cache is shared between clones at
+/// different paths, and a test binary built in one clone must not read another's files.
+pub fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .expect("run by cargo, which sets CARGO_MANIFEST_DIR")
+}
