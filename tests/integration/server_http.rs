@@ -263,6 +263,16 @@ async fn submissions_proofs_tiles_and_lookup() {
     let metrics = c.get("/metrics").await.text().await.expect("metrics");
     assert!(metrics.contains("btlog_tree_size 5"), "{metrics}");
     assert!(metrics.contains("btlog_batch_entries_count"));
+    // The store's memory by kind (the five entries sit in the memtables) and compaction debt.
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+    };
+    assert!(gauge("btlog_store_memory_bytes{kind=\"memtables\"}") > 0);
+    gauge("btlog_store_memory_bytes{kind=\"block_cache\"}");
+    gauge("btlog_store_pending_compaction_bytes");
     assert_eq!(c.get("/healthz").await.status(), 200);
     srv.shutdown().await.expect("clean shutdown");
 }

@@ -60,7 +60,7 @@ const INDEX_WRITE_BUFFER_BYTES: usize = 16 << 20;
 impl Index {
     /// Opens (or creates) the index in `dir`; records at or beyond `committed` are ignored.
     pub fn open(dir: &Path, committed: u64) -> Result<Index, IndexError> {
-        let cache = rocksdb::Cache::new_lru_cache(INDEX_CACHE_BYTES);
+        let cache = rocksdb::Cache::new_hyper_clock_cache(INDEX_CACHE_BYTES, 0);
         let mut opts = btlog_store::random_key_index_options(&cache);
         // Larger memtables than the log's (see INDEX_WRITE_BUFFER_BYTES).
         opts.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);

@@ -95,6 +95,24 @@ impl Metrics {
     }
 }
 
+/// The store engine's memory, by kind, and its compaction debt.
+pub fn render_engine(stats: &btlog_store::EngineStats, out: &mut String) {
+    let _ = writeln!(out, "# TYPE btlog_store_memory_bytes gauge");
+    for (kind, bytes) in [
+        ("memtables", stats.memtable_bytes),
+        ("table_readers", stats.table_reader_bytes),
+        ("block_cache", stats.block_cache_bytes),
+        ("block_cache_pinned", stats.block_cache_pinned_bytes),
+    ] {
+        let _ = writeln!(out, "btlog_store_memory_bytes{{kind=\"{kind}\"}} {bytes}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE btlog_store_pending_compaction_bytes gauge\nbtlog_store_pending_compaction_bytes {}",
+        stats.pending_compaction_bytes
+    );
+}
+
 #[derive(Debug)]
 struct Histogram {
     bounds: Vec<f64>,

@@ -193,6 +193,7 @@ impl Log {
             .metrics
             .render(store.size(), store.writer_stopped());
         self.inner.witness_metrics.render(&mut out);
+        metrics::render_engine(&store.engine_stats(), &mut out);
         if let Some((p, _)) = &self.inner.publishing {
             p.render(self.inner.served.borrow().size, &mut out);
         }
