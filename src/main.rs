@@ -1,6 +1,5 @@
 //! `btlog`: run a log server, manage its credentials and keys (PROTOCOL.md §7).
 
-mod allocator;
 mod cli;
 
 use btlog_core::keys;
@@ -168,6 +167,19 @@ fn keygen(origin: &str, out: &std::path::Path, witness: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// glibc gives threads that allocate at once arenas of their own (up to 8 per core), and memory
+/// freed in one arena never serves another: at 10M entries the server's async and blocking
+/// threads left ~50 MiB of such slack (peak RSS 297 MiB with the default, 247 MiB with two
+/// arenas, same ingest and reads). RocksDB's caches, not malloc, should hold the memory.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; it is called before any other thread
+    // exists, and a refused setting (return value 0) just keeps glibc's default.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -209,6 +221,7 @@ fn witness(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let config = args.config()?;
     init_logging();
     let runtime = tokio::runtime::Runtime::new()
