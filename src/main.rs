@@ -180,6 +180,31 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// glibc returns freed memory to the system only from the top of each arena's heap; RocksDB
+/// frees memtables and compaction buffers of megabytes in the middle of it all the time, and
+/// that memory stayed resident (a server restarted on a 10M-entry log held 201-218 MiB while
+/// ingesting, one grown to 10M 250-264 MiB, RocksDB's own memory the same). A thread hands
+/// such free pages back every few seconds.
+fn trim_malloc_periodically() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let trim = || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it takes
+            // their locks itself and is safe to call from any thread at any time.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("malloc-trim".into())
+            .spawn(trim)
+        {
+            tracing::warn!(error = %e, "could not start the malloc-trim thread");
+        }
+    }
+}
+
 fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -224,6 +249,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     limit_malloc_arenas();
     let config = args.config()?;
     init_logging();
+    trim_malloc_periodically();
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(run(config))
