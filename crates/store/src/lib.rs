@@ -865,7 +865,12 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
                 scanned_index_options(&cache)
             } else {
                 let mut o = Options::default();
-                o.set_block_based_table_factory(&table_options(&cache, true));
+                // No bloom filters: entries, tiles and checkpoints are read by keys the log
+                // has (an index below its size), packages by prefix scans, so a filter never
+                // saves a read. Their filters were built at every flush and compaction, and
+                // the level-0 pins kept them in the block cache for as long as each table
+                // stayed open: 25.8 MiB at 10M entries, 49.5 MiB at 30M, growing with the log.
+                o.set_block_based_table_factory(&table_options(&cache, false));
                 o.set_write_buffer_size(32 << 20);
                 // Tiles are hashes, which do not compress; entries and notes do.
                 o.set_compression_type(if *name == CF_TILES {
