@@ -27,7 +27,9 @@ cleanup() {
   [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/healthz >/dev/null && break; sleep 0.1; done
+up=""
+for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/healthz >/dev/null && up=1 && break; sleep 0.1; done
+[ -n "$up" ] || { echo "the server did not start; see $dir/server.log" >&2; KEEP=1; exit 1; }
 "$bin/btlog-load" scale --grpc 127.0.0.1:18091 --http http://127.0.0.1:18090 --token "$token" \
   --pid "$server" --data "$dir/data" --scratch "$dir/mon" --entries "$n" --read-at "$read_at" \
   --out "$out"

@@ -22,9 +22,14 @@ struct Garage {
     env: Vec<(String, String)>,
 }
 
+/// `tools/garage-cluster.sh`, which starts, stops and restarts the cluster and its nodes.
+fn cluster_script() -> std::path::PathBuf {
+    crate::common::package_dir().join("tools/garage-cluster.sh")
+}
+
 impl Garage {
     fn start() -> Garage {
-        let script = crate::common::package_dir().join("tools/garage-cluster.sh");
+        let script = cluster_script();
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let base = port_base();
@@ -62,7 +67,7 @@ impl Garage {
     }
 
     fn node(&self, action: &str, n: u8) {
-        let script = crate::common::package_dir().join("tools/garage-cluster.sh");
+        let script = cluster_script();
         let ok = Command::new(&script)
             .args([action])
             .arg(self.dir.path())
@@ -119,7 +124,7 @@ fn port_base() -> u16 {
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        let script = crate::common::package_dir().join("tools/garage-cluster.sh");
+        let script = cluster_script();
         let _ = Command::new(&script)
             .arg("stop")
             .arg(self.dir.path())
