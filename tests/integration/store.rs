@@ -31,7 +31,8 @@ fn append(app: &mut btlog_store::Appender, entries: &[NewEntry]) -> (u64, [u8; 3
 #[test]
 fn appends_reads_and_proofs_agree_with_naive_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    // Epochs of 256 entries: lookups by leaf hash cross 266 of them.
+    let store = Store::open_with_epoch_bits(dir.path(), 8).unwrap();
     let mut app = store.appender().unwrap();
     assert!(store.appender().is_err(), "a second writer must be refused");
     assert_eq!(store.root(0).unwrap(), merkle::EMPTY_ROOT);
@@ -195,6 +196,97 @@ fn refuses_other_layout_versions() {
         .err()
         .expect("version 99 must be refused");
     assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+/// The artifact digest the upgrade test lists entry `i` under: 50 digests, each shared by
+/// entries 50 apart, so each digest's entries span several epochs of 16.
+fn upgrade_digest(i: u64) -> [u8; 32] {
+    naive_leaf(&[b"digest".as_slice(), &(i % 50).to_be_bytes()].concat())
+}
+
+#[test]
+fn upgrades_layout_1_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 300u64;
+    let root = {
+        let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
+        let mut app = store.appender().unwrap();
+        let entries: Vec<_> = new_entries(0..n)
+            .into_iter()
+            .zip(0..)
+            .map(|(e, i)| e.with_digest(upgrade_digest(i)))
+            .collect();
+        append(&mut app, &entries).1
+    };
+    // Turn the store back into what layout 1 left: its leaf and digest indexes keyed by the
+    // 8-byte hash prefix then the u64 index, in `leaves` and `digests`, and format 1. The
+    // layout 2 leaf index is gone; the digest index holds one stray record, as a migration
+    // cut short would leave it.
+    {
+        let opts = rocksdb::Options::default();
+        let names = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
+        let mut db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        db.drop_cf("leaves_by_epoch").unwrap();
+        db.create_cf("leaves", &opts).unwrap();
+        db.create_cf("digests", &opts).unwrap();
+        let v1_key = |h: [u8; 32], i: u64| [&h[..8], &i.to_be_bytes()[..]].concat();
+        for i in 0..n {
+            let leaves = db.cf_handle("leaves").unwrap();
+            db.put_cf(leaves, v1_key(naive_leaf(&test_entry(i)), i), [])
+                .unwrap();
+            let digests = db.cf_handle("digests").unwrap();
+            db.put_cf(digests, v1_key(upgrade_digest(i), i), [])
+                .unwrap();
+        }
+        let new_digests = db.cf_handle("digests_by_epoch").unwrap();
+        db.delete_range_cf(new_digests, &[][..], &[0xffu8; 32][..])
+            .unwrap();
+        let mut stray = vec![0, 0, 0, 0];
+        stray.extend_from_slice(&upgrade_digest(0)[..8]);
+        stray.extend_from_slice(&7u32.to_be_bytes());
+        db.put_cf(new_digests, stray, []).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"format", 1u32.to_be_bytes()).unwrap();
+        db.delete_cf(meta, b"epoch_bits").unwrap();
+    }
+
+    let check = |store: &Store, size: u64| {
+        for i in 0..size {
+            let leaf = naive_leaf(&test_entry(i));
+            assert_eq!(store.find_leaf(&leaf, size).unwrap(), Some(i), "entry {i}");
+        }
+        for d in 0..50 {
+            let all: Vec<u64> = (d..size).step_by(50).collect();
+            let digest = upgrade_digest(d);
+            assert_eq!(store.digest_candidates(&digest, 100).unwrap(), all);
+            assert_eq!(store.digest_candidates(&digest, 2).unwrap(), all[..2]);
+        }
+    };
+    {
+        let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
+        assert_eq!(store.root(n).unwrap(), root);
+        check(&store, n);
+        assert_eq!(
+            store.find_leaf(&naive_leaf(&test_entry(299)), 299).unwrap(),
+            None
+        );
+    }
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert!(
+        !names.iter().any(|n| n == "leaves" || n == "digests"),
+        "layout 1 column families left: {names:?}"
+    );
+    // Reopened with another epoch size asked for, the store keeps its own (16 entries), and
+    // appends go on in it.
+    let store = Store::open(dir.path()).unwrap();
+    let mut app = store.appender().unwrap();
+    let more: Vec<_> = new_entries(n..n + 40)
+        .into_iter()
+        .zip(n..)
+        .map(|(e, i)| e.with_digest(upgrade_digest(i)))
+        .collect();
+    append(&mut app, &more);
+    check(&store, n + 40);
 }
 
 const CHILD_ENV: &str = "BTLOG_CRASH_CHILD_DIR";

@@ -1,10 +1,11 @@
 //! The log's single writer: stages a batch of entries (hashing, tiles, index keys) and
 //! commits it with its signed checkpoint in one synced RocksDB write.
 
+use super::hash_index::prefix_of;
 use super::tile::Frontier;
 use super::{
-    leaf_key, package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS,
-    CF_ENTRIES, CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+    package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS, CF_ENTRIES,
+    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
 use btlog_core::entry::{Entry, Kind};
 use btlog_core::merkle::{leaf_hash, Hash};
@@ -144,15 +145,16 @@ impl Appender {
         let mut leaf_keys = Vec::with_capacity(entries.len());
         let mut identity_keys = Vec::with_capacity(entries.len());
         let mut digest_keys = Vec::new();
+        let epochs = store.inner.epochs;
         for (i, (e, leaf)) in entries.iter().zip(&leaves).enumerate() {
             let index = (start + i as u64).to_be_bytes();
             batch.put_cf(store.cf(CF_ENTRIES), index, &e.data);
-            leaf_keys.push(leaf_key(leaf, start + i as u64));
+            leaf_keys.push(epochs.key(&prefix_of(leaf), start + i as u64)?);
             if let Some(id) = &e.identity {
                 identity_keys.push((*id, index));
             }
             if let Some(d) = &e.digest {
-                digest_keys.push(leaf_key(d, start + i as u64));
+                digest_keys.push(epochs.key(&prefix_of(d), start + i as u64)?);
             }
             if let Some(p) = &e.package {
                 let mut key = package_prefix(p);

@@ -5,16 +5,21 @@
 //! - `entries`: big-endian u64 index → entry bytes.
 //! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]).
 //! - `identities`: 32-byte identity key → big-endian u64 index of the entry that claimed it.
-//! - `leaves`: first 8 bytes of the leaf hash, then the big-endian u64 index → empty. A short
-//!   prefix keeps this index small; candidates are confirmed against the stored leaf hash.
+//! - `leaves_by_epoch`: the leaf index: epoch, first 8 bytes of the leaf hash, low bits of the
+//!   index → empty ([`hash_index`]). A short prefix keeps this index small; candidates are
+//!   confirmed against the stored leaf hash.
 //! - `packages`: package purl, 0x00, big-endian u64 index → empty (one key per entry).
-//! - `digests`: first 8 bytes of the artifact sha256, then the big-endian u64 index → empty,
-//!   for entries appended with a digest ([`NewEntry::with_digest`]); candidates are confirmed
-//!   against the entry. Written since `meta` `digests_from` (the log size when this build
-//!   first opened the store): older entries are not in it.
+//! - `digests_by_epoch`: the artifact digest index, keyed as the leaf index but by the
+//!   artifact sha256, for entries appended with a digest ([`NewEntry::with_digest`]);
+//!   candidates are confirmed against the entry. Written since `meta` `digests_from` (the log
+//!   size when a build with this index first opened the store): older entries are not in it.
 //! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
 //! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size;
-//!   `digests_from` → big-endian u64, see `digests`.
+//!   `digests_from` → big-endian u64, see `digests_by_epoch`; `epoch_bits` → one byte, the
+//!   epoch size of the two hash indexes as a power of two.
+//!
+//! Layout 2 (this one) differs from layout 1 only in the keys of the leaf and digest indexes;
+//! opening a layout 1 store upgrades it in place ([`migrate`]).
 //!
 //! Every append is one atomic, synced `WriteBatch` holding the entries, the tiles they changed,
 //! their index keys, the new size and the checkpoint signed for it: after a crash the store
@@ -22,6 +27,8 @@
 //! the published size, and everything below it is immutable, so reads never wait for writes.
 
 mod append;
+mod hash_index;
+mod migrate;
 mod tile;
 mod tile_cache;
 
@@ -37,14 +44,14 @@ use tile::TileAddr;
 pub use append::{Appender, NewEntry, Staged};
 
 /// The on-disk layout version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const CF_ENTRIES: &str = "entries";
 const CF_TILES: &str = "tiles";
 const CF_IDENTITIES: &str = "identities";
 const CF_PACKAGES: &str = "packages";
-const CF_LEAVES: &str = "leaves";
-const CF_DIGESTS: &str = "digests";
+const CF_LEAVES: &str = "leaves_by_epoch";
+const CF_DIGESTS: &str = "digests_by_epoch";
 const CF_CHECKPOINTS: &str = "checkpoints";
 const CF_META: &str = "meta";
 const COLUMN_FAMILIES: [&str; 8] = [
@@ -66,6 +73,7 @@ fn published_key(target: &str) -> Vec<u8> {
     [META_PUBLISHED, target.as_bytes()].concat()
 }
 const META_DIGESTS_FROM: &[u8] = b"digests_from";
+const META_EPOCH_BITS: &[u8] = b"epoch_bits";
 
 /// RocksDB's memory and compaction debt ([`Store::engine_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,6 +118,9 @@ pub enum StoreError {
         /// The log size.
         size: u64,
     },
+    /// An epoch size outside 1..=32 bits was asked for ([`Store::open_with_epoch_bits`]).
+    #[error("epoch bits {0} outside 1..=32")]
+    EpochBits(u8),
     /// A second writer was requested; the log has exactly one.
     #[error("the store already has a writer")]
     WriterTaken,
@@ -147,8 +158,10 @@ pub struct Store {
 struct Inner {
     db: DB,
     size: AtomicU64,
-    /// The first index the digest index covers; see `digests` in the module docs.
+    /// The first index the digest index covers; see `digests_by_epoch` in the module docs.
     digests_from: u64,
+    /// The epoch size of the leaf and digest indexes.
+    epochs: hash_index::Epochs,
     writer_taken: AtomicBool,
     /// Set once an append failed after its write may have landed; see [`Store::writer_stopped`].
     writer_stopped: AtomicBool,
@@ -159,15 +172,41 @@ struct Inner {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, refusing data of another layout version.
+    /// Opens (creating if needed) the store in `dir`, refusing data of another layout version
+    /// and upgrading layout 1 ([`migrate`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = DB::open_cf_descriptors(&db_options(), dir, cf_descriptors())?;
+        Store::open_with_epoch_bits(dir, hash_index::DEFAULT_BITS)
+    }
+
+    /// As [`Store::open`]; a store created or upgraded here gets epochs of 2^`epoch_bits`
+    /// entries in its leaf and digest indexes ([`hash_index`]), where an existing store keeps
+    /// its own. Tests use small epochs to cross many.
+    pub fn open_with_epoch_bits(dir: &Path, epoch_bits: u8) -> Result<Store, StoreError> {
+        let wanted =
+            hash_index::Epochs::new(epoch_bits).ok_or(StoreError::EpochBits(epoch_bits))?;
+        let v1 = migrate::v1_families(dir)?;
+        let mut descriptors = cf_descriptors();
+        descriptors.extend(
+            v1.iter()
+                .map(|name| ColumnFamilyDescriptor::new(*name, Options::default())),
+        );
+        let mut db = DB::open_cf_descriptors(&db_options(), dir, descriptors)?;
         let format = db
             .get_cf(cf(&db, CF_META), META_FORMAT)?
             .map(|v| be_u32(&v))
             .transpose()?;
-        match format {
-            Some(FORMAT_VERSION) => {}
+        let epochs = match format {
+            Some(FORMAT_VERSION) => {
+                let bits = db.get_cf(cf(&db, CF_META), META_EPOCH_BITS)?;
+                bits.as_deref()
+                    .and_then(|b| <[u8; 1]>::try_from(b).ok())
+                    .and_then(|[b]| hash_index::Epochs::new(b))
+                    .ok_or_else(|| StoreError::Corrupt("epoch size missing or malformed".into()))?
+            }
+            Some(1) => {
+                migrate::from_v1(&db, wanted)?;
+                wanted
+            }
             Some(found) => return Err(StoreError::Format { found }),
             None => {
                 if db
@@ -179,8 +218,18 @@ impl Store {
                         "entries without a format marker".into(),
                     ));
                 }
-                put_meta_synced(&db, META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+                let mut batch = rocksdb::WriteBatch::default();
+                batch.put_cf(cf(&db, CF_META), META_FORMAT, FORMAT_VERSION.to_be_bytes());
+                batch.put_cf(cf(&db, CF_META), META_EPOCH_BITS, [wanted.bits()]);
+                let mut opts = rocksdb::WriteOptions::default();
+                opts.set_sync(true);
+                db.write_opt(batch, &opts)?;
+                wanted
             }
+        };
+        // Only now is the store at layout 2 on disk, with nothing left to read in these.
+        for name in v1 {
+            db.drop_cf(name)?;
         }
         let size = db
             .get_cf(cf(&db, CF_META), META_SIZE)?
@@ -199,6 +248,7 @@ impl Store {
                 db,
                 size: AtomicU64::new(size),
                 digests_from,
+                epochs,
                 writer_taken: AtomicBool::new(false),
                 writer_stopped: AtomicBool::new(false),
                 failures: Mutex::new(None),
@@ -404,29 +454,20 @@ impl Store {
             .collect()
     }
 
-    /// The lowest index below `size` whose leaf hash is `leaf`, if any: one prefix scan of the
-    /// leaf index, each candidate confirmed against the tree.
+    /// The lowest index below `size` whose leaf hash is `leaf`, if any: a prefix scan of the
+    /// leaf index (one seek per epoch), each candidate confirmed against the tree.
     pub fn find_leaf(&self, leaf: &Hash, size: u64) -> Result<Option<u64>, StoreError> {
         let size = size.min(self.size());
-        let prefix = &leaf[..LEAF_PREFIX];
-        let iter = self.db().iterator_cf(
-            self.cf(CF_LEAVES),
-            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (k, _) = item?;
-            let Some(index) = k.strip_prefix(prefix) else {
-                break;
-            };
-            let index = be_u64(index)?;
-            if index >= size {
-                break;
-            }
-            if self.read_hashes(&[NodeId::new(0, index)])?[0] == *leaf {
-                return Ok(Some(index));
-            }
-        }
-        Ok(None)
+        let mut found = None;
+        self.inner
+            .epochs
+            .scan(self.db(), self.cf(CF_LEAVES), leaf, 0, size, |index| {
+                if self.read_hashes(&[NodeId::new(0, index)])?[0] == *leaf {
+                    found = Some(index);
+                }
+                Ok(found.is_none())
+            })?;
+        Ok(found)
     }
 
     /// Indexes of the entries for `package` in the log, in log order, from `from` on, at most
@@ -544,28 +585,25 @@ impl Store {
     }
 
     /// Candidate indexes (below the log size, in log order, at most `limit`) of entries
-    /// appended with the artifact digest `sha256`: a prefix scan of the digest index. Keyed by
-    /// a short prefix, so a caller confirms each against its entry. Entries below
-    /// [`Store::digests_from`] are not indexed.
+    /// appended with the artifact digest `sha256`: a prefix scan of the digest index (one seek
+    /// per epoch from [`Store::digests_from`]). Keyed by a short prefix, so a caller confirms
+    /// each against its entry. Entries below [`Store::digests_from`] are not indexed.
     pub fn digest_candidates(&self, sha256: &Hash, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let size = self.size();
-        let prefix = &sha256[..LEAF_PREFIX];
-        let iter = self.db().iterator_cf(
-            self.cf(CF_DIGESTS),
-            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
-        );
         let mut out = Vec::new();
-        for item in iter {
-            let (k, _) = item?;
-            let Some(index) = k.strip_prefix(prefix) else {
-                break;
-            };
-            let index = be_u64(index)?;
-            if index >= size || out.len() >= limit {
-                break;
-            }
-            out.push(index);
+        if limit == 0 {
+            return Ok(out);
         }
+        self.inner.epochs.scan(
+            self.db(),
+            self.cf(CF_DIGESTS),
+            sha256,
+            self.digests_from(),
+            self.size(),
+            |index| {
+                out.push(index);
+                Ok(out.len() < limit)
+            },
+        )?;
         Ok(out)
     }
 
@@ -746,17 +784,6 @@ fn put_meta_synced(db: &DB, key: &[u8], value: &[u8]) -> Result<(), StoreError> 
     let mut opts = rocksdb::WriteOptions::default();
     opts.set_sync(true);
     Ok(db.put_cf_opt(cf(db, CF_META), key, value, &opts)?)
-}
-
-/// Bytes of a leaf hash (or an artifact digest) that key the leaf (digest) index.
-const LEAF_PREFIX: usize = 8;
-
-/// The leaf index key of the entry at `index` with leaf hash `leaf`.
-fn leaf_key(leaf: &Hash, index: u64) -> [u8; LEAF_PREFIX + 8] {
-    let mut k = [0u8; LEAF_PREFIX + 8];
-    k[..LEAF_PREFIX].copy_from_slice(&leaf[..LEAF_PREFIX]);
-    k[LEAF_PREFIX..].copy_from_slice(&index.to_be_bytes());
-    k
 }
 
 fn package_prefix(package: &str) -> Vec<u8> {

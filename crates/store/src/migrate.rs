@@ -1,0 +1,77 @@
+//! Upgrades of older on-disk layouts, run when [`Store::open`](super::Store::open) finds one.
+//!
+//! Layout 1 keyed the leaf and digest indexes by the 8-byte hash prefix, then the big-endian
+//! u64 index, in the column families `leaves` and `digests`. Layout 2 keys them by epoch first
+//! ([`super::hash_index`]) in new column families, so the two layouts never share one.
+
+use super::hash_index::{Epochs, PREFIX};
+use super::{
+    be_u64, cf, StoreError, CF_DIGESTS, CF_LEAVES, CF_META, FORMAT_VERSION, META_EPOCH_BITS,
+    META_FORMAT,
+};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::path::Path;
+
+/// Layout 1's leaf index.
+const V1_LEAVES: &str = "leaves";
+/// Layout 1's digest index.
+const V1_DIGESTS: &str = "digests";
+/// Records rewritten per write.
+const BATCH: usize = 100_000;
+
+/// The column families of layout 1 that layout 2 replaced and the store in `dir` still has
+/// (none for a new store): they must be opened to open the database, and are dropped once
+/// the store is at layout 2.
+pub(crate) fn v1_families(dir: &Path) -> Result<Vec<&'static str>, StoreError> {
+    if !dir.join("CURRENT").exists() {
+        return Ok(Vec::new());
+    }
+    let names = DB::list_cf(&rocksdb::Options::default(), dir)?;
+    Ok([V1_LEAVES, V1_DIGESTS]
+        .into_iter()
+        .filter(|v1| names.iter().any(|n| n == v1))
+        .collect())
+}
+
+/// Layout 1 → 2: rewrites the leaf and digest indexes under epoch-first keys, then records
+/// layout 2 and the epoch size in one synced write. A run cut short leaves the store at
+/// layout 1, and the next run starts by clearing what it had written.
+pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
+    tracing::info!(
+        epoch_bits = epochs.bits(),
+        "upgrading the store's layout from 1 to 2"
+    );
+    for (old, new) in [(V1_LEAVES, CF_LEAVES), (V1_DIGESTS, CF_DIGESTS)] {
+        let new = cf(db, new);
+        db.delete_range_cf(new, &[][..], &[0xffu8; 32][..])?;
+        let Some(old) = db.cf_handle(old) else {
+            continue;
+        };
+        let mut batch = WriteBatch::default();
+        let mut rewritten = 0u64;
+        for item in db.iterator_cf(old, rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            let (prefix, index) = k
+                .split_first_chunk::<PREFIX>()
+                .filter(|(_, index)| index.len() == 8)
+                .ok_or_else(|| StoreError::Corrupt("malformed layout 1 index key".into()))?;
+            batch.put_cf(new, epochs.key(prefix, be_u64(index)?)?, []);
+            rewritten += 1;
+            if batch.len() >= BATCH {
+                db.write(std::mem::take(&mut batch))?;
+            }
+        }
+        db.write(batch)?;
+        tracing::info!(rewritten, "index rewritten");
+    }
+    // The rewritten records are in the write-ahead log; sync it before the marker that says
+    // they are complete.
+    db.flush_wal(true)?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf(db, CF_META), META_FORMAT, FORMAT_VERSION.to_be_bytes());
+    batch.put_cf(cf(db, CF_META), META_EPOCH_BITS, [epochs.bits()]);
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts)?;
+    Ok(())
+}
