@@ -20,6 +20,7 @@ use btlog_core::claims::{self, Published, Verdict};
 use btlog_core::entry::{Entry, Kind};
 
 use super::alert::AlertKind;
+use super::seen::Seen;
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub struct Index {
     db: rocksdb::DB,
     committed: u64,
     pending: HashMap<Vec<u8>, Vec<u8>>,
+    /// Every key recorded since the index last held no trusted record, while that fits (see
+    /// [`Index::prepare`]): a key it rules out has no record, and is not looked up.
+    seen: Option<Seen>,
 }
 
 /// Stored records of the keys of a batch of claims, read in one `MultiGet`.
@@ -78,7 +82,21 @@ impl Index {
             )?,
             committed,
             pending: HashMap::new(),
+            seen: None,
         })
+    }
+
+    /// Called before checking the claims of a log of `size` entries. When the index holds no
+    /// trusted record (nothing committed, nothing pending: a new monitor, or one reset to the
+    /// start), every record it will hold is recorded in this process, so a filter of those
+    /// ([`Seen`]) can rule out the lookups of keys never recorded. It is sized for `size`
+    /// entries plus a quarter: a publish records its identity, and the first of a package the
+    /// package too. Should more be recorded, or the log be too large for its memory bound, the
+    /// index is read as without it.
+    pub fn prepare(&mut self, size: u64) {
+        if self.committed == 0 && self.pending.is_empty() {
+            self.seen = Seen::with_capacity(size.saturating_add(size / 4));
+        }
     }
 
     /// Checks consecutive claims against the index, in order, and records what they
@@ -95,7 +113,7 @@ impl Index {
                 ]
             })
             .flatten()
-            .filter(|k| !self.pending.contains_key(*k))
+            .filter(|k| !self.pending.contains_key(*k) && self.may_be_stored(k))
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -192,6 +210,9 @@ impl Index {
         if let Some(v) = self.pending.get(key) {
             return Ok(decode(v));
         }
+        if !self.may_be_stored(key) {
+            return Ok(None);
+        }
         let stored = match fetched.get(key) {
             Some(v) => v.clone(),
             None => self.db.get(key)?,
@@ -201,8 +222,19 @@ impl Index {
             .filter(|(_, index)| *index < self.committed))
     }
 
+    /// False when `key` certainly has no stored record.
+    fn may_be_stored(&self, key: &[u8]) -> bool {
+        self.seen.as_ref().is_none_or(|s| s.may_contain(key))
+    }
+
     /// Records `key` (which has no record) as established at `index`.
     fn put(&mut self, key: Vec<u8>, digest: [u8; 32], index: u64) {
+        if let Some(seen) = &mut self.seen {
+            if !seen.insert(&key) {
+                tracing::debug!(keys = seen.len(), "identity filter full; reading the index");
+                self.seen = None;
+            }
+        }
         self.pending
             .insert(key, [digest.as_slice(), &index.to_be_bytes()].concat());
     }
@@ -379,5 +411,79 @@ mod tests {
             ),
             Some(AlertKind::Conflict)
         );
+    }
+
+    /// A history of every kind of claim, including each violation, over 40 packages.
+    fn history(from: u64, n: u64) -> Vec<Claim> {
+        (from..from + n)
+            .map(|i| {
+                let pkg = format!("pkg:npm/p{}", i % 40);
+                let version = (i / 40 % 3).to_string();
+                let e = match i % 7 {
+                    0 => entry(Kind::OwnerAdd, &pkg, "-", 9),
+                    1 => entry(Kind::Yank, &pkg, &version, (i % 3) as u8),
+                    2 => entry(Kind::Publish, &pkg, &version, (i % 2) as u8),
+                    _ => entry(Kind::Publish, &pkg, &version, 1),
+                };
+                Claim::new(i, e)
+            })
+            .collect()
+    }
+
+    /// The violations found checking `claims` in chunks of 50, committing after each.
+    fn violations(idx: &mut Index, claims: &[Claim]) -> Vec<(u64, AlertKind)> {
+        let mut out = Vec::new();
+        for chunk in claims.chunks(50) {
+            let found = idx.check_all(chunk).expect("check");
+            out.extend(found.into_iter().map(|(i, v)| (i, v.kind)));
+            idx.commit(chunk.last().expect("chunk").index + 1)
+                .expect("commit");
+        }
+        out
+    }
+
+    #[test]
+    fn the_filter_of_a_new_index_changes_no_verdict() {
+        let claims = history(0, 600);
+        let plain_dir = tempfile::tempdir().expect("tempdir");
+        let mut plain = Index::open(plain_dir.path(), 0).expect("open");
+        let expected = violations(&mut plain, &claims);
+        for kind in [
+            AlertKind::Conflict,
+            AlertKind::UnknownPackage,
+            AlertKind::UnknownArtifact,
+            AlertKind::DigestMismatch,
+        ] {
+            assert!(expected.iter().any(|v| v.1 == kind), "{kind:?} never found");
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut idx = Index::open(dir.path(), 0).expect("open");
+        idx.prepare(600);
+        assert!(idx.seen.is_some(), "an empty index gets the filter");
+        assert_eq!(violations(&mut idx, &claims), expected);
+
+        // Full: the filter is dropped and the index read as without it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut idx = Index::open(dir.path(), 0).expect("open");
+        idx.prepare(40);
+        assert_eq!(violations(&mut idx, &claims), expected);
+        assert!(idx.seen.is_none(), "a full filter is dropped");
+
+        // Reopened with committed records, the index gets no filter: one holding only what
+        // this process records would rule out the records stored before.
+        let more = history(600, 300);
+        let expected_more = violations(&mut plain, &more);
+        drop(idx);
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut idx = Index::open(dir.path(), 0).expect("open");
+            violations(&mut idx, &claims);
+        }
+        let mut idx = Index::open(dir.path(), 600).expect("reopen");
+        idx.prepare(900);
+        assert!(idx.seen.is_none());
+        assert!(expected_more.iter().any(|v| v.1 == AlertKind::Conflict));
+        assert_eq!(violations(&mut idx, &more), expected_more);
     }
 }

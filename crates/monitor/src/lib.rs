@@ -18,6 +18,7 @@ mod audit;
 mod claims;
 pub mod config;
 pub mod evidence;
+mod seen;
 pub mod state;
 mod upper;
 pub mod watch;
