@@ -284,7 +284,7 @@ impl Store {
     }
 
     /// What RocksDB holds in memory and owes in compaction, for the server's metrics: each
-    /// figure summed over the column families (the block cache is shared, so read once).
+    /// figure summed over the column families (each block cache read once).
     pub fn engine_stats(&self) -> EngineStats {
         let property = |name: &str, property: &str| {
             self.db()
@@ -294,11 +294,19 @@ impl Store {
                 .unwrap_or(0)
         };
         let sum = |p: &str| COLUMN_FAMILIES.iter().map(|name| property(name, p)).sum();
+        // One column family on each of the two block caches.
+        let caches = [CF_IDENTITIES, CF_ENTRIES];
         EngineStats {
             memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
             table_reader_bytes: sum("rocksdb.estimate-table-readers-mem"),
-            block_cache_bytes: property(CF_ENTRIES, "rocksdb.block-cache-usage"),
-            block_cache_pinned_bytes: property(CF_ENTRIES, "rocksdb.block-cache-pinned-usage"),
+            block_cache_bytes: caches
+                .iter()
+                .map(|cf| property(cf, "rocksdb.block-cache-usage"))
+                .sum(),
+            block_cache_pinned_bytes: caches
+                .iter()
+                .map(|cf| property(cf, "rocksdb.block-cache-pinned-usage"))
+                .sum(),
             pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
         }
     }
@@ -804,11 +812,24 @@ fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
         .map_err(|_| StoreError::Corrupt("expected a 4-byte number".into()))
 }
 
-/// Memory is bounded by these, not by the log size: one shared block cache and one shared
-/// write-buffer budget across column families. A 64 MiB budget was tried: with it, level 0
-/// piled up, writes stalled 162 times over a 30M series, and 7.4 GB of compaction was owed
-/// at 28M.
+/// Memory is bounded by these, not by the log size: 64 MiB of block cache (the identity
+/// index's own part, the rest shared) and one write-buffer budget across column families. A
+/// 64 MiB write budget was tried: with it, level 0 piled up, writes stalled 162 times over a
+/// 30M series, and 7.4 GB of compaction was owed at 28M.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// Of the block cache, what the identity index has to itself. Every append looks its
+/// identities up, most of them absent, which its bloom filters answer: 1.25 MiB of filter per
+/// million entries, all needed, so they must not be evicted by reads of tiles and entries.
+/// 40 MiB holds them to ~30M entries; past that, lookups read some filter partitions from the
+/// page cache. In a shared cache at 30M, 43% of it was index blocks of the other column
+/// families and the identity filters did not all fit.
+const IDENTITY_CACHE_BYTES: usize = 40 << 20;
+/// Block size of the column families read in runs (entries, packages, tiles, checkpoints):
+/// four times the default, so their index partitions, which share the cache with the data
+/// they locate, are a quarter of the size. A bundle is 256 entries (~53 KB), so its reads
+/// are no more. The identity, leaf and digest indexes keep 4 KiB: they are read one key at a
+/// time.
+const RUN_BLOCK_BYTES: usize = 16 << 10;
 const WRITE_BUFFER_BYTES: usize = 96 << 20;
 const MAX_OPEN_FILES: i32 = 512;
 
@@ -883,12 +904,13 @@ fn scanned_index_options(cache: &Cache) -> Options {
 }
 
 fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
-    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let identity_cache = Cache::new_lru_cache(IDENTITY_CACHE_BYTES);
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES - IDENTITY_CACHE_BYTES);
     COLUMN_FAMILIES
         .iter()
         .map(|name| {
             let o = if *name == CF_IDENTITIES {
-                random_key_index_options(&cache)
+                random_key_index_options(&identity_cache)
             } else if [CF_LEAVES, CF_DIGESTS].contains(name) {
                 scanned_index_options(&cache)
             } else {
@@ -898,7 +920,9 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
                 // saves a read. Their filters were built at every flush and compaction, and
                 // the level-0 pins kept them in the block cache for as long as each table
                 // stayed open: 25.8 MiB at 10M entries, 49.5 MiB at 30M, growing with the log.
-                o.set_block_based_table_factory(&table_options(&cache, false));
+                let mut table = table_options(&cache, false);
+                table.set_block_size(RUN_BLOCK_BYTES);
+                o.set_block_based_table_factory(&table);
                 o.set_write_buffer_size(32 << 20);
                 // Tiles are hashes, which do not compress; entries and notes do.
                 o.set_compression_type(if *name == CF_TILES {
