@@ -102,6 +102,7 @@ fn level(name: &str, y: f64, x_max: f64) -> Series {
 const BLUE_: RGBColor = RGBColor(31, 119, 180);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN_: RGBColor = RGBColor(44, 160, 44);
+const PURPLE: RGBColor = RGBColor(148, 103, 189);
 
 pub(crate) fn run(dir: &Path, before: Option<&Path>) -> Result<()> {
     let ingest = Table::load(&dir.join("ingest.csv"))?;
@@ -203,23 +204,42 @@ pub(crate) fn run(dir: &Path, before: Option<&Path>) -> Result<()> {
 
     if let Ok(reads) = Table::load(&dir.join("reads.csv")) {
         let kind = |k: &'static str| move |t: &Table, r: &[String]| t.is(r, "kind", k);
+        let mut s = vec![
+            series(
+                "inclusion proofs/s, 10 s after the ingest",
+                BLUE_,
+                reads.points("tree_size", "per_s", kind("proofs"))?,
+            ),
+            series(
+                "full level-0 tiles/s, 10 s after the ingest",
+                ORANGE,
+                reads.points("tree_size", "per_s", kind("tiles"))?,
+            ),
+        ];
+        // Series before the settled reads were measured have none.
+        for (name, k, color) in [
+            (
+                "inclusion proofs/s, compactions done",
+                "proofs_settled",
+                GREEN_,
+            ),
+            (
+                "full level-0 tiles/s, compactions done",
+                "tiles_settled",
+                PURPLE,
+            ),
+        ] {
+            let points = reads.points("tree_size", "per_s", kind(k))?;
+            if !points.is_empty() {
+                s.push(series(name, color, points));
+            }
+        }
         draw(
             &dir.join("reads.svg"),
             "Reads over HTTP against log size",
             "requests/s",
             x_max,
-            &[
-                series(
-                    "inclusion proofs/s",
-                    BLUE_,
-                    reads.points("tree_size", "per_s", kind("proofs"))?,
-                ),
-                series(
-                    "full level-0 tiles/s",
-                    ORANGE,
-                    reads.points("tree_size", "per_s", kind("tiles"))?,
-                ),
-            ],
+            &s,
         )?;
     }
     Ok(())

@@ -161,25 +161,13 @@ async fn measure_at(
     vkey: &str,
     size: u64,
 ) -> Result<()> {
-    // Let the ingest's flushes and compactions settle, as a log between bursts would.
+    // Let the ingest's flushes settle, as a log between bursts would; its compactions go on.
     tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
-    for kind in [ReadKind::Proofs, ReadKind::Tiles] {
-        let m = read(a.http.clone(), kind, a.read_requests, a.read_concurrency).await?;
-        let (rss, hwm) = memory(a.pid)?;
-        let row = format!(
-            "{size},{},{},{:.3},{:.0},{:.3},{:.3},{:.1},{:.1}",
-            kind.name(),
-            m.count,
-            m.secs,
-            m.per_s(),
-            m.ms(0.5),
-            m.ms(0.99),
-            mib(rss),
-            mib(hwm)
-        );
-        append(&a.out.join("reads.csv"), READS_HEADER, &row)?;
-        println!("read {row}");
-    }
+    measure_reads(a, size, "").await?;
+    // Then once more when the server owes no compaction: the reads of a log at rest.
+    let waited = compactions_done(http, Duration::from_secs(COMPACTION_WAIT_SECS)).await?;
+    println!("compactions done after {waited:.0} s");
+    measure_reads(a, size, "_settled").await?;
     let state = a.scratch.join(format!("monitor-{size}"));
     if state.exists() {
         fs::remove_dir_all(&state)?;
@@ -208,6 +196,51 @@ async fn measure_at(
         println!("monitor {row}");
     }
     fs::remove_dir_all(&state)?;
+    Ok(())
+}
+
+/// The longest wait for compactions to finish before the settled reads.
+const COMPACTION_WAIT_SECS: u64 = 900;
+
+/// Waits until the server's `btlog_store_pending_compaction_bytes` is 0, at most `max`;
+/// the seconds waited.
+async fn compactions_done(http: &btlog_client::Http, max: Duration) -> Result<f64> {
+    let start = std::time::Instant::now();
+    loop {
+        let metrics = http.get("/metrics").await?.context("no /metrics")?;
+        let pending = String::from_utf8_lossy(&metrics)
+            .lines()
+            .find_map(|l| l.strip_prefix("btlog_store_pending_compaction_bytes "))
+            .context("/metrics has no btlog_store_pending_compaction_bytes")?
+            .trim()
+            .parse::<f64>()?;
+        if pending == 0.0 || start.elapsed() >= max {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Inclusion proofs, then full tiles, at `size`: one reads.csv row each, named by their kind
+/// and `suffix`.
+async fn measure_reads(a: &Args, size: u64, suffix: &str) -> Result<()> {
+    for kind in [ReadKind::Proofs, ReadKind::Tiles] {
+        let m = read(a.http.clone(), kind, a.read_requests, a.read_concurrency).await?;
+        let (rss, hwm) = memory(a.pid)?;
+        let row = format!(
+            "{size},{}{suffix},{},{:.3},{:.0},{:.3},{:.3},{:.1},{:.1}",
+            kind.name(),
+            m.count,
+            m.secs,
+            m.per_s(),
+            m.ms(0.5),
+            m.ms(0.99),
+            mib(rss),
+            mib(hwm)
+        );
+        append(&a.out.join("reads.csv"), READS_HEADER, &row)?;
+        println!("read {row}");
+    }
     Ok(())
 }
 
