@@ -289,6 +289,23 @@ fn upgrades_layout_1_in_place() {
     check(&store, n + 40);
 }
 
+#[test]
+fn refuses_to_upgrade_a_layout_1_store_without_a_leaf_index() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let opts = rocksdb::Options::default();
+        let names = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"format", 1u32.to_be_bytes()).unwrap();
+    }
+    let err = Store::open(dir.path())
+        .err()
+        .expect("a layout 1 store without a leaf index must be refused");
+    assert!(err.to_string().contains("without a leaf index"), "{err}");
+}
+
 const CHILD_ENV: &str = "BTLOG_CRASH_CHILD_DIR";
 
 /// Not a test on its own (hence ignored): the crash test runs it in a child process, which

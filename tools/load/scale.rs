@@ -202,8 +202,8 @@ async fn measure_at(
 /// The longest wait for compactions to finish before the settled reads.
 const COMPACTION_WAIT_SECS: u64 = 900;
 
-/// Waits until the server's `btlog_store_pending_compaction_bytes` is 0, at most `max`;
-/// the seconds waited.
+/// Waits until the server's `btlog_store_pending_compaction_bytes` is 0; the seconds
+/// waited, or an error after `max` (reads then would not be of a log at rest).
 async fn compactions_done(http: &btlog_client::Http, max: Duration) -> Result<f64> {
     let start = std::time::Instant::now();
     loop {
@@ -214,9 +214,14 @@ async fn compactions_done(http: &btlog_client::Http, max: Duration) -> Result<f6
             .context("/metrics has no btlog_store_pending_compaction_bytes")?
             .trim()
             .parse::<f64>()?;
-        if pending == 0.0 || start.elapsed() >= max {
+        if pending == 0.0 {
             return Ok(start.elapsed().as_secs_f64());
         }
+        ensure!(
+            start.elapsed() < max,
+            "the server still owes {pending} bytes of compaction after {} s",
+            max.as_secs()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -100,10 +100,29 @@ impl Index {
     /// entries plus a quarter: a publish records its identity, and the first of a package the
     /// package too. Should more be recorded, or the log be too large for its memory bound, the
     /// index is read as without it.
-    pub fn prepare(&mut self, size: u64) {
+    ///
+    /// Records the database may still hold then (from chunks of a history since reset, or
+    /// committed by a run that crashed before saving its state) are all untrusted, and are
+    /// deleted here: were one left, it would be trusted again once the audit position passed
+    /// its index, which the filter would not know.
+    pub fn prepare(&mut self, size: u64) -> Result<(), IndexError> {
         if self.committed == 0 && self.pending.is_empty() {
+            let stale = self
+                .db
+                .iterator(rocksdb::IteratorMode::Start)
+                .next()
+                .transpose()?
+                .is_some();
+            // Opened with the default family named (see `open`), so it is there.
+            if let Some(cf) = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME) {
+                if stale {
+                    // Keys are b"i" or b"p" and a digest, all below 0xff.
+                    self.db.delete_range_cf(cf, &[][..], &[0xffu8][..])?;
+                }
+            }
             self.seen = Seen::with_capacity(size.saturating_add(size / 4));
         }
+        Ok(())
     }
 
     /// Checks consecutive claims against the index, in order, and records what they
@@ -466,14 +485,14 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let mut idx = Index::open(dir.path(), 0).expect("open");
-        idx.prepare(600);
+        idx.prepare(600).expect("prepare");
         assert!(idx.seen.is_some(), "an empty index gets the filter");
         assert_eq!(violations(&mut idx, &claims), expected);
 
         // Full: the filter is dropped and the index read as without it.
         let dir = tempfile::tempdir().expect("tempdir");
         let mut idx = Index::open(dir.path(), 0).expect("open");
-        idx.prepare(40);
+        idx.prepare(40).expect("prepare");
         assert_eq!(violations(&mut idx, &claims), expected);
         assert!(idx.seen.is_none(), "a full filter is dropped");
 
@@ -488,9 +507,37 @@ mod tests {
             violations(&mut idx, &claims);
         }
         let mut idx = Index::open(dir.path(), 600).expect("reopen");
-        idx.prepare(900);
+        idx.prepare(900).expect("prepare");
         assert!(idx.seen.is_none());
         assert!(expected_more.iter().any(|v| v.1 == AlertKind::Conflict));
         assert_eq!(violations(&mut idx, &more), expected_more);
+    }
+
+    #[test]
+    fn records_of_a_history_since_reset_are_not_trusted_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut idx = Index::open(dir.path(), 0).expect("open");
+        let pkg = "pkg:npm/a";
+        idx.prepare(100).expect("prepare");
+        let first = [
+            Claim::new(0, entry(Kind::Publish, pkg, "1", 1)),
+            Claim::new(1, entry(Kind::Publish, "pkg:npm/b", "1", 1)),
+        ];
+        assert!(violations(&mut idx, &first).is_empty());
+        // The audit goes back to the start (another view of the log): the records committed
+        // so far are untrusted, and a new catch-up must not find them once it passes their
+        // indexes. A filter of no capacity is dropped at the first record, so the lookups
+        // below go to the database.
+        idx.rollback(0);
+        idx.prepare(0).expect("prepare");
+        let other = [
+            Claim::new(0, entry(Kind::Publish, "pkg:npm/c", "1", 1)),
+            Claim::new(1, entry(Kind::Publish, "pkg:npm/d", "1", 1)),
+            Claim::new(2, entry(Kind::Publish, pkg, "1", 2)),
+        ];
+        assert_eq!(violations(&mut idx, &other[..2]), vec![]);
+        assert!(idx.seen.is_none());
+        // Committed to 2: a record left from the first history at index 0 would now count.
+        assert_eq!(violations(&mut idx, &other[2..]), vec![]);
     }
 }

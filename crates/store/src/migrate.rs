@@ -44,7 +44,14 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     for (old, new) in [(V1_LEAVES, CF_LEAVES), (V1_DIGESTS, CF_DIGESTS)] {
         let new = cf(db, new);
         db.delete_range_cf(new, &[][..], &[0xffu8; 32][..])?;
+        // Every layout 1 store has a leaf index; a digest index only if a build with it
+        // opened the store (`digests_from` then says where it starts).
         let Some(old) = db.cf_handle(old) else {
+            if old == V1_LEAVES {
+                return Err(StoreError::Corrupt(
+                    "layout 1 store without a leaf index".into(),
+                ));
+            }
             continue;
         };
         let mut batch = WriteBatch::default();
