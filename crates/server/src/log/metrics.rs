@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The log's metrics; shared by the sequencer and the front ends.
 #[derive(Debug)]
@@ -95,6 +95,36 @@ impl Metrics {
     }
 }
 
+/// How often `/metrics` reads the store engine's figures at most.
+const ENGINE_READ_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The store engine's figures, read at most once per [`ENGINE_READ_INTERVAL`]: `/metrics` is
+/// unauthenticated, and a reading is some 26 RocksDB property reads, some under the
+/// database's mutex, which a client scraping in a loop must not put in the writer's way.
+#[derive(Debug, Default)]
+pub struct EngineReadings {
+    last: Mutex<Option<(Instant, btlog_store::EngineStats)>>,
+}
+
+impl EngineReadings {
+    /// The reading taken at most [`ENGINE_READ_INTERVAL`] before `now`, or a new one by `read`.
+    pub fn get(
+        &self,
+        now: Instant,
+        read: impl FnOnce() -> btlog_store::EngineStats,
+    ) -> btlog_store::EngineStats {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some((at, stats)) if now.saturating_duration_since(at) < ENGINE_READ_INTERVAL => stats,
+            _ => {
+                let stats = read();
+                *last = Some((now, stats));
+                stats
+            }
+        }
+    }
+}
+
 /// The store engine's memory, by kind, and its compaction debt.
 pub fn render_engine(stats: &btlog_store::EngineStats, out: &mut String) {
     let _ = writeln!(out, "# TYPE btlog_store_memory_bytes gauge");
@@ -161,6 +191,29 @@ impl Histogram {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn engine_figures_are_read_at_most_once_a_second() {
+        let readings = EngineReadings::default();
+        let reads = std::cell::Cell::new(0u64);
+        let read = || {
+            reads.set(reads.get() + 1);
+            btlog_store::EngineStats {
+                memtable_bytes: reads.get(),
+                ..Default::default()
+            }
+        };
+        let t0 = Instant::now();
+        assert_eq!(readings.get(t0, read).memtable_bytes, 1);
+        let soon = t0 + Duration::from_millis(999);
+        assert_eq!(readings.get(soon, read).memtable_bytes, 1, "cached");
+        // A clock read before the last reading (another thread's) still gets the cache.
+        assert_eq!(readings.get(t0, read).memtable_bytes, 1);
+        let later = t0 + ENGINE_READ_INTERVAL;
+        assert_eq!(readings.get(later, read).memtable_bytes, 2, "read again");
+        assert_eq!(reads.get(), 2);
+    }
+
     use super::*;
 
     #[test]

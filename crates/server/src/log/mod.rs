@@ -89,6 +89,7 @@ struct Inner {
     served: watch::Receiver<SignedCheckpoint>,
     metrics: Arc<Metrics>,
     witness_metrics: witnessing::WitnessMetrics,
+    engine_readings: metrics::EngineReadings,
     /// Publishing to a bucket, if configured, and when submissions are acknowledged.
     publishing: Option<(Arc<publishing::PublishState>, Acknowledge)>,
     limits: Limits,
@@ -159,6 +160,7 @@ impl Log {
                 served,
                 metrics,
                 witness_metrics,
+                engine_readings: metrics::EngineReadings::default(),
                 publishing,
                 limits: limits.clone(),
             }),
@@ -193,7 +195,11 @@ impl Log {
             .metrics
             .render(store.size(), store.writer_stopped());
         self.inner.witness_metrics.render(&mut out);
-        metrics::render_engine(&store.engine_stats(), &mut out);
+        let engine = self
+            .inner
+            .engine_readings
+            .get(std::time::Instant::now(), || store.engine_stats());
+        metrics::render_engine(&engine, &mut out);
         if let Some((p, _)) = &self.inner.publishing {
             p.render(self.inner.served.borrow().size, &mut out);
         }
