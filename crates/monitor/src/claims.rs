@@ -69,13 +69,9 @@ impl Index {
         let mut opts = btlog_store::random_key_index_options(&cache);
         // Larger memtables than the log's (see INDEX_WRITE_BUFFER_BYTES).
         opts.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);
-        // Level 0 compacts at 8 files, not 4: keys are random, so each compaction into the
-        // first level rewrites all of it, and twice the new data a compaction halves that
-        // rewrite per record. The filter of a catch-up answers most lookups, so the extra
-        // level-0 files are probed by few.
-        opts.set_level_zero_file_num_compaction_trigger(8);
-        opts.set_level_zero_slowdown_writes_trigger(28);
-        opts.set_level_zero_stop_writes_trigger(44);
+        // The filter of a catch-up answers most lookups, so the extra level-0 files are
+        // probed by few.
+        btlog_store::compact_level0_late(&mut opts);
         opts.create_if_missing(true);
         Ok(Index {
             // The default family is named so that `check_all` can use batched lookups on it.

@@ -218,12 +218,7 @@ impl Store {
                         "entries without a format marker".into(),
                     ));
                 }
-                let mut batch = rocksdb::WriteBatch::default();
-                batch.put_cf(cf(&db, CF_META), META_FORMAT, FORMAT_VERSION.to_be_bytes());
-                batch.put_cf(cf(&db, CF_META), META_EPOCH_BITS, [wanted.bits()]);
-                let mut opts = rocksdb::WriteOptions::default();
-                opts.set_sync(true);
-                db.write_opt(batch, &opts)?;
+                put_layout_synced(&db, wanted)?;
                 wanted
             }
         };
@@ -787,6 +782,16 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .unwrap_or_else(|| panic!("column family {name} was not opened"))
 }
 
+/// Records this build's layout version and the store's epoch size, synced, in one write.
+fn put_layout_synced(db: &DB, epochs: hash_index::Epochs) -> Result<(), StoreError> {
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.put_cf(cf(db, CF_META), META_FORMAT, FORMAT_VERSION.to_be_bytes());
+    batch.put_cf(cf(db, CF_META), META_EPOCH_BITS, [epochs.bits()]);
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    Ok(db.write_opt(batch, &opts)?)
+}
+
 /// Writes one `meta` key, synced (at open, before any append).
 fn put_meta_synced(db: &DB, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     let mut opts = rocksdb::WriteOptions::default();
@@ -888,19 +893,26 @@ pub fn random_key_index_options(cache: &Cache) -> Options {
 /// filter cannot serve a seek, so these have none, in their tables or their memtables: no
 /// filter is built at each flush and compaction, and none takes block cache from the
 /// identity index, whose lookups run on every append. Writes to them are never read during
-/// ingest, so level 0 may hold twice the files before it is compacted: each compaction into
-/// the first level then carries twice the new data for the same rewrite of that level (keys
-/// are random, so every compaction rewrites all of it), halving that level's write
-/// amplification as the log grows.
+/// ingest, so level 0 may hold twice the files before it is compacted
+/// ([`compact_level0_late`]).
 fn scanned_index_options(cache: &Cache) -> Options {
     let mut o = Options::default();
     o.set_block_based_table_factory(&table_options(cache, false));
     o.set_write_buffer_size(4 << 20);
     o.set_compression_type(rocksdb::DBCompressionType::None);
+    compact_level0_late(&mut o);
+    o
+}
+
+/// Lets level 0 of a random-keyed index hold 8 files, not 4, before it is compacted (and
+/// slows and stops writes later in proportion): each compaction into the first level then
+/// carries twice the new data for the same rewrite of that level (keys are random, so every
+/// compaction rewrites all of it), halving that level's write amplification as the index
+/// grows. For indexes whose lookups are few, since each level-0 file is one more probe.
+pub fn compact_level0_late(o: &mut Options) {
     o.set_level_zero_file_num_compaction_trigger(8);
     o.set_level_zero_slowdown_writes_trigger(28);
     o.set_level_zero_stop_writes_trigger(44);
-    o
 }
 
 fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {

@@ -5,11 +5,8 @@
 //! ([`super::hash_index`]) in new column families, so the two layouts never share one.
 
 use super::hash_index::{Epochs, PREFIX};
-use super::{
-    be_u64, cf, StoreError, CF_DIGESTS, CF_LEAVES, CF_META, FORMAT_VERSION, META_EPOCH_BITS,
-    META_FORMAT,
-};
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use super::{be_u64, cf, put_layout_synced, StoreError, CF_DIGESTS, CF_LEAVES};
+use rocksdb::{WriteBatch, DB};
 use std::path::Path;
 
 /// Layout 1's leaf index.
@@ -74,11 +71,5 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     // The rewritten records are in the write-ahead log; sync it before the marker that says
     // they are complete.
     db.flush_wal(true)?;
-    let mut batch = WriteBatch::default();
-    batch.put_cf(cf(db, CF_META), META_FORMAT, FORMAT_VERSION.to_be_bytes());
-    batch.put_cf(cf(db, CF_META), META_EPOCH_BITS, [epochs.bits()]);
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    db.write_opt(batch, &opts)?;
-    Ok(())
+    put_layout_synced(db, epochs)
 }

@@ -191,6 +191,7 @@ impl Histogram {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn engine_figures_are_read_at_most_once_a_second() {
@@ -213,8 +214,6 @@ mod tests {
         assert_eq!(readings.get(later, read).memtable_bytes, 2, "read again");
         assert_eq!(reads.get(), 2);
     }
-
-    use super::*;
 
     #[test]
     fn renders_prometheus_text() {
