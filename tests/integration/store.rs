@@ -204,6 +204,121 @@ fn upgrade_digest(i: u64) -> [u8; 32] {
     naive_leaf(&[b"digest".as_slice(), &(i % 50).to_be_bytes()].concat())
 }
 
+/// Turns the identity index of a store whose entries are [`new_entries`]`(0..n)` back into
+/// what layouts 1 and 2 kept: identity key → big-endian u64 index in `identities`, no epochs,
+/// no filters.
+fn downgrade_identities(db: &mut rocksdb::DB, n: u64) {
+    let opts = rocksdb::Options::default();
+    db.drop_cf("identities_by_epoch").unwrap();
+    db.drop_cf("identity_filters").unwrap();
+    db.create_cf("identities", &opts).unwrap();
+    let identities = db.cf_handle("identities").unwrap();
+    for i in 0..n {
+        db.put_cf(identities, naive_leaf(&i.to_be_bytes()), i.to_be_bytes())
+            .unwrap();
+    }
+}
+
+/// Every identity of entries `0..n` is found at its entry, and others are not.
+fn check_identities(store: &Store, n: u64) {
+    let all: Vec<[u8; 32]> = (0..n).map(|i| naive_leaf(&i.to_be_bytes())).collect();
+    let found = store.identity_indexes(&all).unwrap();
+    assert_eq!(found, (0..n).map(Some).collect::<Vec<_>>());
+    let absent: Vec<[u8; 32]> = (n..n + 200).map(|i| naive_leaf(&i.to_be_bytes())).collect();
+    assert_eq!(store.identity_indexes(&absent).unwrap(), vec![None; 200]);
+}
+
+#[test]
+fn identities_are_found_across_epochs_reopens_and_lost_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    {
+        // Epochs of 16: batches end inside epochs, on a boundary, and complete several.
+        let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
+        let mut app = store.appender().unwrap();
+        for batch in [1u64, 14, 1, 40, 7, 57] {
+            append(&mut app, &new_entries(n..n + batch));
+            n += batch;
+            check_identities(&store, n);
+        }
+        assert_eq!(store.engine_stats().identity_filter_bytes, 8 * 64);
+    }
+    // Reopened: full epochs' filters come from disk, the current one from its records.
+    let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
+    check_identities(&store, n);
+    drop(store);
+    // Filters lost or damaged on disk are rebuilt from the index, and stored again.
+    {
+        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
+        let filters = db.cf_handle("identity_filters").unwrap();
+        let stored = db
+            .iterator_cf(filters, rocksdb::IteratorMode::Start)
+            .count();
+        assert_eq!(stored, 7, "one filter a full epoch");
+        db.delete_cf(filters, 0u32.to_be_bytes()).unwrap();
+        db.put_cf(filters, 3u32.to_be_bytes(), [0xffu8; 10])
+            .unwrap();
+        // All zeros: a filter that rules out every identity of epoch 5.
+        db.put_cf(filters, 5u32.to_be_bytes(), [0u8; 64]).unwrap();
+    }
+    let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
+    let mut app = store.appender().unwrap();
+    let lost: Vec<[u8; 32]> = [0u64, 50].map(|i| naive_leaf(&i.to_be_bytes())).to_vec();
+    assert_eq!(
+        store.identity_indexes(&lost).unwrap(),
+        vec![Some(0), Some(50)]
+    );
+    // A filter of the right size is loaded as stored, not rebuilt at every open (RocksDB's
+    // checksums guard it): one of zeros hides its epoch.
+    assert_eq!(
+        store
+            .identity_index(&naive_leaf(&85u64.to_be_bytes()))
+            .unwrap(),
+        None
+    );
+    append(&mut app, &new_entries(n..n + 20));
+    let new: Vec<[u8; 32]> = (n..n + 20).map(|i| naive_leaf(&i.to_be_bytes())).collect();
+    assert_eq!(
+        store.identity_indexes(&new).unwrap(),
+        (n..n + 20).map(Some).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn upgrades_layout_2_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 100u64;
+    let root = {
+        let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
+        let mut app = store.appender().unwrap();
+        append(&mut app, &new_entries(0..n)).1
+    };
+    {
+        let opts = rocksdb::Options::default();
+        let names = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
+        let mut db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        downgrade_identities(&mut db, n);
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"format", 2u32.to_be_bytes()).unwrap();
+    }
+    // The store keeps its epochs of 16, whatever is asked.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.root(n).unwrap(), root);
+    check_identities(&store, n);
+    let mut app = store.appender().unwrap();
+    append(&mut app, &new_entries(n..n + 30));
+    check_identities(&store, n + 30);
+    drop((app, store));
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert!(
+        !names.iter().any(|n| n == "identities"),
+        "layout 2 identity index left: {names:?}"
+    );
+    let store = Store::open(dir.path()).unwrap();
+    check_identities(&store, n + 30);
+}
+
 #[test]
 fn upgrades_layout_1_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,6 +341,7 @@ fn upgrades_layout_1_in_place() {
         let opts = rocksdb::Options::default();
         let names = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
         let mut db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        downgrade_identities(&mut db, n);
         db.drop_cf("leaves_by_epoch").unwrap();
         db.create_cf("leaves", &opts).unwrap();
         db.create_cf("digests", &opts).unwrap();
@@ -270,10 +386,13 @@ fn upgrades_layout_1_in_place() {
             store.find_leaf(&naive_leaf(&test_entry(299)), 299).unwrap(),
             None
         );
+        check_identities(&store, n);
     }
     let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
     assert!(
-        !names.iter().any(|n| n == "leaves" || n == "digests"),
+        !names
+            .iter()
+            .any(|n| ["leaves", "digests", "identities"].contains(&n.as_str())),
         "layout 1 column families left: {names:?}"
     );
     // Reopened with another epoch size asked for, the store keeps its own (16 entries), and
@@ -287,6 +406,7 @@ fn upgrades_layout_1_in_place() {
         .collect();
     append(&mut app, &more);
     check(&store, n + 40);
+    check_identities(&store, n + 40);
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! commits it with its signed checkpoint in one synced RocksDB write.
 
 use super::hash_index::prefix_of;
+use super::identity;
 use super::tile::Frontier;
 use super::{
     package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS, CF_ENTRIES,
-    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+    CF_IDENTITIES, CF_IDENTITY_FILTERS, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
 };
 use btlog_core::entry::{Entry, Kind};
 use btlog_core::merkle::{leaf_hash, Hash};
@@ -72,6 +73,8 @@ pub struct Staged {
     start: u64,
     root: Hash,
     leaves: Vec<Hash>,
+    /// The identities the batch claims, with their indexes, for the identity filters.
+    claimed: Vec<(Hash, u64)>,
 }
 
 impl Staged {
@@ -144,6 +147,7 @@ impl Appender {
         // else.
         let mut leaf_keys = Vec::with_capacity(entries.len());
         let mut identity_keys = Vec::with_capacity(entries.len());
+        let mut claimed = Vec::with_capacity(entries.len());
         let mut digest_keys = Vec::new();
         let epochs = store.inner.epochs;
         for (i, (e, leaf)) in entries.iter().zip(&leaves).enumerate() {
@@ -151,7 +155,8 @@ impl Appender {
             batch.put_cf(store.cf(CF_ENTRIES), index, &e.data);
             leaf_keys.push(epochs.key(&prefix_of(leaf), start + i as u64)?);
             if let Some(id) = &e.identity {
-                identity_keys.push((*id, index));
+                claimed.push((*id, start + i as u64));
+                identity_keys.push(identity::record(epochs, id, start + i as u64)?);
             }
             if let Some(d) = &e.digest {
                 digest_keys.push(epochs.key(&prefix_of(d), start + i as u64)?);
@@ -168,8 +173,8 @@ impl Appender {
         }
         // Stable: were an identity claimed twice in one batch, the later record still wins.
         identity_keys.sort_by_key(|k| k.0);
-        for (id, index) in &identity_keys {
-            batch.put_cf(store.cf(CF_IDENTITIES), id, index);
+        for (key, low) in &identity_keys {
+            batch.put_cf(store.cf(CF_IDENTITIES), key, low);
         }
         digest_keys.sort_unstable();
         for k in &digest_keys {
@@ -188,6 +193,7 @@ impl Appender {
             start,
             root,
             leaves,
+            claimed,
         })
     }
 
@@ -220,6 +226,15 @@ impl Appender {
             ));
         }
         let size = staged.frontier.size();
+        // Into the filters before the write, so that they hold every identity a reader can
+        // find (a failed write only leaves a few false positives).
+        self.store.inner.identity_filters.add(
+            &staged.claimed,
+            staged.start,
+            size,
+            self.store.cf(CF_IDENTITY_FILTERS),
+            &mut staged.batch,
+        )?;
         if let Some(checkpoint) = checkpoint {
             staged.batch.put_cf(
                 self.store.cf(CF_CHECKPOINTS),

@@ -13,7 +13,8 @@
 //! without being rewritten. The cost moves to reads, which seek once per epoch: a lookup by
 //! hash in a log of `n` entries makes `n >> bits` seeks (30 at 30M with the default 2^20
 //! entries an epoch). Those reads (proof by leaf hash, search by artifact digest) are the
-//! rare ones; the append path never reads these indexes.
+//! rare ones; the append path never reads these indexes. The identity index is partitioned
+//! into the same epochs ([`crate::identity`]).
 
 use super::StoreError;
 use btlog_core::merkle::Hash;
@@ -44,23 +45,35 @@ impl Epochs {
         self.bits
     }
 
-    fn epoch(self, index: u64) -> u64 {
+    /// The epoch of the entry at `index`.
+    pub(crate) fn epoch(self, index: u64) -> u64 {
         index >> self.bits
     }
 
+    /// The first index of `epoch`.
+    pub(crate) fn first(self, epoch: u64) -> u64 {
+        epoch << self.bits
+    }
+
+    /// The epoch of the entry at `index` and its place in it, as they are written in keys;
+    /// an error past the last epoch a key can name (2^(32 + bits) entries).
+    pub(crate) fn split(self, index: u64) -> Result<(u32, u32), StoreError> {
+        let epoch = u32::try_from(self.epoch(index)).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "index {index} is past the last epoch of the indexes"
+            ))
+        })?;
+        Ok((epoch, (index & ((1u64 << self.bits) - 1)) as u32))
+    }
+
     /// The key of the entry at `index` whose hash starts with `prefix`; an error past the
-    /// last epoch a key can name (2^(32 + bits) entries).
+    /// last epoch a key can name.
     pub(crate) fn key(
         self,
         prefix: &[u8; PREFIX],
         index: u64,
     ) -> Result<[u8; KEY_LEN], StoreError> {
-        let epoch = u32::try_from(self.epoch(index)).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "index {index} is past the last epoch of the hash indexes"
-            ))
-        })?;
-        let low = (index & ((1u64 << self.bits) - 1)) as u32;
+        let (epoch, low) = self.split(index)?;
         let mut k = [0u8; KEY_LEN];
         k[..4].copy_from_slice(&epoch.to_be_bytes());
         k[4..4 + PREFIX].copy_from_slice(prefix);
@@ -85,7 +98,7 @@ impl Epochs {
         let prefix = prefix_of(hash);
         let mut iter = db.raw_iterator_cf(cf);
         for epoch in self.epoch(from)..=self.epoch(size - 1) {
-            let start = self.key(&prefix, epoch << self.bits)?;
+            let start = self.key(&prefix, self.first(epoch))?;
             iter.seek(start);
             while let Some(k) = iter.key() {
                 if k.len() != KEY_LEN || k[..4 + PREFIX] != start[..4 + PREFIX] {
@@ -93,7 +106,7 @@ impl Epochs {
                 }
                 let mut low = [0u8; 4];
                 low.copy_from_slice(&k[4 + PREFIX..]);
-                let index = epoch << self.bits | u64::from(u32::from_be_bytes(low));
+                let index = self.first(epoch) | u64::from(u32::from_be_bytes(low));
                 if index >= size {
                     return Ok(());
                 }

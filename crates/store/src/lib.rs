@@ -4,7 +4,10 @@
 //! Column families, each named for what it holds:
 //! - `entries`: big-endian u64 index → entry bytes.
 //! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]).
-//! - `identities`: 32-byte identity key → big-endian u64 index of the entry that claimed it.
+//! - `identities_by_epoch`: the identity index: epoch, 32-byte identity key → low bits of the
+//!   index of the entry that claimed it ([`identity`]).
+//! - `identity_filters`: big-endian u32 epoch → the bloom filter of that full epoch's
+//!   identities ([`identity`]).
 //! - `leaves_by_epoch`: the leaf index: epoch, first 8 bytes of the leaf hash, low bits of the
 //!   index → empty ([`hash_index`]). A short prefix keeps this index small; candidates are
 //!   confirmed against the stored leaf hash.
@@ -18,8 +21,9 @@
 //!   `digests_from` → big-endian u64, see `digests_by_epoch`; `epoch_bits` → one byte, the
 //!   epoch size of the two hash indexes as a power of two.
 //!
-//! Layout 2 (this one) differs from layout 1 only in the keys of the leaf and digest indexes;
-//! opening a layout 1 store upgrades it in place ([`migrate`]).
+//! Layout 3 (this one) differs from layout 2 only in the identity index, keyed by epoch first
+//! and filtered; layout 2 from layout 1 only in the keys of the leaf and digest indexes.
+//! Opening a store of an older layout upgrades it in place ([`migrate`]).
 //!
 //! Every append is one atomic, synced `WriteBatch` holding the entries, the tiles they changed,
 //! their index keys, the new size and the checkpoint signed for it: after a crash the store
@@ -27,7 +31,9 @@
 //! the published size, and everything below it is immutable, so reads never wait for writes.
 
 mod append;
+pub mod bloom;
 mod hash_index;
+mod identity;
 mod migrate;
 mod tile;
 mod tile_cache;
@@ -44,20 +50,22 @@ use tile::TileAddr;
 pub use append::{Appender, NewEntry, Staged};
 
 /// The on-disk layout version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const CF_ENTRIES: &str = "entries";
 const CF_TILES: &str = "tiles";
-const CF_IDENTITIES: &str = "identities";
+const CF_IDENTITIES: &str = "identities_by_epoch";
+const CF_IDENTITY_FILTERS: &str = "identity_filters";
 const CF_PACKAGES: &str = "packages";
 const CF_LEAVES: &str = "leaves_by_epoch";
 const CF_DIGESTS: &str = "digests_by_epoch";
 const CF_CHECKPOINTS: &str = "checkpoints";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 8] = [
+const COLUMN_FAMILIES: [&str; 9] = [
     CF_ENTRIES,
     CF_TILES,
     CF_IDENTITIES,
+    CF_IDENTITY_FILTERS,
     CF_PACKAGES,
     CF_LEAVES,
     CF_DIGESTS,
@@ -88,6 +96,8 @@ pub struct EngineStats {
     pub block_cache_pinned_bytes: u64,
     /// Bytes RocksDB estimates it must still rewrite to bring every level within its target.
     pub pending_compaction_bytes: u64,
+    /// Bytes of the identity index's bloom filters, held outside RocksDB ([`identity`]).
+    pub identity_filter_bytes: u64,
 }
 
 /// What can go wrong reading or writing the store.
@@ -160,8 +170,10 @@ struct Inner {
     size: AtomicU64,
     /// The first index the digest index covers; see `digests_by_epoch` in the module docs.
     digests_from: u64,
-    /// The epoch size of the leaf and digest indexes.
+    /// The epoch size of the leaf, digest and identity indexes.
     epochs: hash_index::Epochs,
+    /// The identity index's filters, one an epoch.
+    identity_filters: identity::Filters,
     writer_taken: AtomicBool,
     /// Set once an append failed after its write may have landed; see [`Store::writer_stopped`].
     writer_stopped: AtomicBool,
@@ -173,21 +185,21 @@ struct Inner {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, refusing data of another layout version
-    /// and upgrading layout 1 ([`migrate`]).
+    /// and upgrading older layouts ([`migrate`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Store::open_with_epoch_bits(dir, hash_index::DEFAULT_BITS)
     }
 
-    /// As [`Store::open`]; a store created or upgraded here gets epochs of 2^`epoch_bits`
-    /// entries in its leaf and digest indexes ([`hash_index`]), where an existing store keeps
-    /// its own. Tests use small epochs to cross many.
+    /// As [`Store::open`]; a store created or upgraded from layout 1 here gets epochs of
+    /// 2^`epoch_bits` entries in its leaf, digest and identity indexes ([`hash_index`]), where
+    /// an existing store keeps its own. Tests use small epochs to cross many.
     pub fn open_with_epoch_bits(dir: &Path, epoch_bits: u8) -> Result<Store, StoreError> {
         let wanted =
             hash_index::Epochs::new(epoch_bits).ok_or(StoreError::EpochBits(epoch_bits))?;
-        let v1 = migrate::v1_families(dir)?;
+        let old = migrate::old_families(dir)?;
         let mut descriptors = cf_descriptors();
         descriptors.extend(
-            v1.iter()
+            old.iter()
                 .map(|name| ColumnFamilyDescriptor::new(*name, Options::default())),
         );
         let mut db = DB::open_cf_descriptors(&db_options(), dir, descriptors)?;
@@ -195,16 +207,23 @@ impl Store {
             .get_cf(cf(&db, CF_META), META_FORMAT)?
             .map(|v| be_u32(&v))
             .transpose()?;
+        let stored_epochs = || -> Result<hash_index::Epochs, StoreError> {
+            let bits = db.get_cf(cf(&db, CF_META), META_EPOCH_BITS)?;
+            bits.as_deref()
+                .and_then(|b| <[u8; 1]>::try_from(b).ok())
+                .and_then(|[b]| hash_index::Epochs::new(b))
+                .ok_or_else(|| StoreError::Corrupt("epoch size missing or malformed".into()))
+        };
         let epochs = match format {
-            Some(FORMAT_VERSION) => {
-                let bits = db.get_cf(cf(&db, CF_META), META_EPOCH_BITS)?;
-                bits.as_deref()
-                    .and_then(|b| <[u8; 1]>::try_from(b).ok())
-                    .and_then(|[b]| hash_index::Epochs::new(b))
-                    .ok_or_else(|| StoreError::Corrupt("epoch size missing or malformed".into()))?
+            Some(FORMAT_VERSION) => stored_epochs()?,
+            Some(2) => {
+                let epochs = stored_epochs()?;
+                migrate::from_v2(&db, epochs)?;
+                epochs
             }
             Some(1) => {
                 migrate::from_v1(&db, wanted)?;
+                migrate::from_v2(&db, wanted)?;
                 wanted
             }
             Some(found) => return Err(StoreError::Format { found }),
@@ -218,12 +237,12 @@ impl Store {
                         "entries without a format marker".into(),
                     ));
                 }
-                put_layout_synced(&db, wanted)?;
+                put_layout_synced(&db, FORMAT_VERSION, wanted)?;
                 wanted
             }
         };
-        // Only now is the store at layout 2 on disk, with nothing left to read in these.
-        for name in v1 {
+        // Only now is the store at this layout on disk, with nothing left to read in these.
+        for name in old {
             db.drop_cf(name)?;
         }
         let size = db
@@ -238,12 +257,20 @@ impl Store {
                 size
             }
         };
+        let identity_filters = identity::Filters::load(
+            &db,
+            cf(&db, CF_IDENTITIES),
+            cf(&db, CF_IDENTITY_FILTERS),
+            epochs,
+            size,
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 size: AtomicU64::new(size),
                 digests_from,
                 epochs,
+                identity_filters,
                 writer_taken: AtomicBool::new(false),
                 writer_stopped: AtomicBool::new(false),
                 failures: Mutex::new(None),
@@ -289,20 +316,14 @@ impl Store {
                 .unwrap_or(0)
         };
         let sum = |p: &str| COLUMN_FAMILIES.iter().map(|name| property(name, p)).sum();
-        // One column family on each of the two block caches.
-        let caches = [CF_IDENTITIES, CF_ENTRIES];
+        // Every column family shares one block cache: read it through any.
         EngineStats {
             memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
             table_reader_bytes: sum("rocksdb.estimate-table-readers-mem"),
-            block_cache_bytes: caches
-                .iter()
-                .map(|cf| property(cf, "rocksdb.block-cache-usage"))
-                .sum(),
-            block_cache_pinned_bytes: caches
-                .iter()
-                .map(|cf| property(cf, "rocksdb.block-cache-pinned-usage"))
-                .sum(),
+            block_cache_bytes: property(CF_ENTRIES, "rocksdb.block-cache-usage"),
+            block_cache_pinned_bytes: property(CF_ENTRIES, "rocksdb.block-cache-pinned-usage"),
             pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
+            identity_filter_bytes: self.inner.identity_filters.bytes(),
         }
     }
 
@@ -448,13 +469,11 @@ impl Store {
     }
 
     /// The index of the entry that claimed each of `identities`, if any, in one batched
-    /// lookup.
+    /// lookup of the epochs whose filters may hold them ([`identity`]).
     pub fn identity_indexes(&self, identities: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
-        self.db()
-            .batched_multi_get_cf(self.cf(CF_IDENTITIES), identities, false)
-            .into_iter()
-            .map(|v| v?.map(|v| be_u64(&v)).transpose())
-            .collect()
+        self.inner
+            .identity_filters
+            .lookup(self.db(), self.cf(CF_IDENTITIES), identities)
     }
 
     /// The lowest index below `size` whose leaf hash is `leaf`, if any: a prefix scan of the
@@ -782,10 +801,10 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .unwrap_or_else(|| panic!("column family {name} was not opened"))
 }
 
-/// Records this build's layout version and the store's epoch size, synced, in one write.
-fn put_layout_synced(db: &DB, epochs: hash_index::Epochs) -> Result<(), StoreError> {
+/// Records layout `version` and the store's epoch size, synced, in one write.
+fn put_layout_synced(db: &DB, version: u32, epochs: hash_index::Epochs) -> Result<(), StoreError> {
     let mut batch = rocksdb::WriteBatch::default();
-    batch.put_cf(cf(db, CF_META), META_FORMAT, FORMAT_VERSION.to_be_bytes());
+    batch.put_cf(cf(db, CF_META), META_FORMAT, version.to_be_bytes());
     batch.put_cf(cf(db, CF_META), META_EPOCH_BITS, [epochs.bits()]);
     let mut opts = rocksdb::WriteOptions::default();
     opts.set_sync(true);
@@ -817,18 +836,13 @@ fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
         .map_err(|_| StoreError::Corrupt("expected a 4-byte number".into()))
 }
 
-/// Memory is bounded by these, not by the log size: 64 MiB of block cache (the identity
-/// index's own part, the rest shared) and one write-buffer budget across column families. A
-/// 64 MiB write budget was tried: with it, level 0 piled up, writes stalled 162 times over a
-/// 30M series, and 7.4 GB of compaction was owed at 28M.
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
-/// Of the block cache, what the identity index has to itself. Every append looks its
-/// identities up, most of them absent, which its bloom filters answer: 1.25 MiB of filter per
-/// million entries, all needed, so they must not be evicted by reads of tiles and entries.
-/// 40 MiB holds them to ~30M entries; past that, lookups read some filter partitions from the
-/// page cache. In a shared cache at 30M, 43% of it was index blocks of the other column
-/// families and the identity filters did not all fit.
-const IDENTITY_CACHE_BYTES: usize = 40 << 20;
+/// Memory is bounded by these, not by the log size: one block cache for every column family
+/// and one write-buffer budget across them. The identity filters come on top, 1.25 MiB per
+/// million entries ([`identity`]); they replaced the identity index's RocksDB filters, which
+/// had a 40 MiB cache of their own beside a 24 MiB shared one. A 64 MiB write budget was
+/// tried: with it, level 0 piled up, writes stalled 162 times over a 30M series, and 7.4 GB
+/// of compaction was owed at 28M.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
 /// Block size of the column families read in runs (entries, packages, tiles, checkpoints):
 /// four times the default, so their index partitions, which share the cache with the data
 /// they locate, are a quarter of the size. A bundle is 256 entries (~53 KB), so its reads
@@ -872,8 +886,9 @@ fn table_options(cache: &Cache, filter: bool) -> BlockBasedOptions {
     table
 }
 
-/// Options for a RocksDB index of random keys (hashes) read by point lookups: this store's
-/// identity and leaf indexes, and the monitor's identity index. Such indexes get small
+/// Options for a RocksDB index of random keys (hashes) read by point lookups, with RocksDB's
+/// bloom filters: the monitor's identity index (this store's indexes are keyed by epoch,
+/// [`unfiltered_index_options`]). Such indexes get small
 /// memtables: inserting into a large skiplist costs a cache miss per level, and this topped
 /// the append profile. Most lookups are for keys not there (a new artifact), so the memtable
 /// gets a whole-key bloom filter too: a miss then skips the skiplist search. Hashes do not
@@ -888,14 +903,14 @@ pub fn random_key_index_options(cache: &Cache) -> Options {
     o
 }
 
-/// Options for a random-keyed index that is only ever scanned by prefix (the leaf and digest
-/// indexes: `find_leaf`, `digest_candidates`), never read by whole key. A whole-key bloom
-/// filter cannot serve a seek, so these have none, in their tables or their memtables: no
-/// filter is built at each flush and compaction, and none takes block cache from the
-/// identity index, whose lookups run on every append. Writes to them are never read during
-/// ingest, so level 0 may hold twice the files before it is compacted
+/// Options for the epoch-keyed indexes: the leaf and digest indexes, only ever scanned by
+/// prefix (`find_leaf`, `digest_candidates`), and the identity index, read only where its own
+/// filters send it ([`identity`]). They have no RocksDB bloom filters, in their tables or their
+/// memtables: a whole-key filter cannot serve a seek, and the identity index has its own, so
+/// none is built at each flush and compaction, and none takes block cache. Their writes are
+/// rarely read during ingest, so level 0 may hold twice the files before it is compacted
 /// ([`compact_level0_late`]).
-fn scanned_index_options(cache: &Cache) -> Options {
+fn unfiltered_index_options(cache: &Cache) -> Options {
     let mut o = Options::default();
     o.set_block_based_table_factory(&table_options(cache, false));
     o.set_write_buffer_size(4 << 20);
@@ -916,15 +931,12 @@ pub fn compact_level0_late(o: &mut Options) {
 }
 
 fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
-    let identity_cache = Cache::new_lru_cache(IDENTITY_CACHE_BYTES);
-    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES - IDENTITY_CACHE_BYTES);
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     COLUMN_FAMILIES
         .iter()
         .map(|name| {
-            let o = if *name == CF_IDENTITIES {
-                random_key_index_options(&identity_cache)
-            } else if [CF_LEAVES, CF_DIGESTS].contains(name) {
-                scanned_index_options(&cache)
+            let o = if [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS].contains(name) {
+                unfiltered_index_options(&cache)
             } else {
                 let mut o = Options::default();
                 // No bloom filters: entries, tiles and checkpoints are read by keys the log
@@ -936,8 +948,9 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
                 table.set_block_size(RUN_BLOCK_BYTES);
                 o.set_block_based_table_factory(&table);
                 o.set_write_buffer_size(32 << 20);
-                // Tiles are hashes, which do not compress; entries and notes do.
-                o.set_compression_type(if *name == CF_TILES {
+                // Tiles are hashes and filters half-set bits, which do not compress;
+                // entries and notes do.
+                o.set_compression_type(if [CF_TILES, CF_IDENTITY_FILTERS].contains(name) {
                     rocksdb::DBCompressionType::None
                 } else {
                     rocksdb::DBCompressionType::Lz4

@@ -1,11 +1,18 @@
 //! Upgrades of older on-disk layouts, run when [`Store::open`](super::Store::open) finds one.
+//! Each step rewrites indexes into new column families, so two layouts never share one, and
+//! ends by recording its layout in one synced write; a step cut short starts over.
 //!
-//! Layout 1 keyed the leaf and digest indexes by the 8-byte hash prefix, then the big-endian
-//! u64 index, in the column families `leaves` and `digests`. Layout 2 keys them by epoch first
-//! ([`super::hash_index`]) in new column families, so the two layouts never share one.
+//! - Layout 1 keyed the leaf and digest indexes by the 8-byte hash prefix, then the big-endian
+//!   u64 index, in the column families `leaves` and `digests`. Layout 2 keys them by epoch
+//!   first ([`super::hash_index`]).
+//! - Layouts 1 and 2 keyed the identity index by the 32-byte identity key alone, with the
+//!   big-endian u64 index as value, in `identities`. Layout 3 keys it by epoch first and
+//!   filters it ([`super::identity`]); the filters are built at the first open after.
 
 use super::hash_index::{Epochs, PREFIX};
-use super::{be_u64, cf, put_layout_synced, StoreError, CF_DIGESTS, CF_LEAVES};
+use super::{
+    be_u64, cf, identity, put_layout_synced, StoreError, CF_DIGESTS, CF_IDENTITIES, CF_LEAVES,
+};
 use rocksdb::{WriteBatch, DB};
 use std::path::Path;
 
@@ -13,18 +20,20 @@ use std::path::Path;
 const V1_LEAVES: &str = "leaves";
 /// Layout 1's digest index.
 const V1_DIGESTS: &str = "digests";
+/// Layouts 1 and 2's identity index.
+const V2_IDENTITIES: &str = "identities";
 /// Records rewritten per write.
 const BATCH: usize = 100_000;
 
-/// The column families of layout 1 that layout 2 replaced and the store in `dir` still has
-/// (none for a new store): they must be opened to open the database, and are dropped once
-/// the store is at layout 2.
-pub(crate) fn v1_families(dir: &Path) -> Result<Vec<&'static str>, StoreError> {
+/// The column families of older layouts that this one replaced and the store in `dir` still
+/// has (none for a new store): they must be opened to open the database, and are dropped once
+/// the store is at this layout.
+pub(crate) fn old_families(dir: &Path) -> Result<Vec<&'static str>, StoreError> {
     if !dir.join("CURRENT").exists() {
         return Ok(Vec::new());
     }
     let names = DB::list_cf(&rocksdb::Options::default(), dir)?;
-    Ok([V1_LEAVES, V1_DIGESTS]
+    Ok([V1_LEAVES, V1_DIGESTS, V2_IDENTITIES]
         .into_iter()
         .filter(|v1| names.iter().any(|n| n == v1))
         .collect())
@@ -71,5 +80,33 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     // The rewritten records are in the write-ahead log; sync it before the marker that says
     // they are complete.
     db.flush_wal(true)?;
-    put_layout_synced(db, epochs)
+    put_layout_synced(db, 2, epochs)
+}
+
+/// Layout 2 → 3: rewrites the identity index under epoch-first keys, then records layout 3.
+pub(crate) fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
+    tracing::info!("upgrading the store's layout from 2 to 3");
+    let new = cf(db, CF_IDENTITIES);
+    db.delete_range_cf(new, &[][..], &[0xffu8; identity::KEY_LEN + 1][..])?;
+    // A store created at layout 1 or 2 always has the family, empty or not.
+    let old = db
+        .cf_handle(V2_IDENTITIES)
+        .ok_or_else(|| StoreError::Corrupt("layout 2 store without an identity index".into()))?;
+    let mut batch = WriteBatch::default();
+    let mut rewritten = 0u64;
+    for item in db.iterator_cf(old, rocksdb::IteratorMode::Start) {
+        let (k, v) = item?;
+        let identity = <[u8; 32]>::try_from(&k[..])
+            .map_err(|_| StoreError::Corrupt("malformed layout 2 identity key".into()))?;
+        let (key, low) = identity::record(epochs, &identity, be_u64(&v)?)?;
+        batch.put_cf(new, key, low);
+        rewritten += 1;
+        if batch.len() >= BATCH {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    db.write(batch)?;
+    tracing::info!(rewritten, "identity index rewritten");
+    db.flush_wal(true)?;
+    put_layout_synced(db, 3, epochs)
 }
