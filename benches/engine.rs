@@ -1,5 +1,6 @@
-//! Engine benchmarks: synced appends into the RocksDB store, and inclusion / consistency proof
-//! generation at 1M and 10M leaves, beside rs_merkle and ct-merkle doing the same in memory.
+//! Engine benchmarks: synced appends into the RocksDB store, inclusion / consistency proof
+//! generation at 1M and 10M leaves, beside rs_merkle and ct-merkle doing the same in memory, and
+//! identity lookups at 1M and 10M.
 //!
 //! The stores of 1M and 10M leaves are built once and kept under `$BTLOG_BENCH_DIR` (default
 //! `/tmp/btlog-bench`) for later runs.
@@ -10,15 +11,23 @@ mod common;
 use btlog_core::merkle::leaf_hash;
 use btlog_store::{NewEntry, Store};
 use common::Rfc6962Node;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn entry(i: u64) -> NewEntry {
+fn entry_data(i: u64) -> Vec<u8> {
     let mut data = format!("btlog-bench-entry {i:020} ").into_bytes();
     data.resize(128, b'x');
-    let identity = Some(leaf_hash(&data));
-    NewEntry::new(data, identity, None)
+    data
+}
+
+/// The identity key bench entry `i` claims.
+fn identity(i: u64) -> [u8; 32] {
+    leaf_hash(&entry_data(i))
+}
+
+fn entry(i: u64) -> NewEntry {
+    NewEntry::new(entry_data(i), Some(identity(i)), None)
 }
 
 fn append_all(store: &Store, total: u64) {
@@ -155,5 +164,33 @@ fn in_memory_build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, appends, proofs, in_memory_build);
+/// Identity lookups as the sequencer makes them, 1000 in one call: identities never logged
+/// (nearly every append's) and logged ones, at random places in the log.
+fn identity_lookups(c: &mut Criterion) {
+    for n in [1_000_000u64, 10_000_000] {
+        let store = store_of(n);
+        let mut g = c.benchmark_group(format!("identity_lookups_{}M", n / 1_000_000));
+        g.throughput(Throughput::Elements(1000));
+        let mut rng = Lcg(7);
+        for (name, logged) in [("new", false), ("logged", true)] {
+            g.bench_function(name, |b| {
+                b.iter_batched(
+                    || {
+                        (0..1000)
+                            .map(|_| identity(rng.below(n) + if logged { 0 } else { n }))
+                            .collect::<Vec<_>>()
+                    },
+                    |ids| {
+                        let found = store.identity_indexes(&ids).expect("lookup");
+                        assert!(found.iter().all(|f| f.is_some() == logged));
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, appends, proofs, in_memory_build, identity_lookups);
 criterion_main!(benches);
