@@ -350,6 +350,12 @@ async fn a_log_published_to_garage_survives_node_store_and_disk_loss() {
     .await
     .expect("lookup");
     let index = lookup["index"].as_u64().expect("index").to_string();
+    // The installer's copy of the vkey, kept apart from the disk about to be lost.
+    let vkey = {
+        let copy = work.path().join("log.vkey");
+        std::fs::copy(&vkey, &copy).expect("vkey");
+        copy
+    };
     let verified = |base: &str, state: &Path| {
         let mut c = Command::new(BTLOG);
         c.args(["verify", "--log", base, "--index", &index, "--vkey"])
@@ -377,9 +383,6 @@ async fn a_log_published_to_garage_survives_node_store_and_disk_loss() {
     verified(&garage.web(3, "log"), &installer);
     let size_before = a.log().checkpoint().size;
     a.shutdown().await.expect("shutdown");
-    let vkey_text = std::fs::read_to_string(&vkey).expect("vkey");
-    let vkey = work.path().join("log.vkey");
-    std::fs::write(&vkey, &vkey_text).expect("vkey");
     // Lose the disk. The in-process server's store closes when its last handle drops, which
     // a background task may hold a moment past shutdown while RocksDB still writes files, so
     // the removal is retried, and the log is restored into a directory of its own.

@@ -269,8 +269,9 @@ fn identities_are_found_across_epochs_reopens_and_lost_filters() {
         store.identity_indexes(&lost).unwrap(),
         vec![Some(0), Some(50)]
     );
-    // A filter of the right size is loaded as stored, not rebuilt at every open (RocksDB's
-    // checksums guard it): one of zeros hides its epoch.
+    // A filter of the right size is loaded as stored, not rebuilt at every open: one of zeros
+    // hides its epoch. (The store trusts its stored filters as it trusts every stored record;
+    // RocksDB's checksums guard them. This shows that the stored one is the one used.)
     assert_eq!(
         store
             .identity_index(&naive_leaf(&85u64.to_be_bytes()))

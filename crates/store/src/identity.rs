@@ -17,8 +17,14 @@
 //! hundred. The filters replace the index's RocksDB bloom filters, which took the same memory
 //! in the block cache. A full epoch's filter never changes: it is written in the append that
 //! completes the epoch (the same atomic batch), and loaded at open; the current epoch's is
-//! rebuilt at open from that epoch's records (at most 2^20). A filter missing or malformed on
-//! disk (a store upgraded from layout 2) is rebuilt from its epoch's records and stored.
+//! rebuilt at open from that epoch's records (at most 2^bits). A filter missing on disk, or not
+//! of its size (a store upgraded from layout 2), is rebuilt from its epoch's records and
+//! stored. A stored filter of the right size is trusted as it is, as every other stored record
+//! is: RocksDB's block checksums guard it, and a filter that lost bits would hide identities.
+//!
+//! The filters' hashes are the identity keys' own last 16 bytes (SHA-256 output), unseeded: a
+//! registry grinding names into one filter block only raises that block's false positives,
+//! which cost reads, never a missed identity.
 //!
 //! Past ~100M entries the probes (one an epoch) and false-positive reads would start to count;
 //! merging old epochs' filters into one over their records is then the next step.
@@ -76,10 +82,13 @@ impl Filters {
         } else {
             epochs.epoch(size - 1) + 1
         };
+        let expected = filters.empty()?.byte_len();
+        // Read around the block cache: 1.25 MiB values would only evict the blocks reads need.
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
         let mut loaded = Vec::new();
         for epoch in 0..current {
-            let expected = filters.empty()?.byte_len();
-            let kept = match db.get_cf(stored, epoch_key(epoch)?)? {
+            let kept = match db.get_cf_opt(stored, epoch_key(epoch)?, &read)? {
                 Some(bytes) if epoch < full && bytes.len() == expected => Bloom::from_bytes(&bytes),
                 _ => None,
             };

@@ -19,7 +19,7 @@
 //! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
 //! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size;
 //!   `digests_from` → big-endian u64, see `digests_by_epoch`; `epoch_bits` → one byte, the
-//!   epoch size of the two hash indexes as a power of two.
+//!   epoch size of the leaf, digest and identity indexes as a power of two.
 //!
 //! Layout 3 (this one) differs from layout 2 only in the identity index, keyed by epoch first
 //! and filtered; layout 2 from layout 1 only in the keys of the leaf and digest indexes.
@@ -192,7 +192,8 @@ impl Store {
 
     /// As [`Store::open`]; a store created or upgraded from layout 1 here gets epochs of
     /// 2^`epoch_bits` entries in its leaf, digest and identity indexes ([`hash_index`]), where
-    /// an existing store keeps its own. Tests use small epochs to cross many.
+    /// an existing store keeps its own. Tests use small epochs to cross many; a log should not,
+    /// since lookups cost one filter probe or seek an epoch (see [`identity`]).
     pub fn open_with_epoch_bits(dir: &Path, epoch_bits: u8) -> Result<Store, StoreError> {
         let wanted =
             hash_index::Epochs::new(epoch_bits).ok_or(StoreError::EpochBits(epoch_bits))?;
@@ -469,7 +470,9 @@ impl Store {
     }
 
     /// The index of the entry that claimed each of `identities`, if any, in one batched
-    /// lookup of the epochs whose filters may hold them ([`identity`]).
+    /// lookup of the epochs whose filters may hold them ([`identity`]). An index may be of an
+    /// append written but not yet published: callers other than the writer bound what they
+    /// use by a size they have seen published (a checkpoint), as the lookup endpoint does.
     pub fn identity_indexes(&self, identities: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
         self.inner
             .identity_filters

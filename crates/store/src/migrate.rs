@@ -7,7 +7,7 @@
 //!   first ([`super::hash_index`]).
 //! - Layouts 1 and 2 keyed the identity index by the 32-byte identity key alone, with the
 //!   big-endian u64 index as value, in `identities`. Layout 3 keys it by epoch first and
-//!   filters it ([`super::identity`]); the filters are built at the first open after.
+//!   filters it ([`super::identity`]); the filters are built right after, in the same open.
 
 use super::hash_index::{Epochs, PREFIX};
 use super::{
