@@ -13,7 +13,7 @@ use super::hash_index::{Epochs, PREFIX};
 use super::{
     be_u64, cf, identity, put_layout_synced, StoreError, CF_DIGESTS, CF_IDENTITIES, CF_LEAVES,
 };
-use rocksdb::{WriteBatch, DB};
+use rocksdb::{ColumnFamily, WriteBatch, DB};
 use std::path::Path;
 
 /// Layout 1's leaf index.
@@ -60,21 +60,13 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
             }
             continue;
         };
-        let mut batch = WriteBatch::default();
-        let mut rewritten = 0u64;
-        for item in db.iterator_cf(old, rocksdb::IteratorMode::Start) {
-            let (k, _) = item?;
+        let rewritten = rewrite(db, old, new, |k, _| {
             let (prefix, index) = k
                 .split_first_chunk::<PREFIX>()
                 .filter(|(_, index)| index.len() == 8)
                 .ok_or_else(|| StoreError::Corrupt("malformed layout 1 index key".into()))?;
-            batch.put_cf(new, epochs.key(prefix, be_u64(index)?)?, []);
-            rewritten += 1;
-            if batch.len() >= BATCH {
-                db.write(std::mem::take(&mut batch))?;
-            }
-        }
-        db.write(batch)?;
+            Ok((epochs.key(prefix, be_u64(index)?)?.to_vec(), Vec::new()))
+        })?;
         tracing::info!(rewritten, "index rewritten");
     }
     // The rewritten records are in the write-ahead log; sync it before the marker that says
@@ -92,21 +84,36 @@ pub(crate) fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     let old = db
         .cf_handle(V2_IDENTITIES)
         .ok_or_else(|| StoreError::Corrupt("layout 2 store without an identity index".into()))?;
+    let rewritten = rewrite(db, old, new, |k, v| {
+        let identity = <[u8; 32]>::try_from(k)
+            .map_err(|_| StoreError::Corrupt("malformed layout 2 identity key".into()))?;
+        let (key, low) = identity::record(epochs, &identity, be_u64(v)?)?;
+        Ok((key.to_vec(), low.to_vec()))
+    })?;
+    tracing::info!(rewritten, "identity index rewritten");
+    db.flush_wal(true)?;
+    put_layout_synced(db, 3, epochs)
+}
+
+/// Writes into `new` the record `map` makes of each record of `old`, [`BATCH`] records a
+/// write; returns how many.
+fn rewrite(
+    db: &DB,
+    old: &ColumnFamily,
+    new: &ColumnFamily,
+    mut map: impl FnMut(&[u8], &[u8]) -> Result<(Vec<u8>, Vec<u8>), StoreError>,
+) -> Result<u64, StoreError> {
     let mut batch = WriteBatch::default();
     let mut rewritten = 0u64;
     for item in db.iterator_cf(old, rocksdb::IteratorMode::Start) {
         let (k, v) = item?;
-        let identity = <[u8; 32]>::try_from(&k[..])
-            .map_err(|_| StoreError::Corrupt("malformed layout 2 identity key".into()))?;
-        let (key, low) = identity::record(epochs, &identity, be_u64(&v)?)?;
-        batch.put_cf(new, key, low);
+        let (key, value) = map(&k, &v)?;
+        batch.put_cf(new, key, value);
         rewritten += 1;
         if batch.len() >= BATCH {
             db.write(std::mem::take(&mut batch))?;
         }
     }
     db.write(batch)?;
-    tracing::info!(rewritten, "identity index rewritten");
-    db.flush_wal(true)?;
-    put_layout_synced(db, 3, epochs)
+    Ok(rewritten)
 }
