@@ -437,7 +437,9 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = Store::open(std::path::Path::new(&dir)).unwrap();
+    // Epochs of 1024 entries, so that kills land around the appends that complete an epoch
+    // and store its identity filter.
+    let store = Store::open_with_epoch_bits(std::path::Path::new(&dir), 10).unwrap();
     let mut app = store.appender().unwrap();
     let mut next = store.size();
     let mut batch = 1 + next % 700;
@@ -510,6 +512,20 @@ fn survives_sigkill_at_random_moments() {
         }
         let leaves: Vec<_> = (0..size).map(|i| naive_leaf(&test_entry(i))).collect();
         assert_eq!(store.root(size).unwrap(), naive_root(&leaves));
+        // Identities logged are found, through the filters stored at each epoch's end and the
+        // one rebuilt for the current epoch: a sample of every epoch, and all of the last two.
+        let sample: Vec<u64> = (0..size)
+            .step_by(101)
+            .chain(size.saturating_sub(2048)..size)
+            .collect();
+        let ids: Vec<[u8; 32]> = sample
+            .iter()
+            .map(|i| naive_leaf(&i.to_be_bytes()))
+            .collect();
+        let found = store.identity_indexes(&ids).unwrap();
+        assert_eq!(found, sample.into_iter().map(Some).collect::<Vec<_>>());
+        let absent = naive_leaf(&size.to_be_bytes());
+        assert_eq!(store.identity_index(&absent).unwrap(), None);
     }
     assert!(
         acked.len() > 12,
