@@ -58,12 +58,17 @@ impl Epochs {
     /// The epoch of the entry at `index` and its place in it, as they are written in keys;
     /// an error past the last epoch a key can name (2^(32 + bits) entries).
     pub(crate) fn split(self, index: u64) -> Result<(u32, u32), StoreError> {
-        let epoch = u32::try_from(self.epoch(index)).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "index {index} is past the last epoch of the indexes"
-            ))
-        })?;
+        let epoch = Epochs::number(self.epoch(index))?;
         Ok((epoch, (index & ((1u64 << self.bits) - 1)) as u32))
+    }
+
+    /// `epoch` as keys write it; an error past the last one they can name.
+    pub(crate) fn number(epoch: u64) -> Result<u32, StoreError> {
+        u32::try_from(epoch).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "epoch {epoch} is past the last epoch of the indexes"
+            ))
+        })
     }
 
     /// The key of the entry at `index` whose hash starts with `prefix`; an error past the

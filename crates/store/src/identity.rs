@@ -2,7 +2,7 @@
 //! epochs of the log ([`Epochs`]), with one bloom filter an epoch held in memory.
 //!
 //! A key is the epoch (big-endian u32) then the 32-byte identity key; the value is the index's
-//! low bits (big-endian u32). Every append looks its identities up, and nearly all are new.
+//! low bits (big-endian u32). A stored filter's key is its epoch alone. Every append looks its identities up, and nearly all are new.
 //!
 //! Why epochs: identity keys are hashes, so in one key space every compaction that moves new
 //! records down a level rewrites all older records there; over a 30M-entry series this index
@@ -56,10 +56,15 @@ pub(crate) fn record(
     index: u64,
 ) -> Result<([u8; KEY_LEN], [u8; 4]), StoreError> {
     let (epoch, low) = epochs.split(index)?;
+    Ok((key(epoch, identity), low.to_be_bytes()))
+}
+
+/// The key of `identity` in `epoch`.
+fn key(epoch: u32, identity: &Hash) -> [u8; KEY_LEN] {
     let mut k = [0u8; KEY_LEN];
     k[..4].copy_from_slice(&epoch.to_be_bytes());
     k[4..].copy_from_slice(identity);
-    Ok((k, low.to_be_bytes()))
+    k
 }
 
 impl Filters {
@@ -88,7 +93,8 @@ impl Filters {
         read.fill_cache(false);
         let mut loaded = Vec::new();
         for epoch in 0..current {
-            let kept = match db.get_cf_opt(stored, epoch_key(epoch)?, &read)? {
+            let stored_key = Epochs::number(epoch)?.to_be_bytes();
+            let kept = match db.get_cf_opt(stored, stored_key, &read)? {
                 Some(bytes) if epoch < full && bytes.len() == expected => Bloom::from_bytes(&bytes),
                 _ => None,
             };
@@ -98,7 +104,7 @@ impl Filters {
                     let bloom = filters.build(db, index, epoch)?;
                     if epoch < full {
                         tracing::info!(epoch, "identity filter rebuilt");
-                        db.put_cf(stored, epoch_key(epoch)?, bloom.to_bytes())?;
+                        db.put_cf(stored, stored_key, bloom.to_bytes())?;
                     }
                     bloom
                 }
@@ -123,14 +129,16 @@ impl Filters {
         if size == 0 {
             return Ok(());
         }
+        // The write lock only when the append reaches a new epoch; bits go in under the read
+        // lock, beside the readers, since the words are atomic.
         let last = self.epochs.epoch(size - 1);
-        let filters = {
+        if self.read().len() as u64 <= last {
             let mut filters = self.write();
             while filters.len() as u64 <= last {
                 filters.push(Arc::new(self.empty()?));
             }
-            filters.clone()
-        };
+        }
+        let filters = self.read();
         for (identity, index) in claimed {
             let bloom = usize::try_from(self.epochs.epoch(*index))
                 .ok()
@@ -143,7 +151,11 @@ impl Filters {
                 .ok()
                 .and_then(|e| filters.get(e))
                 .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))?;
-            batch.put_cf(stored, epoch_key(epoch)?, bloom.to_bytes());
+            batch.put_cf(
+                stored,
+                Epochs::number(epoch)?.to_be_bytes(),
+                bloom.to_bytes(),
+            );
         }
         Ok(())
     }
@@ -164,7 +176,7 @@ impl Filters {
             for (epoch, bloom) in filters.iter().enumerate().rev() {
                 if bloom.may_hold(&probe) {
                     let epoch = epoch as u64;
-                    keys.push(record(self.epochs, identity, self.epochs.first(epoch))?.0);
+                    keys.push(key(Epochs::number(epoch)?, identity));
                     owners.push((i, epoch));
                 }
             }
@@ -187,7 +199,7 @@ impl Filters {
     /// A filter of the identities recorded in `epoch`.
     fn build(&self, db: &DB, index: &ColumnFamily, epoch: u64) -> Result<Bloom, StoreError> {
         let bloom = self.empty()?;
-        let prefix = epoch_key(epoch)?;
+        let prefix = Epochs::number(epoch)?.to_be_bytes();
         let mut iter = db.raw_iterator_cf(index);
         iter.seek(prefix);
         while let Some(k) = iter.key() {
@@ -221,11 +233,4 @@ impl Filters {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Bloom>>> {
         self.filters.write().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The key of `epoch`'s stored filter, also the first four bytes of its index records.
-fn epoch_key(epoch: u64) -> Result<[u8; 4], StoreError> {
-    u32::try_from(epoch)
-        .map(u32::to_be_bytes)
-        .map_err(|_| StoreError::Corrupt(format!("epoch {epoch} past the last one")))
 }
