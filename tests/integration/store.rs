@@ -7,12 +7,25 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The identity key entry `i` of [`new_entries`] claims.
+fn identity(i: u64) -> [u8; 32] {
+    naive_leaf(&i.to_be_bytes())
+}
+
+/// The store in `dir` opened as a bare RocksDB database with every column family it has, to
+/// make it what another layout, a damaged disk or an interrupted upgrade would leave.
+fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
+    let opts = rocksdb::Options::default();
+    let names = rocksdb::DB::list_cf(&opts, dir).unwrap();
+    rocksdb::DB::open_cf(&opts, dir, names).unwrap()
+}
+
 fn new_entries(range: std::ops::Range<u64>) -> Vec<NewEntry> {
     range
         .map(|i| {
             NewEntry::new(
                 test_entry(i),
-                Some(naive_leaf(&i.to_be_bytes())),
+                Some(identity(i)),
                 Some(format!("pkg:test/p{}", i % 3)),
             )
         })
@@ -121,12 +134,7 @@ fn appends_reads_and_proofs_agree_with_naive_tree() {
         u16::from_be_bytes([bundle[0], bundle[1]]) as usize,
         test_entry(256).len()
     );
-    assert_eq!(
-        store
-            .identity_index(&naive_leaf(&77u64.to_be_bytes()))
-            .unwrap(),
-        Some(77)
-    );
+    assert_eq!(store.identity_index(&identity(77)).unwrap(), Some(77));
     assert_eq!(store.identity_index(&naive_leaf(b"absent")).unwrap(), None);
     let leaf300 = naive_leaf(&test_entry(300));
     assert_eq!(store.find_leaf(&leaf300, n).unwrap(), Some(300));
@@ -183,8 +191,7 @@ fn refuses_other_layout_versions() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     {
-        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
+        let db = raw_db(dir.path());
         db.put_cf(
             db.cf_handle("meta").unwrap(),
             b"format",
@@ -214,17 +221,16 @@ fn downgrade_identities(db: &mut rocksdb::DB, n: u64) {
     db.create_cf("identities", &opts).unwrap();
     let identities = db.cf_handle("identities").unwrap();
     for i in 0..n {
-        db.put_cf(identities, naive_leaf(&i.to_be_bytes()), i.to_be_bytes())
-            .unwrap();
+        db.put_cf(identities, identity(i), i.to_be_bytes()).unwrap();
     }
 }
 
 /// Every identity of entries `0..n` is found at its entry, and others are not.
 fn check_identities(store: &Store, n: u64) {
-    let all: Vec<[u8; 32]> = (0..n).map(|i| naive_leaf(&i.to_be_bytes())).collect();
+    let all: Vec<[u8; 32]> = (0..n).map(identity).collect();
     let found = store.identity_indexes(&all).unwrap();
     assert_eq!(found, (0..n).map(Some).collect::<Vec<_>>());
-    let absent: Vec<[u8; 32]> = (n..n + 200).map(|i| naive_leaf(&i.to_be_bytes())).collect();
+    let absent: Vec<[u8; 32]> = (n..n + 200).map(identity).collect();
     assert_eq!(store.identity_indexes(&absent).unwrap(), vec![None; 200]);
 }
 
@@ -249,8 +255,7 @@ fn identities_are_found_across_epochs_reopens_and_lost_filters() {
     drop(store);
     // Filters lost or damaged on disk are rebuilt from the index, and stored again.
     {
-        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
+        let db = raw_db(dir.path());
         let filters = db.cf_handle("identity_filters").unwrap();
         let stored = db
             .iterator_cf(filters, rocksdb::IteratorMode::Start)
@@ -264,7 +269,7 @@ fn identities_are_found_across_epochs_reopens_and_lost_filters() {
     }
     let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
     let mut app = store.appender().unwrap();
-    let lost: Vec<[u8; 32]> = [0u64, 50].map(|i| naive_leaf(&i.to_be_bytes())).to_vec();
+    let lost: Vec<[u8; 32]> = [0, 50].map(identity).to_vec();
     assert_eq!(
         store.identity_indexes(&lost).unwrap(),
         vec![Some(0), Some(50)]
@@ -272,14 +277,9 @@ fn identities_are_found_across_epochs_reopens_and_lost_filters() {
     // A filter of the right size is loaded as stored, not rebuilt at every open: one of zeros
     // hides its epoch. (The store trusts its stored filters as it trusts every stored record;
     // RocksDB's checksums guard them. This shows that the stored one is the one used.)
-    assert_eq!(
-        store
-            .identity_index(&naive_leaf(&85u64.to_be_bytes()))
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.identity_index(&identity(85)).unwrap(), None);
     append(&mut app, &new_entries(n..n + 20));
-    let new: Vec<[u8; 32]> = (n..n + 20).map(|i| naive_leaf(&i.to_be_bytes())).collect();
+    let new: Vec<[u8; 32]> = (n..n + 20).map(identity).collect();
     assert_eq!(
         store.identity_indexes(&new).unwrap(),
         (n..n + 20).map(Some).collect::<Vec<_>>()
@@ -296,9 +296,7 @@ fn upgrades_layout_2_in_place() {
         append(&mut app, &new_entries(0..n)).1
     };
     {
-        let opts = rocksdb::Options::default();
-        let names = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
-        let mut db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        let mut db = raw_db(dir.path());
         downgrade_identities(&mut db, n);
         let meta = db.cf_handle("meta").unwrap();
         db.put_cf(meta, b"format", 2u32.to_be_bytes()).unwrap();
@@ -340,8 +338,7 @@ fn upgrades_layout_1_in_place() {
     // cut short would leave it.
     {
         let opts = rocksdb::Options::default();
-        let names = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
-        let mut db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        let mut db = raw_db(dir.path());
         downgrade_identities(&mut db, n);
         db.drop_cf("leaves_by_epoch").unwrap();
         db.create_cf("leaves", &opts).unwrap();
@@ -415,9 +412,7 @@ fn refuses_to_upgrade_a_layout_1_store_without_a_leaf_index() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     {
-        let opts = rocksdb::Options::default();
-        let names = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
-        let db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        let db = raw_db(dir.path());
         let meta = db.cf_handle("meta").unwrap();
         db.put_cf(meta, b"format", 1u32.to_be_bytes()).unwrap();
     }
@@ -518,13 +513,10 @@ fn survives_sigkill_at_random_moments() {
             .step_by(101)
             .chain(size.saturating_sub(2048)..size)
             .collect();
-        let ids: Vec<[u8; 32]> = sample
-            .iter()
-            .map(|i| naive_leaf(&i.to_be_bytes()))
-            .collect();
+        let ids: Vec<[u8; 32]> = sample.iter().map(|i| identity(*i)).collect();
         let found = store.identity_indexes(&ids).unwrap();
         assert_eq!(found, sample.into_iter().map(Some).collect::<Vec<_>>());
-        let absent = naive_leaf(&size.to_be_bytes());
+        let absent = identity(size);
         assert_eq!(store.identity_index(&absent).unwrap(), None);
     }
     assert!(
