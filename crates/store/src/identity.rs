@@ -104,7 +104,11 @@ impl Filters {
                     let bloom = filters.build(db, index, epoch)?;
                     if epoch < full {
                         tracing::info!(epoch, "identity filter rebuilt");
-                        db.put_cf(stored, stored_key, bloom.to_bytes())?;
+                        // Stored only to spare the next open the rebuild: on a full disk the
+                        // log still opens (its reads go on), and rebuilds it again next time.
+                        if let Err(e) = db.put_cf(stored, stored_key, bloom.to_bytes()) {
+                            tracing::warn!(epoch, error = %e, "identity filter not stored");
+                        }
                     }
                     bloom
                 }
