@@ -272,11 +272,14 @@ async fn submissions_proofs_tiles_and_lookup() {
     };
     assert!(gauge("btlog_store_memory_bytes{kind=\"memtables\"}") > 0);
     gauge("btlog_store_memory_bytes{kind=\"block_cache\"}");
-    // One identity filter, of the first epoch: 2^20 identities at 10 bits.
-    assert_eq!(
-        gauge("btlog_store_memory_bytes{kind=\"identity_filters\"}"),
-        (1 << 20) * 10 / 8
-    );
+    // One identity filter and one package filter, of the first epoch: 2^20 keys at 10 bits
+    // (the first epoch is not full, so neither is sealed yet).
+    for kind in ["identity_filters", "package_filters"] {
+        assert_eq!(
+            gauge(&format!("btlog_store_memory_bytes{{kind=\"{kind}\"}}")),
+            (1 << 20) * 10 / 8
+        );
+    }
     gauge("btlog_store_pending_compaction_bytes");
     assert_eq!(c.get("/healthz").await.status(), 200);
     srv.shutdown().await.expect("clean shutdown");

@@ -20,16 +20,101 @@ fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
     rocksdb::DB::open_cf(&opts, dir, names).unwrap()
 }
 
+/// The package entry `i` of [`new_entries`] is listed under: every 7th entry under one
+/// package that spans the whole log, the others in runs of up to 10 under a package of their
+/// own (so a run may straddle an epoch boundary, and most epochs do not list most packages).
+fn package_of(i: u64) -> String {
+    if i.is_multiple_of(7) {
+        "pkg:test/all".into()
+    } else {
+        format!("pkg:test/run{}", i / 10)
+    }
+}
+
+/// The indexes below `n` of [`new_entries`] listed under `package`, in log order.
+fn listed(package: &str, n: u64) -> Vec<u64> {
+    match package.strip_prefix("pkg:test/run") {
+        Some(run) => {
+            let run: u64 = run.parse().unwrap();
+            (run * 10..(run * 10 + 10).min(n))
+                .filter(|i| i % 7 != 0)
+                .collect()
+        }
+        None => (0..n).step_by(7).collect(),
+    }
+}
+
 fn new_entries(range: std::ops::Range<u64>) -> Vec<NewEntry> {
     range
-        .map(|i| {
-            NewEntry::new(
-                test_entry(i),
-                Some(identity(i)),
-                Some(format!("pkg:test/p{}", i % 3)),
-            )
-        })
+        .map(|i| NewEntry::new(test_entry(i), Some(identity(i)), Some(package_of(i))))
         .collect()
+}
+
+/// Lists of the packages of [`new_entries`]`(0..n)` (the one spanning the log and the runs
+/// `runs`) agree with [`listed`]: whole, from and before indexes all along, by limit, and by
+/// purl prefix.
+fn check_packages(store: &Store, n: u64, runs: impl Iterator<Item = u64>) {
+    let packages: Vec<String> = std::iter::once("pkg:test/all".to_string())
+        .chain(runs.map(|r| format!("pkg:test/run{r}")))
+        .collect();
+    for p in &packages {
+        let all = listed(p, n);
+        assert_eq!(store.package_indexes(p, 0, usize::MAX).unwrap(), all, "{p}");
+        let points: Vec<u64> = [0, n / 3, n / 2, n.saturating_sub(1), n]
+            .into_iter()
+            .chain(
+                all.iter()
+                    .flat_map(|i| [*i, i + 1])
+                    .step_by((all.len() / 20).max(1)),
+            )
+            .collect();
+        for at in points {
+            let from: Vec<u64> = all.iter().copied().filter(|i| *i >= at).take(3).collect();
+            assert_eq!(
+                store.package_indexes(p, at, 3).unwrap(),
+                from,
+                "{p} from {at}"
+            );
+            let before: Vec<u64> = all
+                .iter()
+                .rev()
+                .copied()
+                .filter(|i| *i < at)
+                .take(3)
+                .collect();
+            assert_eq!(
+                store.package_indexes_rev(p, at, 3).unwrap(),
+                before,
+                "{p} before {at}"
+            );
+        }
+    }
+    assert!(store
+        .package_indexes("pkg:test/run", 0, 10)
+        .unwrap()
+        .is_empty());
+    // By prefix: the runs 1, 10-19, 100-199, ... and nothing else.
+    let mut scanned = Vec::new();
+    let complete = store
+        .scan_package_prefix(b"pkg:test/run1", usize::MAX, |p, i| {
+            scanned.push((p.to_string(), i))
+        })
+        .unwrap();
+    assert!(complete);
+    scanned.sort();
+    let mut expected: Vec<(String, u64)> = (0..n)
+        .filter(|i| i % 7 != 0 && (i / 10).to_string().starts_with('1'))
+        .map(|i| (package_of(i), i))
+        .collect();
+    expected.sort();
+    assert_eq!(scanned, expected);
+    if expected.len() > 1 {
+        let mut some = 0;
+        let complete = store
+            .scan_package_prefix(b"pkg:test/run1", expected.len() - 1, |_, _| some += 1)
+            .unwrap();
+        assert!(!complete && some == expected.len() - 1);
+    }
 }
 
 /// Appends `entries` as one batch, with a stand-in checkpoint naming size and root.
@@ -145,17 +230,14 @@ fn appends_reads_and_proofs_agree_with_naive_tree() {
     );
     assert_eq!(store.find_leaf(&naive_leaf(b"absent"), n).unwrap(), None);
     assert_eq!(
-        store.package_indexes("pkg:test/p1", 0, 4).unwrap(),
-        vec![1, 4, 7, 10]
+        store.package_indexes("pkg:test/all", 0, 4).unwrap(),
+        vec![0, 7, 14, 21]
     );
     assert_eq!(
-        store.package_indexes("pkg:test/p1", 5, 2).unwrap(),
-        vec![7, 10]
+        store.package_indexes("pkg:test/all", 5, 2).unwrap(),
+        vec![7, 14]
     );
-    assert!(store
-        .package_indexes("pkg:test/p", 0, 4)
-        .unwrap()
-        .is_empty());
+    check_packages(&store, n, (0..n / 10 + 1).step_by(97));
 }
 
 #[test]
@@ -225,6 +307,23 @@ fn downgrade_identities(db: &mut rocksdb::DB, n: u64) {
     }
 }
 
+/// Turns the package index of a store whose entries are [`new_entries`]`(0..n)` back into
+/// what layouts 1 to 3 kept: purl, 0x00, big-endian u64 index in `packages`, no epochs, no
+/// filters.
+fn downgrade_packages(db: &mut rocksdb::DB, n: u64) {
+    let opts = rocksdb::Options::default();
+    db.drop_cf("packages_by_epoch").unwrap();
+    db.drop_cf("package_filters").unwrap();
+    db.create_cf("packages", &opts).unwrap();
+    // The new family is back, empty, as a store at layout 3 opened by this build has it.
+    db.create_cf("packages_by_epoch", &opts).unwrap();
+    let packages = db.cf_handle("packages").unwrap();
+    for i in 0..n {
+        let key = [package_of(i).as_bytes(), &[0], &i.to_be_bytes()].concat();
+        db.put_cf(packages, key, []).unwrap();
+    }
+}
+
 /// Every identity of entries `0..n` is found at its entry, and others are not.
 fn check_identities(store: &Store, n: u64) {
     let all: Vec<[u8; 32]> = (0..n).map(identity).collect();
@@ -235,36 +334,44 @@ fn check_identities(store: &Store, n: u64) {
 }
 
 #[test]
-fn identities_are_found_across_epochs_reopens_and_lost_filters() {
+fn identities_and_packages_are_found_across_epochs_reopens_and_lost_filters() {
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
+    let check = |store: &Store, n: u64| {
+        check_identities(store, n);
+        check_packages(store, n, 0..n / 10 + 1);
+    };
     {
-        // Epochs of 16: batches end inside epochs, on a boundary, and complete several.
+        // Epochs of 16: batches end inside epochs, on a boundary, and complete several; runs
+        // of one package straddle their boundaries.
         let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
         let mut app = store.appender().unwrap();
         for batch in [1u64, 14, 1, 40, 7, 57] {
             append(&mut app, &new_entries(n..n + batch));
             n += batch;
-            check_identities(&store, n);
+            check(&store, n);
         }
         assert_eq!(store.engine_stats().identity_filter_bytes, 8 * 64);
     }
     // Reopened: full epochs' filters come from disk, the current one from its records.
     let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
-    check_identities(&store, n);
+    check(&store, n);
     drop(store);
     // Filters lost or damaged on disk are rebuilt from the index, and stored again.
     {
         let db = raw_db(dir.path());
-        let filters = db.cf_handle("identity_filters").unwrap();
-        let stored = db
-            .iterator_cf(filters, rocksdb::IteratorMode::Start)
-            .count();
-        assert_eq!(stored, 7, "one filter a full epoch");
-        db.delete_cf(filters, 0u32.to_be_bytes()).unwrap();
-        db.put_cf(filters, 3u32.to_be_bytes(), [0xffu8; 10])
-            .unwrap();
+        for family in ["identity_filters", "package_filters"] {
+            let filters = db.cf_handle(family).unwrap();
+            let stored = db
+                .iterator_cf(filters, rocksdb::IteratorMode::Start)
+                .count();
+            assert_eq!(stored, 7, "one {family} a full epoch");
+            db.delete_cf(filters, 0u32.to_be_bytes()).unwrap();
+            db.put_cf(filters, 3u32.to_be_bytes(), [0xffu8; 10])
+                .unwrap();
+        }
         // All zeros: a filter that rules out every identity of epoch 5.
+        let filters = db.cf_handle("identity_filters").unwrap();
         db.put_cf(filters, 5u32.to_be_bytes(), [0u8; 64]).unwrap();
     }
     let store = Store::open_with_epoch_bits(dir.path(), 4).unwrap();
@@ -274,6 +381,7 @@ fn identities_are_found_across_epochs_reopens_and_lost_filters() {
         store.identity_indexes(&lost).unwrap(),
         vec![Some(0), Some(50)]
     );
+    check_packages(&store, n, 0..n / 10 + 1);
     // A filter of the right size is loaded as stored, not rebuilt at every open: one of zeros
     // hides its epoch. (The store trusts its stored filters as it trusts every stored record;
     // RocksDB's checksums guard them. This shows that the stored one is the one used.)
@@ -284,10 +392,34 @@ fn identities_are_found_across_epochs_reopens_and_lost_filters() {
         store.identity_indexes(&new).unwrap(),
         (n..n + 20).map(Some).collect::<Vec<_>>()
     );
+    check_packages(&store, n + 20, 0..(n + 20) / 10 + 1);
 }
 
 #[test]
-fn upgrades_layout_2_in_place() {
+fn full_epochs_keep_package_filters_sealed_to_their_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    // Epochs of 1024 entries list ~105 packages each: their filters, sized for 1024 keys (20
+    // blocks of 64 bytes), fold twice to 5 blocks once sealed; identity filters stay whole.
+    let n = 2 * 1024 + 500;
+    {
+        let store = Store::open_with_epoch_bits(dir.path(), 10).unwrap();
+        let mut app = store.appender().unwrap();
+        append(&mut app, &new_entries(0..1000));
+        append(&mut app, &new_entries(1000..n));
+        let stats = store.engine_stats();
+        assert_eq!(stats.identity_filter_bytes, 3 * 1280);
+        assert_eq!(stats.package_filter_bytes, 2 * 320 + 1280);
+        check_packages(&store, n, (0..n / 10 + 1).step_by(3));
+    }
+    // As stored, sealed, and loaded so.
+    let store = Store::open_with_epoch_bits(dir.path(), 10).unwrap();
+    assert_eq!(store.engine_stats().package_filter_bytes, 2 * 320 + 1280);
+    check_packages(&store, n, 0..n / 10 + 1);
+}
+
+/// A store of `layout` (2 or 3) made from a layout 4 one, with a stray record in the new package
+/// index as an upgrade cut short would leave, is upgraded at open and reads as before.
+fn upgrades_in_place_from(layout: u32) {
     let dir = tempfile::tempdir().unwrap();
     let n = 100u64;
     let root = {
@@ -297,25 +429,49 @@ fn upgrades_layout_2_in_place() {
     };
     {
         let mut db = raw_db(dir.path());
-        downgrade_identities(&mut db, n);
+        downgrade_packages(&mut db, n);
+        if layout == 2 {
+            downgrade_identities(&mut db, n);
+        }
+        let stray = db.cf_handle("packages_by_epoch").unwrap();
+        db.put_cf(stray, b"\0\0\0\x01pkg:test/stray\0\0\0\0\x02", [])
+            .unwrap();
         let meta = db.cf_handle("meta").unwrap();
-        db.put_cf(meta, b"format", 2u32.to_be_bytes()).unwrap();
+        db.put_cf(meta, b"format", layout.to_be_bytes()).unwrap();
     }
+    let check = |store: &Store, n: u64| {
+        check_identities(store, n);
+        check_packages(store, n, 0..n / 10 + 1);
+        assert!(store
+            .package_indexes("pkg:test/stray", 0, 10)
+            .unwrap()
+            .is_empty());
+    };
     // The store keeps its epochs of 16, whatever is asked.
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.root(n).unwrap(), root);
-    check_identities(&store, n);
+    check(&store, n);
     let mut app = store.appender().unwrap();
     append(&mut app, &new_entries(n..n + 30));
-    check_identities(&store, n + 30);
+    check(&store, n + 30);
     drop((app, store));
     let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
     assert!(
-        !names.iter().any(|n| n == "identities"),
-        "layout 2 identity index left: {names:?}"
+        !names.iter().any(|n| n == "identities" || n == "packages"),
+        "layout {layout} indexes left: {names:?}"
     );
     let store = Store::open(dir.path()).unwrap();
-    check_identities(&store, n + 30);
+    check(&store, n + 30);
+}
+
+#[test]
+fn upgrades_layout_3_in_place() {
+    upgrades_in_place_from(3);
+}
+
+#[test]
+fn upgrades_layout_2_in_place() {
+    upgrades_in_place_from(2);
 }
 
 #[test]
@@ -340,6 +496,7 @@ fn upgrades_layout_1_in_place() {
         let opts = rocksdb::Options::default();
         let mut db = raw_db(dir.path());
         downgrade_identities(&mut db, n);
+        downgrade_packages(&mut db, n);
         db.drop_cf("leaves_by_epoch").unwrap();
         db.create_cf("leaves", &opts).unwrap();
         db.create_cf("digests", &opts).unwrap();
@@ -405,6 +562,7 @@ fn upgrades_layout_1_in_place() {
     append(&mut app, &more);
     check(&store, n + 40);
     check_identities(&store, n + 40);
+    check_packages(&store, n + 40, 0..(n + 40) / 10 + 1);
 }
 
 #[test]
@@ -433,7 +591,7 @@ fn crash_child() {
         return;
     };
     // Epochs of 1024 entries, so that kills land around the appends that complete an epoch
-    // and store its identity filter.
+    // and store its identity and package filters.
     let store = Store::open_with_epoch_bits(std::path::Path::new(&dir), 10).unwrap();
     let mut app = store.appender().unwrap();
     let mut next = store.size();
@@ -518,6 +676,12 @@ fn survives_sigkill_at_random_moments() {
         assert_eq!(found, sample.into_iter().map(Some).collect::<Vec<_>>());
         let absent = identity(size);
         assert_eq!(store.identity_index(&absent).unwrap(), None);
+        // Packages likewise: the one spanning every epoch, a sample of the runs, and every
+        // run of the last two epochs.
+        let runs = (0..size / 10 + 1)
+            .step_by(101)
+            .chain(size.saturating_sub(2048) / 10..size / 10 + 1);
+        check_packages(&store, size, runs);
     }
     assert!(
         acked.len() > 12,

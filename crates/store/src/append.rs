@@ -1,12 +1,13 @@
 //! The log's single writer: stages a batch of entries (hashing, tiles, index keys) and
 //! commits it with its signed checkpoint in one synced RocksDB write.
 
+use super::bloom::Probe;
 use super::hash_index::prefix_of;
-use super::identity;
 use super::tile::Frontier;
+use super::{identity, packages};
 use super::{
-    package_prefix, InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS, CF_ENTRIES,
-    CF_IDENTITIES, CF_IDENTITY_FILTERS, CF_LEAVES, CF_META, CF_PACKAGES, CF_TILES, META_SIZE,
+    InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS, CF_ENTRIES, CF_IDENTITIES,
+    CF_IDENTITY_FILTERS, CF_LEAVES, CF_META, CF_PACKAGES, CF_PACKAGE_FILTERS, CF_TILES, META_SIZE,
 };
 use btlog_core::entry::{Entry, Kind};
 use btlog_core::merkle::{leaf_hash, Hash};
@@ -74,7 +75,10 @@ pub struct Staged {
     root: Hash,
     leaves: Vec<Hash>,
     /// The identities the batch claims, with their indexes, for the identity filters.
-    claimed: Vec<(Hash, u64)>,
+    claimed: Vec<(Probe, u64)>,
+    /// The packages the batch lists, with the index of the first entry listing each in a run
+    /// of entries of one package, for the package filters.
+    listed: Vec<(Probe, u64)>,
 }
 
 impl Staged {
@@ -148,6 +152,8 @@ impl Appender {
         let mut leaf_keys = Vec::with_capacity(entries.len());
         let mut identity_keys = Vec::with_capacity(entries.len());
         let mut claimed = Vec::with_capacity(entries.len());
+        let mut package_keys = Vec::with_capacity(entries.len());
+        let mut listed: Vec<(Probe, u64)> = Vec::new();
         let mut digest_keys = Vec::new();
         let epochs = store.inner.epochs;
         for (i, (e, leaf)) in entries.iter().zip(&leaves).enumerate() {
@@ -155,17 +161,28 @@ impl Appender {
             batch.put_cf(store.cf(CF_ENTRIES), index, &e.data);
             leaf_keys.push(epochs.key(&prefix_of(leaf), start + i as u64)?);
             if let Some(id) = &e.identity {
-                claimed.push((*id, start + i as u64));
+                claimed.push((Probe::of(id), start + i as u64));
                 identity_keys.push(identity::record(epochs, id, start + i as u64)?);
             }
             if let Some(d) = &e.digest {
                 digest_keys.push(epochs.key(&prefix_of(d), start + i as u64)?);
             }
             if let Some(p) = &e.package {
-                let mut key = package_prefix(p);
-                key.extend_from_slice(&index);
-                batch.put_cf(store.cf(CF_PACKAGES), key, []);
+                let index = start + i as u64;
+                // A package's files and versions usually come in a run: one filter key for it
+                // an epoch.
+                let run = i > 0
+                    && entries[i - 1].package.as_ref() == Some(p)
+                    && epochs.epoch(index - 1) == epochs.epoch(index);
+                if !run {
+                    listed.push((packages::probe(p.as_bytes()), index));
+                }
+                package_keys.push(packages::key(epochs, p, index)?);
             }
+        }
+        package_keys.sort_unstable();
+        for k in &package_keys {
+            batch.put_cf(store.cf(CF_PACKAGES), k, []);
         }
         leaf_keys.sort_unstable();
         for k in &leaf_keys {
@@ -194,6 +211,7 @@ impl Appender {
             root,
             leaves,
             claimed,
+            listed,
         })
     }
 
@@ -226,13 +244,21 @@ impl Appender {
             ));
         }
         let size = staged.frontier.size();
-        // Into the filters before the write, so that they hold every identity a reader can
-        // find (a failed write only leaves a few false positives).
-        self.store.inner.identity_filters.add(
+        // Into the filters before the write, so that they hold every key a reader can find (a
+        // failed write only leaves a few false positives).
+        let inner = &self.store.inner;
+        inner.identity_filters.add(
             &staged.claimed,
             staged.start,
             size,
             self.store.cf(CF_IDENTITY_FILTERS),
+            &mut staged.batch,
+        )?;
+        inner.package_filters.add(
+            &staged.listed,
+            staged.start,
+            size,
+            self.store.cf(CF_PACKAGE_FILTERS),
             &mut staged.batch,
         )?;
         if let Some(checkpoint) = checkpoint {

@@ -2,9 +2,11 @@
 //! bits of filter a key, for about 1% false positives. It answers "certainly never inserted"
 //! with one cache-line read, whatever the number of keys; it never says that of a key it holds.
 //!
-//! Used for the log's identity index (one filter an epoch, [`crate::identity`]) and the
-//! monitor's (while it catches up from empty). Keys end in a SHA-256 digest, whose last 16
-//! bytes are already uniform and are used as the filter's two hashes; shorter keys are hashed.
+//! Used for the log's identity and package indexes (one filter an epoch,
+//! [`crate::epoch_filters`]) and the monitor's (while it catches up from empty). Keys end in a
+//! SHA-256 digest, whose last 16 bytes are already uniform and are used as the filter's two
+//! hashes; shorter keys are hashed (in memory only: that hash is not stable across Rust
+//! releases, so a stored filter's keys are digests).
 //! Words are atomic so that one writer may insert while readers look up, without a lock.
 
 use std::hash::{Hash, Hasher};
@@ -68,8 +70,12 @@ impl Bloom {
     /// Adds `key`. A reader that learns of the insert through a synchronising event (a lock,
     /// a channel, an atomic with release/acquire) sees it.
     pub fn insert(&self, key: &[u8]) {
-        let probe = Probe::of(key);
-        let block = self.block(&probe);
+        self.insert_probe(&Probe::of(key));
+    }
+
+    /// As [`Bloom::insert`], for a key already hashed.
+    pub fn insert_probe(&self, probe: &Probe) {
+        let block = self.block(probe);
         for (word, mask) in self.words[block..block + 8].iter().zip(probe.masks) {
             if mask != 0 {
                 word.fetch_or(mask, Ordering::Relaxed);
@@ -92,6 +98,48 @@ impl Bloom {
             .all(|(word, mask)| word.load(Ordering::Relaxed) & mask == mask)
     }
 
+    /// This filter folded in half as often as it stays at most half set: the smallest that
+    /// holds its keys at about the rate it was sized for (~1% false positives at half the bits
+    /// set). A filter sized for more keys than it got, such as that of an epoch listing one
+    /// package many times, shrinks so; a full one stays as it is.
+    ///
+    /// Folding ORs block 2j + 1 into block 2j: a key's block is ⌊h·n / 2^64⌋ of n blocks, and
+    /// with n / 2 blocks it is ⌊h·(n/2) / 2^64⌋, half that rounded down, so every key
+    /// inserted is still held. Only a filter of an even number of blocks folds.
+    pub fn sealed(&self) -> Bloom {
+        let mut words: Vec<u64> = self
+            .words
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
+        while (words.len() / 8).is_multiple_of(2) {
+            let folded: Vec<u64> = words
+                .chunks_exact(16)
+                .flat_map(|pair| {
+                    let (a, b) = pair.split_at(8);
+                    std::array::from_fn::<u64, 8, _>(|i| a[i] | b[i])
+                })
+                .collect();
+            let set: u64 = folded.iter().map(|w| u64::from(w.count_ones())).sum();
+            if set * 2 > folded.len() as u64 * 64 {
+                break;
+            }
+            words = folded;
+        }
+        Bloom {
+            words: words.into_iter().map(AtomicU64::new).collect(),
+        }
+    }
+
+    /// Whether `bytes` could be this filter, sealed ([`Bloom::sealed`]): whole blocks, its
+    /// size halved some number of times.
+    pub fn could_seal_to(&self, bytes: usize) -> bool {
+        bytes.is_multiple_of(BLOCK_BYTES)
+            && bytes > 0
+            && self.byte_len().is_multiple_of(bytes)
+            && (self.byte_len() / bytes).is_power_of_two()
+    }
+
     /// The first word of the block of `probe`'s key.
     fn block(&self, probe: &Probe) -> usize {
         let blocks = self.words.len() / 8;
@@ -108,7 +156,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// `key`, hashed.
+    /// `key`, hashed: a key of 16 bytes or more must end in a digest (see the module docs).
     pub fn of(key: &[u8]) -> Probe {
         let (h1, h2) = hashes(key);
         let mut masks = [0u64; 8];
@@ -189,6 +237,37 @@ mod tests {
             false_positives < 2_000,
             "{false_positives} false positives in {n}"
         );
+    }
+
+    #[test]
+    fn sealing_folds_a_sparse_filter_and_keeps_its_keys() {
+        let bloom = Bloom::with_capacity(1 << 14, u64::MAX).unwrap();
+        for i in 0..1000 {
+            bloom.insert(&key(i));
+        }
+        let sealed = bloom.sealed();
+        // Sized for 16384 keys, holding 1000: folded at least 3 times (to 2048 keys' worth),
+        // and not below half of 1000 keys' worth.
+        assert!(
+            sealed.byte_len() <= bloom.byte_len() / 8,
+            "{}",
+            sealed.byte_len()
+        );
+        assert!(sealed.byte_len() >= 1000 * BITS_PER_KEY as usize / 8 / 2);
+        assert!(bloom.could_seal_to(sealed.byte_len()));
+        assert!((0..1000).all(|i| sealed.may_contain(&key(i))));
+        let false_positives = (1000..101_000)
+            .filter(|i| sealed.may_contain(&key(*i)))
+            .count();
+        assert!(false_positives < 2_500, "{false_positives} in 100000");
+        // A filter holding as many keys as it was sized for stays whole.
+        let full = Bloom::with_capacity(1000, u64::MAX).unwrap();
+        for i in 0..1000 {
+            full.insert(&key(i));
+        }
+        assert_eq!(full.sealed().byte_len(), full.byte_len());
+        assert!(!bloom.could_seal_to(bloom.byte_len() / 3));
+        assert!(!bloom.could_seal_to(0));
     }
 
     #[test]

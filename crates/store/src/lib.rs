@@ -11,7 +11,10 @@
 //! - `leaves_by_epoch`: the leaf index: epoch, first 8 bytes of the leaf hash, low bits of the
 //!   index → empty ([`hash_index`]). A short prefix keeps this index small; candidates are
 //!   confirmed against the stored leaf hash.
-//! - `packages`: package purl, 0x00, big-endian u64 index → empty (one key per entry).
+//! - `packages_by_epoch`: the package index: epoch, package purl, 0x00, low bits of the index
+//!   → empty, one key per entry ([`packages`]).
+//! - `package_filters`: big-endian u32 epoch → the sealed bloom filter of the packages that
+//!   full epoch lists ([`packages`], [`epoch_filters`]).
 //! - `digests_by_epoch`: the artifact digest index, keyed as the leaf index but by the
 //!   artifact sha256, for entries appended with a digest ([`NewEntry::with_digest`]);
 //!   candidates are confirmed against the entry. Written since `meta` `digests_from` (the log
@@ -32,9 +35,11 @@
 
 mod append;
 pub mod bloom;
+mod epoch_filters;
 mod hash_index;
 mod identity;
 mod migrate;
+mod packages;
 mod tile;
 mod tile_cache;
 
@@ -50,23 +55,25 @@ use tile::TileAddr;
 pub use append::{Appender, NewEntry, Staged};
 
 /// The on-disk layout version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 const CF_ENTRIES: &str = "entries";
 const CF_TILES: &str = "tiles";
 const CF_IDENTITIES: &str = "identities_by_epoch";
 const CF_IDENTITY_FILTERS: &str = "identity_filters";
-const CF_PACKAGES: &str = "packages";
+const CF_PACKAGES: &str = "packages_by_epoch";
+const CF_PACKAGE_FILTERS: &str = "package_filters";
 const CF_LEAVES: &str = "leaves_by_epoch";
 const CF_DIGESTS: &str = "digests_by_epoch";
 const CF_CHECKPOINTS: &str = "checkpoints";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 9] = [
+const COLUMN_FAMILIES: [&str; 10] = [
     CF_ENTRIES,
     CF_TILES,
     CF_IDENTITIES,
     CF_IDENTITY_FILTERS,
     CF_PACKAGES,
+    CF_PACKAGE_FILTERS,
     CF_LEAVES,
     CF_DIGESTS,
     CF_CHECKPOINTS,
@@ -98,6 +105,8 @@ pub struct EngineStats {
     pub pending_compaction_bytes: u64,
     /// Bytes of the identity index's bloom filters, held outside RocksDB ([`identity`]).
     pub identity_filter_bytes: u64,
+    /// Bytes of the package index's bloom filters, held outside RocksDB ([`packages`]).
+    pub package_filter_bytes: u64,
 }
 
 /// What can go wrong reading or writing the store.
@@ -170,10 +179,12 @@ struct Inner {
     size: AtomicU64,
     /// The first index the digest index covers; see `digests_by_epoch` in the module docs.
     digests_from: u64,
-    /// The epoch size of the leaf, digest and identity indexes.
+    /// The epoch size of the leaf, digest, identity and package indexes.
     epochs: hash_index::Epochs,
     /// The identity index's filters, one an epoch.
-    identity_filters: identity::Filters,
+    identity_filters: epoch_filters::EpochFilters,
+    /// The package index's filters, one an epoch.
+    package_filters: epoch_filters::EpochFilters,
     writer_taken: AtomicBool,
     /// Set once an append failed after its write may have landed; see [`Store::writer_stopped`].
     writer_stopped: AtomicBool,
@@ -217,14 +228,21 @@ impl Store {
         };
         let epochs = match format {
             Some(FORMAT_VERSION) => stored_epochs()?,
+            Some(3) => {
+                let epochs = stored_epochs()?;
+                migrate::from_v3(&db, epochs)?;
+                epochs
+            }
             Some(2) => {
                 let epochs = stored_epochs()?;
                 migrate::from_v2(&db, epochs)?;
+                migrate::from_v3(&db, epochs)?;
                 epochs
             }
             Some(1) => {
                 migrate::from_v1(&db, wanted)?;
                 migrate::from_v2(&db, wanted)?;
+                migrate::from_v3(&db, wanted)?;
                 wanted
             }
             Some(found) => return Err(StoreError::Format { found }),
@@ -258,12 +276,21 @@ impl Store {
                 size
             }
         };
-        let identity_filters = identity::Filters::load(
+        let identity_filters = epoch_filters::EpochFilters::load(
             &db,
             cf(&db, CF_IDENTITIES),
             cf(&db, CF_IDENTITY_FILTERS),
             epochs,
             size,
+            &identity::FAMILY,
+        )?;
+        let package_filters = epoch_filters::EpochFilters::load(
+            &db,
+            cf(&db, CF_PACKAGES),
+            cf(&db, CF_PACKAGE_FILTERS),
+            epochs,
+            size,
+            &packages::FAMILY,
         )?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -272,6 +299,7 @@ impl Store {
                 digests_from,
                 epochs,
                 identity_filters,
+                package_filters,
                 writer_taken: AtomicBool::new(false),
                 writer_stopped: AtomicBool::new(false),
                 failures: Mutex::new(None),
@@ -325,6 +353,7 @@ impl Store {
             block_cache_pinned_bytes: property(CF_ENTRIES, "rocksdb.block-cache-pinned-usage"),
             pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
             identity_filter_bytes: self.inner.identity_filters.bytes(),
+            package_filter_bytes: self.inner.package_filters.bytes(),
         }
     }
 
@@ -474,9 +503,13 @@ impl Store {
     /// append written but not yet published: callers other than the writer bound what they
     /// use by a size they have seen published (a checkpoint), as the lookup endpoint does.
     pub fn identity_indexes(&self, identities: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
-        self.inner
-            .identity_filters
-            .lookup(self.db(), self.cf(CF_IDENTITIES), identities)
+        identity::lookup(
+            &self.inner.identity_filters,
+            self.inner.epochs,
+            self.db(),
+            self.cf(CF_IDENTITIES),
+            identities,
+        )
     }
 
     /// The lowest index below `size` whose leaf hash is `leaf`, if any: a prefix scan of the
@@ -493,108 +526,6 @@ impl Store {
                 Ok(found.is_none())
             })?;
         Ok(found)
-    }
-
-    /// Indexes of the entries for `package` in the log, in log order, from `from` on, at most
-    /// `limit`.
-    pub fn package_indexes(
-        &self,
-        package: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<u64>, StoreError> {
-        let size = self.size();
-        let prefix = package_prefix(package);
-        let mut start = prefix.clone();
-        start.extend_from_slice(&from.to_be_bytes());
-        let mut out = Vec::new();
-        let iter = self.db().iterator_cf(
-            self.cf(CF_PACKAGES),
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (k, _) = item?;
-            let Some(index) = k.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            if out.len() >= limit {
-                break;
-            }
-            let index = be_u64(index)?;
-            // Keys of a batch written but not (yet, or ever) published are not in the log.
-            if index >= size {
-                break;
-            }
-            out.push(index);
-        }
-        Ok(out)
-    }
-
-    /// Calls `f(package, index)` for every package index key whose purl starts with the
-    /// bytes `prefix` (any package whose purl starts so, in key order), scanning at most
-    /// `max_keys` keys; false when it stopped there with keys left.
-    pub fn scan_package_prefix(
-        &self,
-        prefix: &[u8],
-        max_keys: usize,
-        mut f: impl FnMut(&str, u64),
-    ) -> Result<bool, StoreError> {
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_iterate_lower_bound(prefix.to_vec());
-        let mut iter = self.db().raw_iterator_cf_opt(self.cf(CF_PACKAGES), opts);
-        iter.seek(prefix);
-        let mut scanned = 0usize;
-        while let Some(k) = iter.key() {
-            if !k.starts_with(prefix) {
-                return Ok(true);
-            }
-            if scanned >= max_keys {
-                return Ok(false);
-            }
-            scanned += 1;
-            let split = k
-                .len()
-                .checked_sub(9)
-                .filter(|s| k[*s] == 0)
-                .ok_or_else(|| StoreError::Corrupt("malformed package index key".into()))?;
-            let package = std::str::from_utf8(&k[..split])
-                .map_err(|_| StoreError::Corrupt("package index key not UTF-8".into()))?;
-            f(package, be_u64(&k[split + 1..])?);
-            iter.next();
-        }
-        iter.status()?;
-        Ok(true)
-    }
-
-    /// Indexes of the entries for `package` below `before`, newest first, at most `limit`.
-    pub fn package_indexes_rev(
-        &self,
-        package: &str,
-        before: u64,
-        limit: usize,
-    ) -> Result<Vec<u64>, StoreError> {
-        let before = before.min(self.size());
-        let prefix = package_prefix(package);
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_iterate_lower_bound(prefix.clone());
-        let mut upper = prefix.clone();
-        upper.extend_from_slice(&before.to_be_bytes());
-        opts.set_iterate_upper_bound(upper);
-        let mut iter = self.db().raw_iterator_cf_opt(self.cf(CF_PACKAGES), opts);
-        iter.seek_to_last();
-        let mut out = Vec::new();
-        while let Some(k) = iter.key() {
-            if out.len() >= limit {
-                break;
-            }
-            let Some(index) = k.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            out.push(be_u64(index)?);
-            iter.prev();
-        }
-        iter.status()?;
-        Ok(out)
     }
 
     /// The entries at `indexes` (None for any the log does not hold), in one batched read.
@@ -821,12 +752,6 @@ fn put_meta_synced(db: &DB, key: &[u8], value: &[u8]) -> Result<(), StoreError> 
     Ok(db.put_cf_opt(cf(db, CF_META), key, value, &opts)?)
 }
 
-fn package_prefix(package: &str) -> Vec<u8> {
-    let mut p = package.as_bytes().to_vec();
-    p.push(0);
-    p
-}
-
 fn be_u64(b: &[u8]) -> Result<u64, StoreError> {
     b.try_into()
         .map(u64::from_be_bytes)
@@ -841,7 +766,7 @@ fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
 
 /// Memory is bounded by these, not by the log size: one block cache for every column family
 /// and one write-buffer budget across them. The identity filters come on top, 1.25 MiB per
-/// million entries ([`identity`]); they replaced the identity index's RocksDB filters, which
+/// million entries, and the package filters, less ([`epoch_filters`]); they replaced the identity index's RocksDB filters, which
 /// had a 40 MiB cache of their own beside a 24 MiB shared one. A 64 MiB write budget was
 /// tried: with it, level 0 piled up, writes stalled 162 times over a 30M series, and 7.4 GB
 /// of compaction was owed at 28M.
@@ -943,8 +868,8 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
             } else {
                 let mut o = Options::default();
                 // No bloom filters: entries, tiles and checkpoints are read by keys the log
-                // has (an index below its size), packages by prefix scans, so a filter never
-                // saves a read. Their filters were built at every flush and compaction, and
+                // has (an index below its size), packages by prefix scans (behind their own
+                // filters, [`packages`]), so a filter never saves a read. Their filters were built at every flush and compaction, and
                 // the level-0 pins kept them in the block cache for as long as each table
                 // stayed open: 25.8 MiB at 10M entries, 49.5 MiB at 30M, growing with the log.
                 let mut table = table_options(&cache, false);
@@ -953,11 +878,13 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
                 o.set_write_buffer_size(32 << 20);
                 // Tiles are hashes and filters half-set bits, which do not compress;
                 // entries and notes do.
-                o.set_compression_type(if [CF_TILES, CF_IDENTITY_FILTERS].contains(name) {
-                    rocksdb::DBCompressionType::None
-                } else {
-                    rocksdb::DBCompressionType::Lz4
-                });
+                o.set_compression_type(
+                    if [CF_TILES, CF_IDENTITY_FILTERS, CF_PACKAGE_FILTERS].contains(name) {
+                        rocksdb::DBCompressionType::None
+                    } else {
+                        rocksdb::DBCompressionType::Lz4
+                    },
+                );
                 o
             };
             ColumnFamilyDescriptor::new(*name, o)

@@ -8,10 +8,14 @@
 //! - Layouts 1 and 2 keyed the identity index by the 32-byte identity key alone, with the
 //!   big-endian u64 index as value, in `identities`. Layout 3 keys it by epoch first and
 //!   filters it ([`super::identity`]); the filters are built right after, in the same open.
+//! - Layouts 1 to 3 keyed the package index by purl, 0x00, big-endian u64 index, in
+//!   `packages`. Layout 4 keys it by epoch first and filters it ([`super::packages`]); the
+//!   filters are built right after, in the same open.
 
 use super::hash_index::{Epochs, PREFIX};
 use super::{
-    be_u64, cf, identity, put_layout_synced, StoreError, CF_DIGESTS, CF_IDENTITIES, CF_LEAVES,
+    be_u64, cf, identity, packages, put_layout_synced, StoreError, CF_DIGESTS, CF_IDENTITIES,
+    CF_LEAVES, CF_PACKAGES,
 };
 use rocksdb::{ColumnFamily, WriteBatch, DB};
 use std::path::Path;
@@ -22,6 +26,8 @@ const V1_LEAVES: &str = "leaves";
 const V1_DIGESTS: &str = "digests";
 /// Layouts 1 and 2's identity index.
 const V2_IDENTITIES: &str = "identities";
+/// Layouts 1 to 3's package index.
+const V3_PACKAGES: &str = "packages";
 /// Records rewritten per write.
 const BATCH: usize = 100_000;
 
@@ -33,7 +39,7 @@ pub(crate) fn old_families(dir: &Path) -> Result<Vec<&'static str>, StoreError> 
         return Ok(Vec::new());
     }
     let names = DB::list_cf(&rocksdb::Options::default(), dir)?;
-    Ok([V1_LEAVES, V1_DIGESTS, V2_IDENTITIES]
+    Ok([V1_LEAVES, V1_DIGESTS, V2_IDENTITIES, V3_PACKAGES]
         .into_iter()
         .filter(|v1| names.iter().any(|n| n == v1))
         .collect())
@@ -49,7 +55,7 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     );
     for (old, new) in [(V1_LEAVES, CF_LEAVES), (V1_DIGESTS, CF_DIGESTS)] {
         let new = cf(db, new);
-        db.delete_range_cf(new, &[][..], &[0xffu8; 32][..])?;
+        clear(db, new)?;
         // Every layout 1 store has a leaf index; a digest index only if a build with it
         // opened the store (`digests_from` then says where it starts).
         let Some(old) = db.cf_handle(old) else {
@@ -79,7 +85,7 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
 pub(crate) fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     tracing::info!("upgrading the store's layout from 2 to 3");
     let new = cf(db, CF_IDENTITIES);
-    db.delete_range_cf(new, &[][..], &[0xffu8; identity::KEY_LEN + 1][..])?;
+    clear(db, new)?;
     // A store created at layout 1 or 2 always has the family, empty or not.
     let old = db
         .cf_handle(V2_IDENTITIES)
@@ -93,6 +99,48 @@ pub(crate) fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     tracing::info!(rewritten, "identity index rewritten");
     db.flush_wal(true)?;
     put_layout_synced(db, 3, epochs)
+}
+
+/// Layout 3 → 4: rewrites the package index under epoch-first keys, then records layout 4.
+pub(crate) fn from_v3(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
+    tracing::info!("upgrading the store's layout from 3 to 4");
+    let new = cf(db, CF_PACKAGES);
+    clear(db, new)?;
+    // A store created at layouts 1 to 3 always has the family, empty or not.
+    let old = db
+        .cf_handle(V3_PACKAGES)
+        .ok_or_else(|| StoreError::Corrupt("layout 3 store without a package index".into()))?;
+    let rewritten = rewrite(db, old, new, |k, _| {
+        let malformed = || StoreError::Corrupt("malformed layout 3 package key".into());
+        let (rest, index) = k.split_last_chunk::<8>().ok_or_else(malformed)?;
+        let (0, purl) = rest.split_last().ok_or_else(malformed)? else {
+            return Err(malformed());
+        };
+        let purl = std::str::from_utf8(purl).map_err(|_| malformed())?;
+        Ok((
+            packages::key(epochs, purl, u64::from_be_bytes(*index))?,
+            Vec::new(),
+        ))
+    })?;
+    tracing::info!(rewritten, "package index rewritten");
+    db.flush_wal(true)?;
+    put_layout_synced(db, 4, epochs)
+}
+
+/// Deletes every record of `family`: what an upgrade cut short wrote into it.
+fn clear(db: &DB, family: &ColumnFamily) -> Result<(), StoreError> {
+    let mut iter = db.raw_iterator_cf(family);
+    iter.seek_to_first();
+    let first = iter.key().map(<[u8]>::to_vec);
+    iter.seek_to_last();
+    let last = iter.key().map(<[u8]>::to_vec);
+    iter.status()?;
+    if let (Some(first), Some(mut last)) = (first, last) {
+        // The range's end is exclusive: one byte past the last key.
+        last.push(0);
+        db.delete_range_cf(family, first, last)?;
+    }
+    Ok(())
 }
 
 /// Writes into `new` the record `map` makes of each record of `old`, [`BATCH`] records a

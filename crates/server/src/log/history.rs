@@ -142,7 +142,7 @@ impl Log {
     }
 
     /// The newest `limit` events of all packages under the purl prefix `prefix` (whole
-    /// segments), from one bounded scan of the package index's keys: refused when the
+    /// segments), from one bounded scan of the package index's keys (a seek an epoch): refused when the
     /// prefix covers more than [`MAX_PREFIX_SCAN`] entries. Only owner changes are marked.
     pub async fn prefix_events(&self, prefix: String, limit: usize) -> Result<History, LogError> {
         let size = self.checkpoint().size;

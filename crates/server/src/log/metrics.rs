@@ -134,6 +134,7 @@ pub fn render_engine(stats: &btlog_store::EngineStats, out: &mut String) {
         ("block_cache", stats.block_cache_bytes),
         ("block_cache_pinned", stats.block_cache_pinned_bytes),
         ("identity_filters", stats.identity_filter_bytes),
+        ("package_filters", stats.package_filter_bytes),
     ] {
         let _ = writeln!(out, "btlog_store_memory_bytes{{kind=\"{kind}\"}} {bytes}");
     }

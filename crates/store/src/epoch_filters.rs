@@ -1,0 +1,216 @@
+//! One bloom filter an epoch over the keys of an epoch-keyed index, held in memory, so that a
+//! lookup reads only the epochs that may hold its key: the identity index ([`crate::identity`])
+//! and the package index ([`crate::packages`]).
+//!
+//! An index keyed by epoch first ([`Epochs`]) keeps its compactions inside the newest epoch, but
+//! a lookup by key would seek once per epoch. Each epoch's filter ([`Bloom`], 10 bits a key,
+//! ~1% false positives) rules out nearly all of those seeks for one cache-line probe each. The
+//! filters replace RocksDB's own, which took the same memory in the block cache.
+//!
+//! - The current epoch's filter is sized for a key an entry (1.25 MiB an epoch of 2^20
+//!   entries). Keys go in before the append that holds them is written, so a filter always
+//!   holds every key a reader can find; a failed write only leaves false positives.
+//! - A full epoch's filter never changes again: the append that completes the epoch seals it
+//!   ([`Bloom::sealed`]: folded down to the size its keys need, so an epoch listing 65k
+//!   packages keeps ~80 KiB, not 1.25 MiB) and writes it in the same atomic batch. It is
+//!   loaded at open; the current epoch's is rebuilt from that epoch's records (at most
+//!   2^bits).
+//! - A full epoch's filter missing on disk, or of a size sealing could not give it, is
+//!   rebuilt from its epoch's records and stored. A stored filter of a possible size is
+//!   trusted as stored, as every other stored record is: RocksDB's block checksums guard it,
+//!   and a filter that lost bits would hide keys.
+//!
+//! Past ~100M entries the probes (one an epoch) and false-positive reads would start to count;
+//! merging old epochs' filters into one over their records is then the next step.
+
+use super::bloom::{Bloom, Probe};
+use super::hash_index::Epochs;
+use super::StoreError;
+use rocksdb::{ColumnFamily, WriteBatch, DB};
+use std::sync::{Arc, RwLock};
+
+/// The largest filter of one epoch, in keys: 2^24 (20 MiB). Epochs are 2^20 entries unless a
+/// store was created otherwise; a filter smaller than its epoch only has more false positives.
+const MAX_FILTER_KEYS: u64 = 1 << 24;
+
+/// What one index's filters hold.
+pub(crate) struct Family {
+    /// The index's name, for logs and errors.
+    pub(crate) name: &'static str,
+    /// The filter key of one of the index's records, given its whole key (epoch first); None
+    /// if the record is malformed.
+    pub(crate) probe_of_record: fn(&[u8]) -> Option<Probe>,
+}
+
+/// The filters of one index; see the module docs.
+pub(crate) struct EpochFilters {
+    family: &'static Family,
+    epochs: Epochs,
+    /// One filter an epoch, from the first through the one holding the log's last entry.
+    filters: RwLock<Vec<Arc<Bloom>>>,
+}
+
+impl EpochFilters {
+    /// The filters of `index` in a store of `size` entries: those of full epochs read from
+    /// `stored` (rebuilt and stored if missing or malformed), the current one built from
+    /// `index`.
+    pub(crate) fn load(
+        db: &DB,
+        index: &ColumnFamily,
+        stored: &ColumnFamily,
+        epochs: Epochs,
+        size: u64,
+        family: &'static Family,
+    ) -> Result<EpochFilters, StoreError> {
+        let filters = EpochFilters {
+            family,
+            epochs,
+            filters: RwLock::new(Vec::new()),
+        };
+        let full = epochs.epoch(size);
+        let current = if size == 0 {
+            0
+        } else {
+            epochs.epoch(size - 1) + 1
+        };
+        let empty = filters.empty()?;
+        // Read around the block cache: 1.25 MiB values would only evict the blocks reads need.
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
+        let mut loaded = Vec::new();
+        for epoch in 0..current {
+            let stored_key = Epochs::number(epoch)?.to_be_bytes();
+            let kept = match db.get_cf_opt(stored, stored_key, &read)? {
+                Some(bytes) if epoch < full && empty.could_seal_to(bytes.len()) => {
+                    Bloom::from_bytes(&bytes)
+                }
+                _ => None,
+            };
+            let bloom = match kept {
+                Some(bloom) => bloom,
+                None if epoch < full => {
+                    let bloom = filters.build(db, index, epoch)?.sealed();
+                    tracing::info!(epoch, index = family.name, "filter rebuilt");
+                    // Stored only to spare the next open the rebuild: on a full disk the log
+                    // still opens (its reads go on), and rebuilds it again next time.
+                    if let Err(e) = db.put_cf(stored, stored_key, bloom.to_bytes()) {
+                        tracing::warn!(epoch, index = family.name, error = %e, "filter not stored");
+                    }
+                    bloom
+                }
+                None => filters.build(db, index, epoch)?,
+            };
+            loaded.push(Arc::new(bloom));
+        }
+        *filters.write() = loaded;
+        Ok(filters)
+    }
+
+    /// Adds the keys of an append of the entries `start..size` (each with the index of its
+    /// entry) to the filters, before it is written, and puts into `batch` the sealed filters
+    /// of the epochs it completes (see the module docs).
+    pub(crate) fn add(
+        &self,
+        keys: &[(Probe, u64)],
+        start: u64,
+        size: u64,
+        stored: &ColumnFamily,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        if size == 0 {
+            return Ok(());
+        }
+        // The write lock only when the append reaches a new epoch; bits go in under the read
+        // lock, beside the readers, since the words are atomic.
+        let last = self.epochs.epoch(size - 1);
+        if self.read().len() as u64 <= last {
+            let mut filters = self.write();
+            while filters.len() as u64 <= last {
+                filters.push(Arc::new(self.empty()?));
+            }
+        }
+        {
+            let filters = self.read();
+            for (probe, index) in keys {
+                filter(&filters, self.epochs.epoch(*index))?.insert_probe(probe);
+            }
+        }
+        let completed = self.epochs.epoch(start)..self.epochs.epoch(size);
+        if !completed.is_empty() {
+            let mut filters = self.write();
+            for epoch in completed {
+                let sealed = filter(&filters, epoch)?.sealed();
+                batch.put_cf(
+                    stored,
+                    Epochs::number(epoch)?.to_be_bytes(),
+                    sealed.to_bytes(),
+                );
+                // A reader holding the unsealed filter still gets right answers from it.
+                if let Some(slot) = usize::try_from(epoch).ok().and_then(|e| filters.get_mut(e)) {
+                    *slot = Arc::new(sealed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The epochs whose filter may hold the key of `probe`, oldest first.
+    pub(crate) fn holding(&self, probe: &Probe) -> Vec<u64> {
+        self.read()
+            .iter()
+            .enumerate()
+            .filter(|(_, bloom)| bloom.may_hold(probe))
+            .map(|(epoch, _)| epoch as u64)
+            .collect()
+    }
+
+    /// A filter of the keys recorded in `epoch`, unsealed.
+    fn build(&self, db: &DB, index: &ColumnFamily, epoch: u64) -> Result<Bloom, StoreError> {
+        let bloom = self.empty()?;
+        let prefix = Epochs::number(epoch)?.to_be_bytes();
+        let mut iter = db.raw_iterator_cf(index);
+        iter.seek(prefix);
+        while let Some(k) = iter.key() {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let probe = (self.family.probe_of_record)(k).ok_or_else(|| {
+                StoreError::Corrupt(format!("malformed {} index key", self.family.name))
+            })?;
+            bloom.insert_probe(&probe);
+            iter.next();
+        }
+        iter.status()?;
+        Ok(bloom)
+    }
+
+    fn empty(&self) -> Result<Bloom, StoreError> {
+        let keys = (1u64 << self.epochs.bits()).min(MAX_FILTER_KEYS);
+        Bloom::with_capacity(keys, u64::MAX)
+            .ok_or_else(|| StoreError::Corrupt(format!("{} filter too large", self.family.name)))
+    }
+
+    /// Bytes of filter held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.read().iter().map(|b| b.byte_len() as u64).sum()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Bloom>>> {
+        // The filters are only ever grown or replaced whole, so a panic elsewhere while the
+        // lock was held leaves them whole.
+        self.filters.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Bloom>>> {
+        self.filters.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The filter of `epoch`, which the log must have by now.
+fn filter(filters: &[Arc<Bloom>], epoch: u64) -> Result<&Bloom, StoreError> {
+    usize::try_from(epoch)
+        .ok()
+        .and_then(|e| filters.get(e))
+        .map(|b| &**b)
+        .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))
+}
