@@ -266,7 +266,12 @@ mod tests {
             full.insert(&key(i));
         }
         assert_eq!(full.sealed().byte_len(), full.byte_len());
-        assert!(!bloom.could_seal_to(bloom.byte_len() / 3));
+        // 20480 bytes: halved k times, never by 3 or 5, nor a part block.
+        assert!(bloom.could_seal_to(bloom.byte_len()));
+        assert!(bloom.could_seal_to(640));
+        assert!(!bloom.could_seal_to(4096));
+        assert!(!bloom.could_seal_to(64 * 3));
+        assert!(!bloom.could_seal_to(320 + 32));
         assert!(!bloom.could_seal_to(0));
     }
 

@@ -12,7 +12,7 @@
 //!   holds every key a reader can find; a failed write only leaves false positives.
 //! - A full epoch's filter never changes again: the append that completes the epoch seals it
 //!   ([`Bloom::sealed`]: folded down to the size its keys need, so an epoch listing 65k
-//!   packages keeps ~80 KiB, not 1.25 MiB) and writes it in the same atomic batch. It is
+//!   packages keeps 160 KiB, not 1.25 MiB) and writes it in the same atomic batch. It is
 //!   loaded at open; the current epoch's is rebuilt from that epoch's records (at most
 //!   2^bits).
 //! - A full epoch's filter missing on disk, or of a size sealing could not give it, is
@@ -135,21 +135,21 @@ impl EpochFilters {
                 filter(&filters, self.epochs.epoch(*index))?.insert_probe(probe);
             }
         }
-        let completed = self.epochs.epoch(start)..self.epochs.epoch(size);
-        if !completed.is_empty() {
+        // Sealed beside the readers, under the read lock; the write lock only to swap. The
+        // sealed filter holds every key the unsealed one did, and its epoch gets no more.
+        for epoch in self.epochs.epoch(start)..self.epochs.epoch(size) {
+            let sealed = filter(&self.read(), epoch)?.sealed();
+            batch.put_cf(
+                stored,
+                Epochs::number(epoch)?.to_be_bytes(),
+                sealed.to_bytes(),
+            );
             let mut filters = self.write();
-            for epoch in completed {
-                let sealed = filter(&filters, epoch)?.sealed();
-                batch.put_cf(
-                    stored,
-                    Epochs::number(epoch)?.to_be_bytes(),
-                    sealed.to_bytes(),
-                );
-                // A reader holding the unsealed filter still gets right answers from it.
-                if let Some(slot) = usize::try_from(epoch).ok().and_then(|e| filters.get_mut(e)) {
-                    *slot = Arc::new(sealed);
-                }
-            }
+            let slot = usize::try_from(epoch)
+                .ok()
+                .and_then(|e| filters.get_mut(e))
+                .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))?;
+            *slot = Arc::new(sealed);
         }
         Ok(())
     }

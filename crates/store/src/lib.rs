@@ -6,7 +6,7 @@
 //! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]).
 //! - `identities_by_epoch`: the identity index: epoch, 32-byte identity key → low bits of the
 //!   index of the entry that claimed it ([`identity`]).
-//! - `identity_filters`: big-endian u32 epoch → the bloom filter of that full epoch's
+//! - `identity_filters`: big-endian u32 epoch → the sealed bloom filter of that full epoch's
 //!   identities ([`identity`]).
 //! - `leaves_by_epoch`: the leaf index: epoch, first 8 bytes of the leaf hash, low bits of the
 //!   index → empty ([`hash_index`]). A short prefix keeps this index small; candidates are
@@ -22,10 +22,11 @@
 //! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
 //! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size;
 //!   `digests_from` → big-endian u64, see `digests_by_epoch`; `epoch_bits` → one byte, the
-//!   epoch size of the leaf, digest and identity indexes as a power of two.
+//!   epoch size of the leaf, digest, identity and package indexes as a power of two.
 //!
-//! Layout 3 (this one) differs from layout 2 only in the identity index, keyed by epoch first
-//! and filtered; layout 2 from layout 1 only in the keys of the leaf and digest indexes.
+//! Layout 4 (this one) differs from layout 3 only in the package index, keyed by epoch first
+//! and filtered ([`epoch_filters`]); layout 3 from layout 2 only in the identity index, likewise;
+//! layout 2 from layout 1 only in the keys of the leaf and digest indexes.
 //! Opening a store of an older layout upgrades it in place ([`migrate`]).
 //!
 //! Every append is one atomic, synced `WriteBatch` holding the entries, the tiles they changed,
@@ -202,7 +203,7 @@ impl Store {
     }
 
     /// As [`Store::open`]; a store created or upgraded from layout 1 here gets epochs of
-    /// 2^`epoch_bits` entries in its leaf, digest and identity indexes ([`hash_index`]), where
+    /// 2^`epoch_bits` entries in its leaf, digest, identity and package indexes ([`hash_index`]), where
     /// an existing store keeps its own. Tests use small epochs to cross many; a log should not,
     /// since lookups cost one filter probe or seek an epoch (see [`identity`]).
     pub fn open_with_epoch_bits(dir: &Path, epoch_bits: u8) -> Result<Store, StoreError> {
@@ -766,7 +767,8 @@ fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
 
 /// Memory is bounded by these, not by the log size: one block cache for every column family
 /// and one write-buffer budget across them. The identity filters come on top, 1.25 MiB per
-/// million entries, and the package filters, less ([`epoch_filters`]); they replaced the identity index's RocksDB filters, which
+/// million entries, and the package filters as much again at most ([`epoch_filters`]: the
+/// current epoch's is 1.25 MiB, a full one is sealed to the packages it lists); they replaced the identity index's RocksDB filters, which
 /// had a 40 MiB cache of their own beside a 24 MiB shared one. A 64 MiB write budget was
 /// tried: with it, level 0 piled up, writes stalled 162 times over a 30M series, and 7.4 GB
 /// of compaction was owed at 28M.

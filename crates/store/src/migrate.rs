@@ -15,7 +15,7 @@
 use super::hash_index::{Epochs, PREFIX};
 use super::{
     be_u64, cf, identity, packages, put_layout_synced, StoreError, CF_DIGESTS, CF_IDENTITIES,
-    CF_LEAVES, CF_PACKAGES,
+    CF_LEAVES, CF_PACKAGES, CF_PACKAGE_FILTERS,
 };
 use rocksdb::{ColumnFamily, WriteBatch, DB};
 use std::path::Path;
@@ -106,6 +106,8 @@ pub(crate) fn from_v3(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     tracing::info!("upgrading the store's layout from 3 to 4");
     let new = cf(db, CF_PACKAGES);
     clear(db, new)?;
+    // No filter is stored before the marker; were one there, it could hide keys.
+    clear(db, cf(db, CF_PACKAGE_FILTERS))?;
     // A store created at layouts 1 to 3 always has the family, empty or not.
     let old = db
         .cf_handle(V3_PACKAGES)

@@ -25,7 +25,7 @@
 use super::bloom::Probe;
 use super::epoch_filters::Family;
 use super::hash_index::Epochs;
-use super::{be_u32, Store, StoreError, CF_PACKAGES};
+use super::{Store, StoreError, CF_PACKAGES};
 use sha2::{Digest, Sha256};
 
 /// The package index's filters: keyed by the SHA-256 of the purl.
@@ -55,6 +55,14 @@ fn prefix(epoch: u32, purl: &[u8]) -> Vec<u8> {
     k.extend_from_slice(purl);
     k.push(0);
     k
+}
+
+/// The low index bits of `k` if it is a key of the package whose keys in an epoch begin with
+/// `whole` ([`prefix`]). A name asked for that holds a 0 (never a purl) may prefix another
+/// package's keys; their tails are not 4 bytes.
+fn low_of(k: &[u8], whole: &[u8]) -> Option<u32> {
+    let low = k.strip_prefix(whole)?;
+    Some(u32::from_be_bytes(low.try_into().ok()?))
 }
 
 /// The epoch, purl and low index bits of a key; None if it is malformed.
@@ -92,10 +100,10 @@ impl Store {
             let mut iter = self.db().raw_iterator_cf(self.cf(CF_PACKAGES));
             iter.seek(key(epochs, package, start)?);
             while let Some(k) = iter.key() {
-                let Some(low) = k.strip_prefix(whole.as_slice()) else {
+                let Some(low) = low_of(k, &whole) else {
                     break;
                 };
-                let index = epochs.first(epoch) | u64::from(be_u32(low)?);
+                let index = epochs.first(epoch) | u64::from(low);
                 // Keys of a batch written but not (yet, or ever) published are not in the log.
                 if index >= size {
                     return Ok(out);
@@ -147,10 +155,10 @@ impl Store {
             let mut iter = self.db().raw_iterator_cf_opt(self.cf(CF_PACKAGES), opts);
             iter.seek_to_last();
             while let Some(k) = iter.key() {
-                let Some(low) = k.strip_prefix(whole.as_slice()) else {
+                let Some(low) = low_of(k, &whole) else {
                     break;
                 };
-                out.push(epochs.first(epoch) | u64::from(be_u32(low)?));
+                out.push(epochs.first(epoch) | u64::from(low));
                 if out.len() >= limit {
                     return Ok(out);
                 }
