@@ -165,9 +165,10 @@ fn in_memory_build(c: &mut Criterion) {
 }
 
 /// Identity lookups as the sequencer makes them, 1000 in one call: identities never logged
-/// (nearly every append's) and logged ones, at random places in the log.
+/// (nearly every append's) and logged ones, at random places in the log, of 1, 10 and 30
+/// epochs.
 fn identity_lookups(c: &mut Criterion) {
-    for n in [1_000_000u64, 10_000_000] {
+    for n in [1_000_000u64, 10_000_000, 30_000_000] {
         let store = store_of(n);
         let mut g = c.benchmark_group(format!("identity_lookups_{}M", n / 1_000_000));
         g.throughput(Throughput::Elements(1000));
