@@ -16,12 +16,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const BITS_PER_KEY: u64 = 10;
 /// Bits set per key, all in one block.
 const PROBES: u32 = 7;
-/// Bytes of a block.
+/// Bytes of a block, as stored filters lay them out.
 const BLOCK_BYTES: usize = 64;
+const _: () = assert!(std::mem::size_of::<Block>() == BLOCK_BYTES);
+
+/// One block: a cache line, aligned as one, so that a probe touches one line, not two.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Block([AtomicU64; 8]);
 
 /// The filter; see the module docs.
 pub struct Bloom {
-    words: Box<[AtomicU64]>,
+    blocks: Box<[Block]>,
 }
 
 impl Bloom {
@@ -34,7 +40,7 @@ impl Bloom {
         }
         let blocks = usize::try_from(bytes.div_ceil(BLOCK_BYTES as u64).max(1)).ok()?;
         Some(Bloom {
-            words: (0..blocks * 8).map(|_| AtomicU64::new(0)).collect(),
+            blocks: (0..blocks).map(|_| Block::default()).collect(),
         })
     }
 
@@ -43,28 +49,45 @@ impl Bloom {
         if bytes.is_empty() || !bytes.len().is_multiple_of(BLOCK_BYTES) {
             return None;
         }
-        let words = bytes
-            .chunks_exact(8)
-            .map(|w| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(w);
-                AtomicU64::new(u64::from_le_bytes(b))
-            })
-            .collect();
-        Some(Bloom { words })
+        let words = bytes.chunks_exact(8).map(|w| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            u64::from_le_bytes(b)
+        });
+        Some(Bloom::of_words(words))
+    }
+
+    /// A filter of the words `words`, eight a block (a multiple of eight of them).
+    fn of_words(words: impl IntoIterator<Item = u64>) -> Bloom {
+        let mut words = words.into_iter();
+        let mut blocks = Vec::new();
+        while let Some(first) = words.next() {
+            let mut block = [first; 8];
+            for w in &mut block[1..] {
+                *w = words.next().unwrap_or(0);
+            }
+            blocks.push(Block(block.map(AtomicU64::new)));
+        }
+        Bloom {
+            blocks: blocks.into(),
+        }
+    }
+
+    /// The filter's words, in order.
+    fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        self.blocks
+            .iter()
+            .flat_map(|b| b.0.iter().map(|w| w.load(Ordering::Relaxed)))
     }
 
     /// The filter's bits, little-endian words.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.words
-            .iter()
-            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
-            .collect()
+        self.words().flat_map(u64::to_le_bytes).collect()
     }
 
     /// Bytes of filter.
     pub fn byte_len(&self) -> usize {
-        self.words.len() * 8
+        self.blocks.len() * BLOCK_BYTES
     }
 
     /// Adds `key`. A reader that learns of the insert through a synchronising event (a lock,
@@ -75,8 +98,7 @@ impl Bloom {
 
     /// As [`Bloom::insert`], for a key already hashed.
     pub fn insert_probe(&self, probe: &Probe) {
-        let block = self.block(probe);
-        for (word, mask) in self.words[block..block + 8].iter().zip(probe.masks) {
+        for (word, mask) in self.block(probe).0.iter().zip(probe.masks) {
             if mask != 0 {
                 word.fetch_or(mask, Ordering::Relaxed);
             }
@@ -91,8 +113,8 @@ impl Bloom {
     /// As [`Bloom::may_contain`], for a key already hashed: one key asked of many filters is
     /// hashed once.
     pub fn may_hold(&self, probe: &Probe) -> bool {
-        let block = self.block(probe);
-        self.words[block..block + 8]
+        self.block(probe)
+            .0
             .iter()
             .zip(probe.masks)
             .all(|(word, mask)| word.load(Ordering::Relaxed) & mask == mask)
@@ -107,11 +129,7 @@ impl Bloom {
     /// with n / 2 blocks it is ⌊h·(n/2) / 2^64⌋, half that rounded down, so every key
     /// inserted is still held. Only a filter of an even number of blocks folds.
     pub fn sealed(&self) -> Bloom {
-        let mut words: Vec<u64> = self
-            .words
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed))
-            .collect();
+        let mut words: Vec<u64> = self.words().collect();
         while (words.len() / 8).is_multiple_of(2) {
             let folded: Vec<u64> = words
                 .chunks_exact(16)
@@ -126,9 +144,7 @@ impl Bloom {
             }
             words = folded;
         }
-        Bloom {
-            words: words.into_iter().map(AtomicU64::new).collect(),
-        }
+        Bloom::of_words(words)
     }
 
     /// Whether `bytes` could be this filter, sealed ([`Bloom::sealed`]): whole blocks, its
@@ -140,11 +156,11 @@ impl Bloom {
             && (self.byte_len() / bytes).is_power_of_two()
     }
 
-    /// The first word of the block of `probe`'s key.
-    fn block(&self, probe: &Probe) -> usize {
-        let blocks = self.words.len() / 8;
+    /// The block of `probe`'s key.
+    fn block(&self, probe: &Probe) -> &Block {
         // Multiply-shift maps the hash onto the blocks without a division's bias or cost.
-        ((u128::from(probe.block_hash) * blocks as u128) >> 64) as usize * 8
+        let i = (u128::from(probe.block_hash) * self.blocks.len() as u128) >> 64;
+        &self.blocks[i as usize]
     }
 }
 

@@ -156,12 +156,28 @@ impl EpochFilters {
 
     /// The epochs whose filter may hold the key of `probe`, oldest first.
     pub(crate) fn holding(&self, probe: &Probe) -> Vec<u64> {
-        self.read()
-            .iter()
-            .enumerate()
-            .filter(|(_, bloom)| bloom.may_hold(probe))
-            .map(|(epoch, _)| epoch as u64)
-            .collect()
+        let mut epochs: Vec<u64> = self
+            .holding_each(std::slice::from_ref(probe))
+            .into_iter()
+            .map(|(_, epoch)| epoch)
+            .collect();
+        epochs.reverse();
+        epochs
+    }
+
+    /// For each of `probes` in turn, the epochs whose filter may hold its key, newest first:
+    /// (position in `probes`, epoch) pairs, under one read lock.
+    pub(crate) fn holding_each(&self, probes: &[Probe]) -> Vec<(usize, u64)> {
+        let filters = self.read();
+        let mut out = Vec::new();
+        for (i, probe) in probes.iter().enumerate() {
+            for (epoch, bloom) in filters.iter().enumerate().rev() {
+                if bloom.may_hold(probe) {
+                    out.push((i, epoch as u64));
+                }
+            }
+        }
+        out
     }
 
     /// A filter of the keys recorded in `epoch`, unsealed.

@@ -59,14 +59,12 @@ pub(crate) fn lookup(
     index: &ColumnFamily,
     identities: &[Hash],
 ) -> Result<Vec<Option<u64>>, StoreError> {
-    let mut keys = Vec::new();
-    let mut owners = Vec::new();
-    for (i, identity) in identities.iter().enumerate() {
-        for epoch in filters.holding(&Probe::of(identity)).into_iter().rev() {
-            keys.push(key(Epochs::number(epoch)?, identity));
-            owners.push((i, epoch));
-        }
-    }
+    let probes: Vec<Probe> = identities.iter().map(|id| Probe::of(id)).collect();
+    let owners = filters.holding_each(&probes);
+    let keys = owners
+        .iter()
+        .map(|(i, epoch)| Ok(key(Epochs::number(*epoch)?, &identities[*i])))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let mut found = vec![None; identities.len()];
     for ((i, epoch), value) in owners
         .into_iter()
