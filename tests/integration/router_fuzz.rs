@@ -170,11 +170,15 @@ proptest! {
             let resp_is_html = resp.headers().get("content-type").is_some_and(|c| c.as_bytes().starts_with(b"text/html"));
             let csp = resp.headers().get("content-security-policy").and_then(|c| c.to_str().ok()).map(str::to_owned);
             let csp = csp.as_deref();
+            let location = resp.headers().contains_key("location");
             let bytes = fix.rt.block_on(axum::body::to_bytes(resp.into_body(), usize::MAX)).expect("body");
             prop_assert!(status.as_u16() < 500, "{path}: {status} {}", String::from_utf8_lossy(&bytes));
             let html = resp_is_html;
             if html {
                 prop_assert!(csp.is_some_and(|c| c.starts_with("default-src 'none'")), "{path}: {status} without the CSP");
+            } else if status.is_redirection() {
+                // The explorer's search answers a query naming one thing with a redirect to it.
+                prop_assert!(location, "{path}: {status} without a Location");
             } else if !status.is_success() {
                 let text = String::from_utf8_lossy(&bytes);
                 let text = text.strip_suffix('\n').unwrap_or(&text);
