@@ -3,16 +3,16 @@
 //! and the package index ([`crate::packages`]).
 //!
 //! An index keyed by epoch first ([`Epochs`]) keeps its compactions inside the newest epoch, but
-//! a lookup by key would seek once per epoch. Each epoch's filter ([`Bloom`], 10 bits a key,
-//! ~1% false positives) rules out nearly all of those seeks for one cache-line probe each. The
+//! a lookup by key would seek once per epoch. Each epoch's filter ([`Bloom`], 12 bits a key,
+//! ~0.5% false positives) rules out nearly all of those seeks for one cache-line probe each. The
 //! filters replace RocksDB's own, which took the same memory in the block cache.
 //!
-//! - The current epoch's filter is sized for a key an entry (1.25 MiB an epoch of 2^20
+//! - The current epoch's filter is sized for a key an entry (1.5 MiB an epoch of 2^20
 //!   entries). Keys go in before the append that holds them is written, so a filter always
 //!   holds every key a reader can find; a failed write only leaves false positives.
 //! - A full epoch's filter never changes again: the append that completes the epoch seals it
 //!   ([`Bloom::sealed`]: folded down to the size its keys need, so an epoch listing 65k
-//!   packages keeps 160 KiB, not 1.25 MiB) and writes it in the same atomic batch. It is
+//!   packages keeps 96 KiB, not 1.5 MiB) and writes it in the same atomic batch. It is
 //!   loaded at open; the current epoch's is rebuilt from that epoch's records (at most
 //!   2^bits).
 //! - A full epoch's filter missing on disk, or of a size sealing could not give it, is
@@ -74,7 +74,7 @@ impl EpochFilters {
             epochs.epoch(size - 1) + 1
         };
         let empty = filters.empty()?;
-        // Read around the block cache: 1.25 MiB values would only evict the blocks reads need.
+        // Read around the block cache: 1.5 MiB values would only evict the blocks reads need.
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
         let mut loaded = Vec::new();

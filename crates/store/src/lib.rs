@@ -766,9 +766,9 @@ fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
 }
 
 /// Memory is bounded by these, not by the log size: one block cache for every column family
-/// and one write-buffer budget across them. The identity filters come on top, 1.25 MiB per
+/// and one write-buffer budget across them. The identity filters come on top, 1.5 MiB per
 /// million entries, and the package filters as much again at most ([`epoch_filters`]: the
-/// current epoch's is 1.25 MiB, a full one is sealed to the packages it lists); they replaced the identity index's RocksDB filters, which
+/// current epoch's is 1.5 MiB, a full one is sealed to the packages it lists); they replaced the identity index's RocksDB filters, which
 /// had a 40 MiB cache of their own beside a 24 MiB shared one. A 64 MiB write budget was
 /// tried: with it, level 0 piled up, writes stalled 162 times over a 30M series, and 7.4 GB
 /// of compaction was owed at 28M.
