@@ -1,7 +1,8 @@
 //! A blocked bloom filter: one 512-bit block a key (one cache line), seven bits set in it,
 //! twelve bits of filter a key, for about 0.5% false positives (ten bits gave ~1%, and cost a
-//! third more per new identity at 30M entries: BENCHMARKS.md, "Fifth pass"). It answers "certainly never inserted"
-//! with one cache-line read, whatever the number of keys; it never says that of a key it holds.
+//! third more per new identity at 30M entries: BENCHMARKS.md, "Fifth pass"). It answers
+//! "certainly never inserted" with one cache-line read, whatever the number of keys; it never
+//! says that of a key it holds.
 //!
 //! Used for the log's identity and package indexes (one filter an epoch,
 //! [`crate::epoch_filters`]) and the monitor's (while it catches up from empty). Keys end in a

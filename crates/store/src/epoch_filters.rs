@@ -68,17 +68,12 @@ impl EpochFilters {
             filters: RwLock::new(Vec::new()),
         };
         let full = epochs.epoch(size);
-        let current = if size == 0 {
-            0
-        } else {
-            epochs.epoch(size - 1) + 1
-        };
         let empty = filters.empty()?;
         // Read around the block cache: 1.5 MiB values would only evict the blocks reads need.
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
         let mut loaded = Vec::new();
-        for epoch in 0..current {
+        for epoch in 0..epochs.count(size) {
             let stored_key = Epochs::number(epoch)?.to_be_bytes();
             let kept = match db.get_cf_opt(stored, stored_key, &read)? {
                 Some(bytes) if epoch < full && empty.could_seal_to(bytes.len()) => {
@@ -117,15 +112,12 @@ impl EpochFilters {
         stored: &ColumnFamily,
         batch: &mut WriteBatch,
     ) -> Result<(), StoreError> {
-        if size == 0 {
-            return Ok(());
-        }
         // The write lock only when the append reaches a new epoch; bits go in under the read
         // lock, beside the readers, since the words are atomic.
-        let last = self.epochs.epoch(size - 1);
-        if self.read().len() as u64 <= last {
+        let wanted = self.epochs.count(size);
+        if (self.read().len() as u64) < wanted {
             let mut filters = self.write();
-            while filters.len() as u64 <= last {
+            while (filters.len() as u64) < wanted {
                 filters.push(Arc::new(self.empty()?));
             }
         }

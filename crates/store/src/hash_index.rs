@@ -50,6 +50,12 @@ impl Epochs {
         index >> self.bits
     }
 
+    /// How many epochs hold the entries of a log of `size` entries (the last one maybe in
+    /// part).
+    pub(crate) fn count(self, size: u64) -> u64 {
+        size.div_ceil(1u64 << self.bits)
+    }
+
     /// The first index of `epoch`.
     pub(crate) fn first(self, epoch: u64) -> u64 {
         epoch << self.bits
@@ -102,7 +108,7 @@ impl Epochs {
         }
         let prefix = prefix_of(hash);
         let mut iter = db.raw_iterator_cf(cf);
-        for epoch in self.epoch(from)..=self.epoch(size - 1) {
+        for epoch in self.epoch(from)..self.count(size) {
             let start = self.key(&prefix, self.first(epoch))?;
             iter.seek(start);
             while let Some(k) = iter.key() {
@@ -159,5 +165,15 @@ mod tests {
         let e = Epochs::new(1).unwrap();
         assert!(e.key(&[0; PREFIX], 1 << 33).is_err());
         assert!(e.key(&[0; PREFIX], (1 << 33) - 1).is_ok());
+    }
+
+    #[test]
+    fn epochs_holding_a_log_are_counted_with_the_partial_one() {
+        let e = Epochs::new(4).unwrap();
+        assert_eq!(
+            [0, 1, 16, 17, 32, 33].map(|n| e.count(n)),
+            [0, 1, 1, 2, 2, 3]
+        );
+        assert_eq!(Epochs::new(32).unwrap().count(u64::MAX), 1 << 32);
     }
 }

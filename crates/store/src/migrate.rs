@@ -75,10 +75,7 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
         })?;
         tracing::info!(rewritten, "index rewritten");
     }
-    // The rewritten records are in the write-ahead log; sync it before the marker that says
-    // they are complete.
-    db.flush_wal(true)?;
-    put_layout_synced(db, 2, epochs)
+    completed(db, 2, epochs)
 }
 
 /// Layout 2 → 3: rewrites the identity index under epoch-first keys, then records layout 3.
@@ -97,8 +94,7 @@ pub(crate) fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
         Ok((key.to_vec(), low.to_vec()))
     })?;
     tracing::info!(rewritten, "identity index rewritten");
-    db.flush_wal(true)?;
-    put_layout_synced(db, 3, epochs)
+    completed(db, 3, epochs)
 }
 
 /// Layout 3 → 4: rewrites the package index under epoch-first keys, then records layout 4.
@@ -125,8 +121,14 @@ pub(crate) fn from_v3(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
         ))
     })?;
     tracing::info!(rewritten, "package index rewritten");
+    completed(db, 4, epochs)
+}
+
+/// Ends an upgrade step: the rewritten records are in the write-ahead log, which is synced
+/// before the marker that says they are complete (`layout`, in one synced write).
+fn completed(db: &DB, layout: u32, epochs: Epochs) -> Result<(), StoreError> {
     db.flush_wal(true)?;
-    put_layout_synced(db, 4, epochs)
+    put_layout_synced(db, layout, epochs)
 }
 
 /// Deletes every record of `family`: what an upgrade cut short wrote into it.

@@ -94,10 +94,10 @@ impl Store {
             .inner
             .package_filters
             .holding(&probe(package.as_bytes()));
+        let mut iter = self.db().raw_iterator_cf(self.cf(CF_PACKAGES));
         for epoch in holding.into_iter().filter(|e| *e >= epochs.epoch(from)) {
             let start = epochs.first(epoch).max(from);
             let whole = prefix(Epochs::number(epoch)?, package.as_bytes());
-            let mut iter = self.db().raw_iterator_cf(self.cf(CF_PACKAGES));
             iter.seek(key(epochs, package, start)?);
             while let Some(k) = iter.key() {
                 let Some(low) = low_of(k, &whole) else {
@@ -183,13 +183,8 @@ impl Store {
         let size = self.size();
         let epochs = self.inner.epochs;
         let mut scanned = 0usize;
-        let ends = if size == 0 {
-            0
-        } else {
-            epochs.epoch(size - 1) + 1
-        };
         let mut iter = self.db().raw_iterator_cf(self.cf(CF_PACKAGES));
-        for epoch in 0..ends {
+        for epoch in 0..epochs.count(size) {
             let mut start = Epochs::number(epoch)?.to_be_bytes().to_vec();
             start.extend_from_slice(prefix);
             iter.seek(&start);
