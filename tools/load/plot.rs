@@ -3,7 +3,8 @@
 //!
 //! - `ingest.svg`: gRPC ingest entries/s per step against the log size, with 85% of the first
 //!   step's rate (the issue 18 target) as a reference line;
-//! - `ingest_cpu.svg`: the server's CPU time per ingested entry in each step;
+//! - `ingest_cpu.svg`: the server's CPU time per ingested entry in each step, in all and by
+//!   thread (writer, compaction, gRPC, flush) when the CSV has the split;
 //! - `monitor.svg`: monitor catch-up from empty, entries/s against the log size;
 //! - `reads.svg`: inclusion proofs/s and full tiles/s against the log size;
 //! - `rss.svg`: the server's RSS and peak RSS after each step, and the monitor's peak RSS,
@@ -103,6 +104,7 @@ const BLUE_: RGBColor = RGBColor(31, 119, 180);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN_: RGBColor = RGBColor(44, 160, 44);
 const PURPLE: RGBColor = RGBColor(148, 103, 189);
+const GREY: RGBColor = RGBColor(127, 127, 127);
 
 pub(crate) fn run(dir: &Path, before: Option<&Path>) -> Result<()> {
     let ingest = Table::load(&dir.join("ingest.csv"))?;
@@ -133,19 +135,38 @@ pub(crate) fn run(dir: &Path, before: Option<&Path>) -> Result<()> {
         &ingest_series,
     )?;
 
-    if let Ok(cpu) = ingest.points("tree_size", "server_cpu_s", |_, _| true) {
-        let entries = ingest.points("tree_size", "entries", |_, _| true)?;
-        let per_entry: Pts = cpu
-            .iter()
-            .zip(&entries)
-            .map(|(c, e)| (c.0, c.1 * 1e6 / e.1.max(1.0)))
-            .collect();
+    if let Ok(entries) = ingest.points("tree_size", "entries", |_, _| true) {
+        // CPU seconds of a column, per entry of its step, in microseconds.
+        let per_entry = |column: &str| -> Result<Pts> {
+            let cpu = ingest.points("tree_size", column, |_, _| true)?;
+            Ok(cpu
+                .iter()
+                .zip(&entries)
+                .map(|(c, e)| (c.0, c.1 * 1e6 / e.1.max(1.0)))
+                .collect())
+        };
+        let mut cpu = vec![series(
+            "server, all threads",
+            BLUE_,
+            per_entry("server_cpu_s")?,
+        )];
+        // Runs before the split by thread have only the total.
+        for (column, name, color) in [
+            ("writer_cpu_s", "writer (btlog-sequencer)", ORANGE),
+            ("compaction_cpu_s", "compaction (rocksdb:low)", GREEN_),
+            ("rpc_cpu_s", "gRPC and HTTP (tokio-rt-worker)", PURPLE),
+            ("flush_cpu_s", "flush (rocksdb:high)", GREY),
+        ] {
+            if let Ok(points) = per_entry(column) {
+                cpu.push(series(name, color, points));
+            }
+        }
         draw(
             &dir.join("ingest_cpu.svg"),
-            "Server CPU per ingested entry (all threads, compaction included)",
+            "Server CPU per ingested entry, in all and by thread",
             "CPU microseconds per entry",
             x_max,
-            &[series("server CPU µs per entry", BLUE_, per_entry)],
+            &cpu,
         )?;
     }
 

@@ -3,8 +3,8 @@
 //! Drives a running server from its current size up to `--entries` in steps of `--step`
 //! entries over gRPC (`ingest` with the given batch and concurrency), and after each step
 //! appends one row to `OUT/ingest.csv`: the tree size, the step's entries/s and submit latency
-//! (p50, p99), the server's `VmRSS` and `VmHWM` (`/proc/PID/status`) and the size of its data
-//! directory per entry.
+//! (p50, p99), the server's CPU time, in all and split by thread (see [`ThreadCpu`]), its
+//! `VmRSS` and `VmHWM` (`/proc/PID/status`) and the size of its data directory per entry.
 //!
 //! At each size in `--read-at` (a step boundary) it also measures:
 //! - `OUT/reads.csv`: inclusion proofs/s and full level-0 tiles/s over HTTP (`read`);
@@ -90,7 +90,8 @@ pub(crate) struct Args {
 }
 
 const INGEST_HEADER: &str = "tree_size,entries,seconds,entries_per_s,p50_ms,p99_ms,\
-server_cpu_s,server_rss_mib,server_hwm_mib,disk_bytes,disk_bytes_per_entry";
+server_cpu_s,server_rss_mib,server_hwm_mib,disk_bytes,disk_bytes_per_entry,\
+writer_cpu_s,compaction_cpu_s,flush_cpu_s,rpc_cpu_s";
 const READS_HEADER: &str =
     "tree_size,kind,requests,seconds,per_s,p50_ms,p99_ms,server_rss_mib,server_hwm_mib";
 const MONITOR_HEADER: &str =
@@ -119,6 +120,7 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         let target = ((size / a.step + 1) * a.step).min(a.entries);
         let n = target - size;
         let cpu = cpu_secs(a.pid)?;
+        let threads = ThreadCpu::of(a.pid)?;
         let m = ingest(
             Some(a.grpc.clone()),
             None,
@@ -130,18 +132,24 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         )
         .await?;
         let cpu = cpu_secs(a.pid)? - cpu;
+        let threads = ThreadCpu::of(a.pid)?.since(&threads);
         size = latest(&http).await?.size;
         let (rss, hwm) = memory(a.pid)?;
         let disk = dir_bytes(&a.data)?;
         let row = format!(
-            "{size},{n},{:.3},{:.0},{:.2},{:.2},{cpu:.2},{:.1},{:.1},{disk},{:.1}",
+            "{size},{n},{:.3},{:.0},{:.2},{:.2},{cpu:.2},{:.1},{:.1},{disk},{:.1},\
+             {:.2},{:.2},{:.2},{:.2}",
             m.secs,
             m.per_s(),
             m.ms(0.5),
             m.ms(0.99),
             mib(rss),
             mib(hwm),
-            disk as f64 / size.max(1) as f64
+            disk as f64 / size.max(1) as f64,
+            threads.writer,
+            threads.compaction,
+            threads.flush,
+            threads.rpc,
         );
         append(&a.out.join("ingest.csv"), INGEST_HEADER, &row)?;
         println!("ingest {row}");
@@ -343,20 +351,74 @@ fn memory(pid: u32) -> Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// User and system CPU seconds `pid` has used (`/proc/PID/stat`, at 100 ticks a second).
+/// User and system CPU seconds `pid` has used (`/proc/PID/stat`).
 fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("no process {pid}"))?;
-    // Fields after the command name (which may hold spaces, so split after its ')').
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let field = |i: usize| -> Result<f64> {
-        rest.split_whitespace()
-            .nth(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("bad /proc/{pid}/stat"))
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    Ok((field(11)? + field(12)?) / 100.0)
+    thread_cpu(&stat)
+        .map(|(_, secs)| secs)
+        .with_context(|| format!("bad /proc/{pid}/stat"))
+}
+
+/// CPU seconds of the server's threads, by what they do, told apart by their names: the
+/// single writer (`btlog-sequencer`: stages each group commit, looks up its identities, makes
+/// the synced write), RocksDB's compactions (`rocksdb:low`) and flushes (`rocksdb:high`), and
+/// the gRPC and HTTP runtime (`tokio-rt-worker`). A thread that exited between two readings is
+/// in none of them (its time is still in the process total).
+#[derive(Default)]
+struct ThreadCpu {
+    writer: f64,
+    compaction: f64,
+    flush: f64,
+    rpc: f64,
+}
+
+impl ThreadCpu {
+    /// The CPU time of `pid`'s threads so far (`/proc/PID/task/*/stat`).
+    fn of(pid: u32) -> Result<ThreadCpu> {
+        let mut t = ThreadCpu::default();
+        let tasks = format!("/proc/{pid}/task");
+        for task in fs::read_dir(&tasks).with_context(|| format!("no process {pid}"))? {
+            // A thread may exit between the listing and the read.
+            let Ok(stat) = fs::read_to_string(task?.path().join("stat")) else {
+                continue;
+            };
+            let Some((name, secs)) = thread_cpu(&stat) else {
+                bail!("bad {tasks}/*/stat: {stat}");
+            };
+            match name {
+                "btlog-sequencer" => t.writer += secs,
+                "rocksdb:low" => t.compaction += secs,
+                "rocksdb:high" => t.flush += secs,
+                "tokio-rt-worker" => t.rpc += secs,
+                _ => {}
+            }
+        }
+        Ok(t)
+    }
+
+    /// The time used since `earlier`.
+    fn since(&self, earlier: &ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            writer: self.writer - earlier.writer,
+            compaction: self.compaction - earlier.compaction,
+            flush: self.flush - earlier.flush,
+            rpc: self.rpc - earlier.rpc,
+        }
+    }
+}
+
+/// The name and user + system CPU seconds in a `/proc/.../stat` line.
+fn thread_cpu(stat: &str) -> Option<(&str, f64)> {
+    // The name is between the first '(' and the last ')', and may hold spaces and ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let (_, name) = head.split_once('(')?;
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name, at
+    // 100 ticks a second.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((name, (utime + stime) / 100.0))
 }
 
 fn mib(kib: u64) -> f64 {
