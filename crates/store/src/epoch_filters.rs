@@ -20,8 +20,11 @@
 //!   trusted as stored, as every other stored record is: RocksDB's block checksums guard it,
 //!   and a filter that lost bits would hide keys.
 //!
-//! Past ~100M entries the probes (one an epoch) and false-positive reads would start to count;
-//! merging old epochs' filters into one over their records is then the next step.
+//! The probes (one an epoch) grow with the log. One filter for a group of 4 or 8 epochs, each
+//! epoch's keys set under its own tag, was tried: one cache line a group instead of one an
+//! epoch, 20–30% faster in the lookup bench at 30M, but slower in the server (its current
+//! filter, 4–8 times larger, left the L2 cache that every append's inserts and probes hit) and
+//! 30–64 MiB higher at peak RSS (BENCHMARKS.md, "Sixth pass").
 
 use super::bloom::{Bloom, Probe};
 use super::hash_index::Epochs;
@@ -84,7 +87,8 @@ impl EpochFilters {
             let bloom = match kept {
                 Some(bloom) => bloom,
                 None if epoch < full => {
-                    let bloom = filters.build(db, index, epoch)?.sealed();
+                    let built = filters.build(db, index, epoch)?;
+                    let bloom = built.sealed().unwrap_or(built);
                     tracing::info!(epoch, index = family.name, "filter rebuilt");
                     // Stored only to spare the next open the rebuild: on a full disk the log
                     // still opens (its reads go on), and rebuilds it again next time.
@@ -130,12 +134,20 @@ impl EpochFilters {
         // Sealed beside the readers, under the read lock; the write lock only to swap. The
         // sealed filter holds every key the unsealed one did, and its epoch gets no more.
         for epoch in self.epochs.epoch(start)..self.epochs.epoch(size) {
-            let sealed = filter(&self.read(), epoch)?.sealed();
-            batch.put_cf(
-                stored,
-                Epochs::number(epoch)?.to_be_bytes(),
-                sealed.to_bytes(),
-            );
+            let key = Epochs::number(epoch)?.to_be_bytes();
+            let sealed = {
+                let filters = self.read();
+                let full = filter(&filters, epoch)?;
+                match full.sealed() {
+                    Some(sealed) => sealed,
+                    None => {
+                        // Full as it is: stored as it is, and kept.
+                        batch.put_cf(stored, key, full.to_bytes());
+                        continue;
+                    }
+                }
+            };
+            batch.put_cf(stored, key, sealed.to_bytes());
             let mut filters = self.write();
             let slot = usize::try_from(epoch)
                 .ok()
