@@ -22,7 +22,7 @@
 //!
 //! The probes (one an epoch) grow with the log. One filter for a group of 4 or 8 epochs, each
 //! epoch's keys set under its own tag, was tried: one cache line a group instead of one an
-//! epoch, 20–30% faster in the lookup bench at 30M, but slower in the server (its current
+//! epoch, 15–30% faster in the lookup bench at 30M, but slower in the server (its current
 //! filter, 4–8 times larger, left the L2 cache that every append's inserts and probes hit) and
 //! 30–64 MiB higher at peak RSS (BENCHMARKS.md, "Sixth pass").
 
