@@ -229,22 +229,11 @@ impl Store {
         };
         let epochs = match format {
             Some(FORMAT_VERSION) => stored_epochs()?,
-            Some(3) => {
-                let epochs = stored_epochs()?;
-                migrate::from_v3(&db, epochs)?;
+            Some(found @ 1..FORMAT_VERSION) => {
+                // Layout 1 had no epochs: its upgrade gives it the size asked for.
+                let epochs = if found == 1 { wanted } else { stored_epochs()? };
+                migrate::upgrade(&db, found, epochs)?;
                 epochs
-            }
-            Some(2) => {
-                let epochs = stored_epochs()?;
-                migrate::from_v2(&db, epochs)?;
-                migrate::from_v3(&db, epochs)?;
-                epochs
-            }
-            Some(1) => {
-                migrate::from_v1(&db, wanted)?;
-                migrate::from_v2(&db, wanted)?;
-                migrate::from_v3(&db, wanted)?;
-                wanted
             }
             Some(found) => return Err(StoreError::Format { found }),
             None => {

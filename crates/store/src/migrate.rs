@@ -15,7 +15,7 @@
 use super::hash_index::{Epochs, PREFIX};
 use super::{
     be_u64, cf, identity, packages, put_layout_synced, StoreError, CF_DIGESTS, CF_IDENTITIES,
-    CF_LEAVES, CF_PACKAGES, CF_PACKAGE_FILTERS,
+    CF_LEAVES, CF_PACKAGES, CF_PACKAGE_FILTERS, FORMAT_VERSION,
 };
 use rocksdb::{ColumnFamily, WriteBatch, DB};
 use std::path::Path;
@@ -45,10 +45,28 @@ pub(crate) fn old_families(dir: &Path) -> Result<Vec<&'static str>, StoreError> 
         .collect())
 }
 
+/// Upgrades a store of layout `from` (1 up to this build's), whose epochs are `epochs`, one
+/// step at a time.
+pub(crate) fn upgrade(db: &DB, from: u32, epochs: Epochs) -> Result<(), StoreError> {
+    type Step = fn(&DB, Epochs) -> Result<(), StoreError>;
+    // Step i upgrades layout i + 1.
+    const STEPS: [Step; 3] = [from_v1, from_v2, from_v3];
+    const _: () = assert!(STEPS.len() + 1 == FORMAT_VERSION as usize);
+    for layout in from..FORMAT_VERSION {
+        let step = layout
+            .checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| STEPS.get(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("no upgrade from layout {layout}")))?;
+        step(db, epochs)?;
+    }
+    Ok(())
+}
+
 /// Layout 1 → 2: rewrites the leaf and digest indexes under epoch-first keys, then records
 /// layout 2 and the epoch size in one synced write. A run cut short leaves the store at
 /// layout 1, and the next run starts by clearing what it had written.
-pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
+fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     tracing::info!(
         epoch_bits = epochs.bits(),
         "upgrading the store's layout from 1 to 2"
@@ -79,7 +97,7 @@ pub(crate) fn from_v1(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
 }
 
 /// Layout 2 → 3: rewrites the identity index under epoch-first keys, then records layout 3.
-pub(crate) fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
+fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     tracing::info!("upgrading the store's layout from 2 to 3");
     let new = cf(db, CF_IDENTITIES);
     clear(db, new)?;
@@ -98,7 +116,7 @@ pub(crate) fn from_v2(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
 }
 
 /// Layout 3 → 4: rewrites the package index under epoch-first keys, then records layout 4.
-pub(crate) fn from_v3(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
+fn from_v3(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     tracing::info!("upgrading the store's layout from 3 to 4");
     let new = cf(db, CF_PACKAGES);
     clear(db, new)?;
