@@ -37,6 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // The crate root is tools/load.rs, so its modules would otherwise be looked up in tools/.
+#[path = "load/compaction.rs"]
+mod compaction;
 #[path = "load/limits.rs"]
 mod limits;
 #[path = "load/plot.rs"]

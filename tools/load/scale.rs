@@ -13,6 +13,11 @@
 //!   more entries are ingested and the same monitor state catches up on them (the incremental
 //!   cost). The increment counts towards the log: the next step is shorter by as much.
 //!
+//! After each step it also appends to `OUT/compaction.csv` what RocksDB's compactions have
+//! taken so far in each column family (CPU time and bytes written, from the info logs in
+//! `--data`'s `db` directory, [`crate::compaction`]); a data directory without them is only
+//! reported once.
+//!
 //! Rows are appended as they are measured (header first when the file is new), so a run that
 //! stops early keeps what it measured. Every reply is checked as in `ingest` and `read`; the
 //! monitor must exit 0.
@@ -92,6 +97,7 @@ pub(crate) struct Args {
 const INGEST_HEADER: &str = "tree_size,entries,seconds,entries_per_s,p50_ms,p99_ms,\
 server_cpu_s,server_rss_mib,server_hwm_mib,disk_bytes,disk_bytes_per_entry,\
 writer_cpu_s,compaction_cpu_s,flush_cpu_s,rpc_cpu_s";
+const COMPACTION_HEADER: &str = "tree_size,column_family,jobs,cpu_s,written_bytes";
 const READS_HEADER: &str =
     "tree_size,kind,requests,seconds,per_s,p50_ms,p99_ms,server_rss_mib,server_hwm_mib";
 const MONITOR_HEADER: &str =
@@ -116,6 +122,7 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         None => a.data.join("log.vkey").display().to_string(),
     };
     let mut size = latest(&http).await?.size;
+    let mut no_logs = false;
     while size < a.entries {
         let target = ((size / a.step + 1) * a.step).min(a.entries);
         let n = target - size;
@@ -153,6 +160,19 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         );
         append(&a.out.join("ingest.csv"), INGEST_HEADER, &row)?;
         println!("ingest {row}");
+        match crate::compaction::by_column_family(&a.data.join("db")) {
+            Ok(families) => {
+                for (family, c) in families {
+                    let row = format!("{size},{family},{},{:.2},{}", c.jobs, c.cpu_s, c.written);
+                    append(&a.out.join("compaction.csv"), COMPACTION_HEADER, &row)?;
+                }
+            }
+            Err(e) if !no_logs => {
+                eprintln!("no compaction figures: {e:#}");
+                no_logs = true;
+            }
+            Err(_) => {}
+        }
         if a.read_at.contains(&size) {
             measure_at(&a, &http, &monitor, &vkey, size).await?;
             size = latest(&http).await?.size;
