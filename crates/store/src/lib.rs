@@ -862,7 +862,10 @@ pub fn compact_level0_late(o: &mut Options) {
 /// overlapped there. Cut at each epoch, a compaction of the newest epoch's records overlaps
 /// only that epoch's files, and a full epoch's files move down without being rewritten.
 fn partitioned(mut o: Options, prefix: usize) -> Result<Options, StoreError> {
-    // The Rust bindings do not expose RocksDB's fixed-prefix partitioner; its options string does.
+    // The Rust bindings do not expose RocksDB's fixed-prefix partitioner; its options string
+    // does. The options it returns hold the block cache through the table factory's own
+    // reference to it (RocksDB copies the cache's shared pointer into it), not through the
+    // bindings' bookkeeping, which the copy does not carry over.
     Ok(o.get_options_from_string(format!(
         "sst_partitioner_factory={{id=SstPartitionerFixedPrefixFactory;length={prefix}}}"
     ))?)
