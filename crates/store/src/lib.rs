@@ -852,6 +852,10 @@ pub fn compact_level0_late(o: &mut Options) {
     o.set_level_zero_stop_writes_trigger(44);
 }
 
+/// Bytes of the epoch that begins every key of the epoch-keyed indexes (big-endian u32,
+/// [`hash_index::Epochs::number`]).
+const EPOCH_PREFIX: usize = std::mem::size_of::<u32>();
+
 /// Cuts a column family's table files where the first `prefix` bytes of its keys change, so
 /// that no file holds two epochs of an epoch-keyed index (or two levels of the tiles).
 ///
@@ -877,7 +881,7 @@ fn cf_descriptors() -> Result<Vec<ColumnFamilyDescriptor>, StoreError> {
         .iter()
         .map(|name| {
             let o = if [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS].contains(name) {
-                partitioned(unfiltered_index_options(&cache), 4)?
+                unfiltered_index_options(&cache)
             } else {
                 let mut o = Options::default();
                 // No bloom filters: entries, tiles and checkpoints are read by keys the log
@@ -898,11 +902,15 @@ fn cf_descriptors() -> Result<Vec<ColumnFamilyDescriptor>, StoreError> {
                         rocksdb::DBCompressionType::Lz4
                     },
                 );
-                match *name {
-                    CF_PACKAGES => partitioned(o, 4)?,
-                    CF_TILES => partitioned(o, 1)?,
-                    _ => o,
+                o
+            };
+            let o = match *name {
+                CF_IDENTITIES | CF_LEAVES | CF_DIGESTS | CF_PACKAGES => {
+                    partitioned(o, EPOCH_PREFIX)?
                 }
+                // Tile keys begin with the tile's level byte.
+                CF_TILES => partitioned(o, 1)?,
+                _ => o,
             };
             Ok(ColumnFamilyDescriptor::new(*name, o))
         })
@@ -924,7 +932,7 @@ mod tests {
         let cache = Cache::new_lru_cache(1 << 20);
         let family = ColumnFamilyDescriptor::new(
             CF_LEAVES,
-            partitioned(unfiltered_index_options(&cache), 4).unwrap(),
+            partitioned(unfiltered_index_options(&cache), EPOCH_PREFIX).unwrap(),
         );
         let db = DB::open_cf_descriptors(&db_opts, dir.path(), vec![family]).unwrap();
         let leaves = cf(&db, CF_LEAVES);
