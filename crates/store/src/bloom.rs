@@ -132,42 +132,27 @@ impl Bloom {
     /// with n / 2 blocks it is ⌊h·(n/2) / 2^64⌋, half that rounded down, so every key
     /// inserted is still held. Only a filter of an even number of blocks folds.
     pub fn sealed(&self) -> Option<Bloom> {
-        // Whether it folds once, read in place: a full filter, such as an epoch's identities,
-        // does not.
-        let once: u64 = self
-            .blocks
-            .chunks_exact(2)
-            .flat_map(|pair| {
-                (0..8).map(|i| {
-                    let word =
-                        pair[0].0[i].load(Ordering::Relaxed) | pair[1].0[i].load(Ordering::Relaxed);
-                    u64::from(word.count_ones())
-                })
-            })
-            .sum();
-        if !self.blocks.len().is_multiple_of(2) || once * 2 > self.blocks.len() as u64 / 2 * 512 {
+        // Whether it folds once is read in place: a full filter, such as an epoch's identities,
+        // does not, and is not copied.
+        let blocks = &self.blocks;
+        if !folds(blocks.len() * 8, |i| {
+            blocks[i / 8].0[i % 8].load(Ordering::Relaxed)
+        }) {
             return None;
         }
-        let fold = |words: &[u64]| -> Option<Vec<u64>> {
-            if !(words.len() / 8).is_multiple_of(2) {
-                return None;
-            }
-            let pairs = words.chunks_exact(16).map(|pair| {
-                let (a, b) = pair.split_at(8);
-                std::array::from_fn::<u64, 8, _>(|i| a[i] | b[i])
-            });
-            let set: u64 = pairs
-                .clone()
-                .flatten()
-                .map(|w| u64::from(w.count_ones()))
-                .sum();
-            (set * 2 <= words.len() as u64 / 2 * 64).then(|| pairs.flatten().collect())
-        };
         let mut words: Vec<u64> = self.words().collect();
-        while let Some(folded) = fold(&words) {
-            words = folded;
+        loop {
+            words = words
+                .chunks_exact(16)
+                .flat_map(|pair| {
+                    let (a, b) = pair.split_at(8);
+                    std::array::from_fn::<u64, 8, _>(|i| a[i] | b[i])
+                })
+                .collect();
+            if !folds(words.len(), |i| words[i]) {
+                return Some(Bloom::of_words(words));
+            }
         }
-        Some(Bloom::of_words(words))
     }
 
     /// Whether `bytes` could be this filter, sealed ([`Bloom::sealed`]): whole blocks, its
@@ -185,6 +170,24 @@ impl Bloom {
         let i = (u128::from(probe.block_hash) * self.blocks.len() as u128) >> 64;
         &self.blocks[i as usize]
     }
+}
+
+/// Whether a filter of `len` words (eight a block), word `i` read by `word(i)`, folds in half
+/// ([`Bloom::sealed`]) and stays at most half set: an even number of blocks, and at most half
+/// the bits of the folded filter set.
+fn folds(len: usize, word: impl Fn(usize) -> u64) -> bool {
+    let blocks = len / 8;
+    if blocks == 0 || !blocks.is_multiple_of(2) {
+        return false;
+    }
+    // Word w of block 2j + 1 is ORed into word w of block 2j.
+    let set: u64 = (0..len / 2)
+        .map(|i| {
+            let (pair, w) = (i / 8, i % 8);
+            u64::from((word(pair * 16 + w) | word(pair * 16 + 8 + w)).count_ones())
+        })
+        .sum();
+    set * 2 <= (len / 2) as u64 * 64
 }
 
 /// A key hashed for the filters: which block (of any number) it falls in, and the bits it sets
