@@ -464,8 +464,8 @@ fn listings_leave_out_entries_written_but_not_published() {
 fn full_epochs_keep_package_filters_sealed_to_their_packages() {
     let dir = tempfile::tempdir().unwrap();
     // Epochs of 1024 entries list ~105 packages each: their filters, sized for 1024 keys (24
-    // blocks of 64 bytes), fold three times to 3 blocks once sealed; identity filters stay
-    // whole.
+    // blocks of 64 bytes), fold three times to 3 blocks once sealed; identity filters (16
+    // bits a key) stay whole.
     let n = 2 * 1024 + 500;
     {
         let store = Store::open_with_epoch_bits(dir.path(), 10).unwrap();
@@ -473,13 +473,23 @@ fn full_epochs_keep_package_filters_sealed_to_their_packages() {
         append(&mut app, &new_entries(0..1000));
         append(&mut app, &new_entries(1000..n));
         let stats = store.engine_stats();
-        assert_eq!(stats.identity_filter_bytes, 3 * 1536);
+        assert_eq!(stats.identity_filter_bytes, 3 * 2048);
         assert_eq!(stats.package_filter_bytes, 2 * 192 + 1536);
         check_packages(&store, n, (0..n / 10 + 1).step_by(3));
     }
+    // An identity filter as a build with 12 bits a key stored it (1536 bytes, here all zeros,
+    // which would hide its epoch if trusted) is not a size this build seals to: rebuilt at open.
+    {
+        let db = raw_db(dir.path());
+        let filters = db.cf_handle("identity_filters").unwrap();
+        db.put_cf(filters, 1u32.to_be_bytes(), [0u8; 1536]).unwrap();
+    }
     // As stored, sealed, and loaded so.
     let store = Store::open_with_epoch_bits(dir.path(), 10).unwrap();
-    assert_eq!(store.engine_stats().package_filter_bytes, 2 * 192 + 1536);
+    let stats = store.engine_stats();
+    assert_eq!(stats.package_filter_bytes, 2 * 192 + 1536);
+    assert_eq!(stats.identity_filter_bytes, 3 * 2048);
+    check_identities(&store, n);
     check_packages(&store, n, 0..n / 10 + 1);
 }
 

@@ -1,6 +1,7 @@
 //! A blocked bloom filter: one 512-bit block a key (one cache line), seven bits set in it,
-//! twelve bits of filter a key, for about 0.5% false positives (ten bits gave ~1%, and cost a
-//! third more per new identity at 30M entries: BENCHMARKS.md, "Fifth pass"). It answers
+//! twelve bits of filter a key unless sized otherwise, for about 0.5% false positives (ten
+//! bits gave ~1%, and cost a third more per new identity at 30M entries: BENCHMARKS.md,
+//! "Fifth pass"; sixteen give ~0.1%, [`Bloom::with_bits`]). It answers
 //! "certainly never inserted" with one cache-line read, whatever the number of keys; it never
 //! says that of a key it holds.
 //!
@@ -14,7 +15,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bits of filter per key it is sized for.
+/// Bits of filter per key a filter is sized for, unless sized otherwise.
 pub const BITS_PER_KEY: u64 = 12;
 /// Bits set per key, all in one block.
 const PROBES: u32 = 7;
@@ -36,7 +37,12 @@ impl Bloom {
     /// An empty filter sized for `keys` keys at [`BITS_PER_KEY`], or None when that is more
     /// than `max_bytes`. More keys may be inserted; the false-positive rate then climbs.
     pub fn with_capacity(keys: u64, max_bytes: u64) -> Option<Bloom> {
-        let bytes = keys.checked_mul(BITS_PER_KEY)?.div_ceil(8);
+        Bloom::with_bits(keys, BITS_PER_KEY, max_bytes)
+    }
+
+    /// As [`Bloom::with_capacity`], at `bits_per_key` bits of filter a key.
+    pub fn with_bits(keys: u64, bits_per_key: u64, max_bytes: u64) -> Option<Bloom> {
+        let bytes = keys.checked_mul(bits_per_key)?.div_ceil(8);
         if bytes > max_bytes {
             return None;
         }
@@ -277,6 +283,17 @@ mod tests {
         // About 0.5% at 12 bits a key; 2% leaves room for chance.
         assert!(
             false_positives < 2_000,
+            "{false_positives} false positives in {n}"
+        );
+        // At 16 bits a key, about 0.1%.
+        let wide = Bloom::with_bits(n, 16, u64::MAX).unwrap();
+        assert_eq!(wide.byte_len() as u64, n * 2);
+        for i in 0..n {
+            wide.insert(&key(i));
+        }
+        let false_positives = (n..2 * n).filter(|i| wide.may_contain(&key(*i))).count();
+        assert!(
+            false_positives < 250,
             "{false_positives} false positives in {n}"
         );
     }

@@ -3,13 +3,15 @@
 //! and the package index ([`crate::packages`]).
 //!
 //! An index keyed by epoch first ([`Epochs`]) keeps its compactions inside the newest epoch, but
-//! a lookup by key would seek once per epoch. Each epoch's filter ([`Bloom`], 12 bits a key,
-//! ~0.5% false positives) rules out nearly all of those seeks for one cache-line probe each. The
-//! filters replace RocksDB's own, which took the same memory in the block cache.
+//! a lookup by key would seek once per epoch. Each epoch's filter ([`Bloom`], 16 bits an
+//! identity for ~0.1% false positives, 12 bits a package for ~0.5%: [`Family::bits_per_key`])
+//! rules out nearly all of those seeks for one cache-line probe each. The filters replace
+//! RocksDB's own, which took memory in the block cache.
 //!
-//! - The current epoch's filter is sized for a key an entry (1.5 MiB an epoch of 2^20
-//!   entries). Keys go in before the append that holds them is written, so a filter always
-//!   holds every key a reader can find; a failed write only leaves false positives.
+//! - The current epoch's filter is sized for a key an entry (2 MiB of identities or 1.5 MiB of
+//!   packages an epoch of 2^20 entries). Keys go in before the append that holds them is
+//!   written, so a filter always holds every key a reader can find; a failed write only
+//!   leaves false positives.
 //! - A full epoch's filter never changes again: the append that completes the epoch seals it
 //!   ([`Bloom::sealed`]: folded down to the size its keys need, so an epoch listing 65k
 //!   packages keeps 96 KiB, not 1.5 MiB) and writes it in the same atomic batch. It is
@@ -39,14 +41,18 @@ use super::StoreError;
 use rocksdb::{ColumnFamily, WriteBatch, DB};
 use std::sync::{Arc, RwLock};
 
-/// The largest filter of one epoch, in keys: 2^24 (20 MiB). Epochs are 2^20 entries unless a
-/// store was created otherwise; a filter smaller than its epoch only has more false positives.
+/// The largest filter of one epoch, in keys: 2^24 (32 MiB at 16 bits a key). Epochs are 2^20
+/// entries unless a store was created otherwise; a filter smaller than its epoch only has more
+/// false positives.
 const MAX_FILTER_KEYS: u64 = 1 << 24;
 
 /// What one index's filters hold.
 pub(crate) struct Family {
     /// The index's name, for logs and errors.
     pub(crate) name: &'static str,
+    /// Bits of filter a key ([`Bloom::with_bits`]). A stored filter of another size is rebuilt
+    /// at open, so changing this needs no new layout.
+    pub(crate) bits_per_key: u64,
     /// The filter key of one of the index's records, given its whole key (epoch first); None
     /// if the record is malformed.
     pub(crate) probe_of_record: fn(&[u8]) -> Option<Probe>,
@@ -79,7 +85,7 @@ impl EpochFilters {
         };
         let full = epochs.epoch(size);
         let empty = filters.empty()?;
-        // Read around the block cache: 1.5 MiB values would only evict the blocks reads need.
+        // Read around the block cache: 2 MiB values would only evict the blocks reads need.
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
         let mut loaded = Vec::new();
@@ -213,7 +219,7 @@ impl EpochFilters {
 
     fn empty(&self) -> Result<Bloom, StoreError> {
         let keys = (1u64 << self.epochs.bits()).min(MAX_FILTER_KEYS);
-        Bloom::with_capacity(keys, u64::MAX)
+        Bloom::with_bits(keys, self.family.bits_per_key, u64::MAX)
             .ok_or_else(|| StoreError::Corrupt(format!("{} filter too large", self.family.name)))
     }
 

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 /// The package index's filters: keyed by the SHA-256 of the purl.
 pub(crate) static FAMILY: Family = Family {
     name: "package",
+    bits_per_key: crate::bloom::BITS_PER_KEY,
     probe_of_record: |k| parse(k).map(|(_, purl, _)| probe(purl)),
 };
 
