@@ -298,6 +298,10 @@ impl Appender {
         }
         self.frontier = staged.frontier;
         self.store.publish_size(size);
+        let epochs = inner.epochs;
+        for epoch in epochs.epoch(staged.start)..epochs.epoch(size) {
+            inner.epoch_compaction.epoch_full(epoch);
+        }
         Ok(())
     }
 

@@ -36,6 +36,7 @@
 
 mod append;
 pub mod bloom;
+mod epoch_compaction;
 mod epoch_filters;
 mod hash_index;
 mod identity;
@@ -150,6 +151,9 @@ pub enum StoreError {
     /// the tree from disk).
     #[error("the writer stopped after a failed append; restart the log")]
     WriterPoisoned,
+    /// The store's compaction thread could not be started ([`epoch_compaction`]).
+    #[error("cannot start the store's compaction thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Where an injected write failure strikes; see [`Store::inject_write_failures`].
@@ -176,7 +180,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: DB,
+    db: Arc<DB>,
     size: AtomicU64,
     /// The first index the digest index covers; see `digests_by_epoch` in the module docs.
     digests_from: u64,
@@ -193,6 +197,8 @@ struct Inner {
     failures: Mutex<Option<(InjectedFailure, u32)>>,
     /// Full upper-level tiles, for proofs.
     tile_cache: tile_cache::TileCache,
+    /// Compacts each full epoch of the identity, leaf and digest indexes once.
+    epoch_compaction: epoch_compaction::EpochCompaction,
 }
 
 impl Store {
@@ -282,6 +288,13 @@ impl Store {
             size,
             &packages::FAMILY,
         )?;
+        let db = Arc::new(db);
+        let epoch_compaction =
+            epoch_compaction::EpochCompaction::start(db.clone()).map_err(StoreError::Thread)?;
+        // An epoch completed just before a crash may not have been compacted yet.
+        if let Some(last_full) = epochs.epoch(size).checked_sub(1) {
+            epoch_compaction.epoch_full(last_full);
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -294,6 +307,7 @@ impl Store {
                 writer_stopped: AtomicBool::new(false),
                 failures: Mutex::new(None),
                 tile_cache: tile_cache::TileCache::new(tile_cache::SLOTS),
+                epoch_compaction,
             }),
         })
     }
@@ -755,9 +769,10 @@ fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
 }
 
 /// Memory is bounded by these, not by the log size: one block cache for every column family
-/// and one write-buffer budget across them. The identity filters come on top, 1.5 MiB per
-/// million entries, and the package filters as much again at most ([`epoch_filters`]: the
-/// current epoch's is 1.5 MiB, a full one is sealed to the packages it lists); they replaced the identity index's RocksDB filters, which
+/// and one write-buffer budget across them. The identity filters come on top, 2 MiB per
+/// million entries, and the package filters 1.5 MiB at most ([`epoch_filters`]: the current
+/// epoch's is 1.5 MiB, a full one is sealed to the packages it lists); they replaced the
+/// identity index's RocksDB filters, which
 /// had a 40 MiB cache of their own beside a 24 MiB shared one. A 64 MiB write budget was
 /// tried: with it, level 0 piled up, writes stalled 162 times over a 30M series, and 7.4 GB
 /// of compaction was owed at 28M.
@@ -826,9 +841,9 @@ pub fn random_key_index_options(cache: &Cache) -> Options {
 /// prefix (`find_leaf`, `digest_candidates`), and the identity index, read only where its own
 /// filters send it ([`identity`]). They have no RocksDB bloom filters, in their tables or their
 /// memtables: a whole-key filter cannot serve a seek, and the identity index has its own, so
-/// none is built at each flush and compaction, and none takes block cache. Their writes are
-/// rarely read during ingest, so level 0 may hold twice the files before it is compacted
-/// ([`compact_level0_late`]). Their memtables stay at 4 MiB: 16 MiB (for all three, or for the
+/// none is built at each flush and compaction, and none takes block cache. Level 0 holds
+/// an epoch's flushes until the epoch is full, then that epoch is compacted once
+/// ([`epoch_compaction`]). Their memtables stay at 4 MiB: 16 MiB (for all three, or for the
 /// leaf and digest indexes) cut their compaction CPU by 30–39% over 8M entries, and the
 /// writer's inserts into the larger skiplists took as much again, on the writer's thread: the
 /// ingest was 5–7% slower (BENCHMARKS.md, "Seventh pass").
@@ -837,7 +852,10 @@ fn unfiltered_index_options(cache: &Cache) -> Options {
     o.set_block_based_table_factory(&table_options(cache, false));
     o.set_write_buffer_size(4 << 20);
     o.set_compression_type(rocksdb::DBCompressionType::None);
-    compact_level0_late(&mut o);
+    let fallback = epoch_compaction::LEVEL0_FALLBACK;
+    o.set_level_zero_file_num_compaction_trigger(fallback);
+    o.set_level_zero_slowdown_writes_trigger(fallback + 16);
+    o.set_level_zero_stop_writes_trigger(fallback + 32);
     o
 }
 

@@ -1,0 +1,96 @@
+//! Compacts each epoch of the identity, leaf and digest indexes once, when it is full.
+//!
+//! Their keys begin with the epoch ([`crate::hash_index::Epochs`]) and are random within it,
+//! and their table files are cut at each epoch ([`crate::partitioned`]). Left to RocksDB, level
+//! 0 was compacted whenever it held 8 files: about twice an epoch, each time rewriting all of
+//! the newest epoch compacted so far, and once more for the flush that straddles the next
+//! epoch. Over 8M entries the identity index wrote 88 bytes an entry for records of 40
+//! (BENCHMARKS.md, "Eighth pass"). Here level 0 keeps the newest epoch's flushes (up to 19 of
+//! the identity index, 14 of the others, in that series), and the append that completes an
+//! epoch asks this thread to compact that epoch's key range: each record is rewritten once,
+//! into one file of the last level (48 bytes an entry in the same series). RocksDB still
+//! compacts level 0 on its own past [`LEVEL0_FALLBACK`] files, should a store have larger
+//! epochs or this thread fall behind.
+//!
+//! The thread only waits for RocksDB's own compaction threads (their CPU time is theirs); it
+//! runs beside the writer, which never waits for it. A crash before it finishes leaves the
+//! epoch in level 0, and the next open asks for it again.
+
+use super::hash_index::Epochs;
+use super::{cf, CF_DIGESTS, CF_IDENTITIES, CF_LEAVES};
+use rocksdb::{BottommostLevelCompaction, CompactOptions, DB};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Level-0 files at which RocksDB compacts the three indexes itself (see the module docs):
+/// twice the 19 flushes an epoch of 2^20 entries made at most, since the shared write budget
+/// can force flushes early.
+pub(crate) const LEVEL0_FALLBACK: i32 = 40;
+
+/// The compacting thread; dropping this waits for it to finish the epoch it is on.
+pub(crate) struct EpochCompaction {
+    full: Option<mpsc::Sender<u64>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochCompaction {
+    /// Starts the thread for the indexes of `db`.
+    pub(crate) fn start(db: Arc<DB>) -> std::io::Result<EpochCompaction> {
+        let (full, epochs) = mpsc::channel::<u64>();
+        let thread = std::thread::Builder::new()
+            .name("btlog-compact".into())
+            .spawn(move || {
+                for epoch in epochs {
+                    compact(&db, epoch);
+                }
+            })?;
+        Ok(EpochCompaction {
+            full: Some(full),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for `epoch`, now full, to be compacted; returns at once.
+    pub(crate) fn epoch_full(&self, epoch: u64) {
+        if let Some(full) = &self.full {
+            // The thread ends only when this sender is dropped.
+            let _ = full.send(epoch);
+        }
+    }
+}
+
+impl Drop for EpochCompaction {
+    fn drop(&mut self) {
+        self.full.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Compacts `epoch`'s key range in each of the three indexes, down to the last level, without
+/// rewriting files already there and beside RocksDB's own compactions.
+fn compact(db: &DB, epoch: u64) {
+    let (Ok(start), Ok(end)) = (Epochs::number(epoch), Epochs::number(epoch + 1)) else {
+        // The last epoch a u32 can number is never full: the log's size is below 2^64.
+        return;
+    };
+    let mut options = CompactOptions::default();
+    options.set_exclusive_manual_compaction(false);
+    options.set_bottommost_level_compaction(BottommostLevelCompaction::Skip);
+    let began = std::time::Instant::now();
+    for name in [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS] {
+        db.compact_range_cf_opt(
+            cf(db, name),
+            Some(start.to_be_bytes()),
+            Some(end.to_be_bytes()),
+            &options,
+        );
+    }
+    tracing::debug!(
+        epoch,
+        seconds = began.elapsed().as_secs_f64(),
+        "epoch compacted"
+    );
+}
