@@ -43,6 +43,8 @@ mod compaction;
 mod limits;
 #[path = "load/plot.rs"]
 mod plot;
+#[path = "load/probe.rs"]
+mod probe;
 #[path = "load/scale.rs"]
 mod scale;
 

@@ -4,7 +4,9 @@
 //! entries over gRPC (`ingest` with the given batch and concurrency), and after each step
 //! appends one row to `OUT/ingest.csv`: the tree size, the step's entries/s and submit latency
 //! (p50, p99), the server's CPU time, in all and split by thread (see [`ThreadCpu`]), its
-//! `VmRSS` and `VmHWM` (`/proc/PID/status`) and the size of its data directory per entry.
+//! `VmRSS` and `VmHWM` (`/proc/PID/status`), the size of its data directory per entry, and
+//! how fast the machine was right before the step ([`crate::probe`]: ns a random memory read,
+//! SHA-256 MB/s).
 //!
 //! At each size in `--read-at` (a step boundary) it also measures:
 //! - `OUT/reads.csv`: inclusion proofs/s and full level-0 tiles/s over HTTP (`read`);
@@ -96,7 +98,7 @@ pub(crate) struct Args {
 
 const INGEST_HEADER: &str = "tree_size,entries,seconds,entries_per_s,p50_ms,p99_ms,\
 server_cpu_s,server_rss_mib,server_hwm_mib,disk_bytes,disk_bytes_per_entry,\
-writer_cpu_s,compaction_cpu_s,flush_cpu_s,rpc_cpu_s";
+writer_cpu_s,compaction_cpu_s,flush_cpu_s,rpc_cpu_s,probe_read_ns,probe_sha256_mb_s";
 const COMPACTION_HEADER: &str = "tree_size,column_family,jobs,cpu_s,written_bytes";
 const READS_HEADER: &str =
     "tree_size,kind,requests,seconds,per_s,p50_ms,p99_ms,server_rss_mib,server_hwm_mib";
@@ -123,9 +125,11 @@ pub(crate) async fn run(a: Args) -> Result<()> {
     };
     let mut size = latest(&http).await?.size;
     let mut no_logs = false;
+    let probe = crate::probe::Probe::new();
     while size < a.entries {
         let target = ((size / a.step + 1) * a.step).min(a.entries);
         let n = target - size;
+        let speed = probe.run();
         let cpu = cpu_secs(a.pid)?;
         let threads = ThreadCpu::of(a.pid)?;
         let m = ingest(
@@ -145,7 +149,7 @@ pub(crate) async fn run(a: Args) -> Result<()> {
         let disk = dir_bytes(&a.data)?;
         let row = format!(
             "{size},{n},{:.3},{:.0},{:.2},{:.2},{cpu:.2},{:.1},{:.1},{disk},{:.1},\
-             {:.2},{:.2},{:.2},{:.2}",
+             {:.2},{:.2},{:.2},{:.2},{:.1},{:.0}",
             m.secs,
             m.per_s(),
             m.ms(0.5),
@@ -157,6 +161,8 @@ pub(crate) async fn run(a: Args) -> Result<()> {
             threads.compaction,
             threads.flush,
             threads.rpc,
+            speed.read_ns,
+            speed.sha256_mb_s,
         );
         append(&a.out.join("ingest.csv"), INGEST_HEADER, &row)?;
         println!("ingest {row}");
