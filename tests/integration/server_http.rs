@@ -272,12 +272,12 @@ async fn submissions_proofs_tiles_and_lookup() {
     };
     assert!(gauge("btlog_store_memory_bytes{kind=\"memtables\"}") > 0);
     gauge("btlog_store_memory_bytes{kind=\"block_cache\"}");
-    // One identity filter and one package filter, of the first epoch: 2^20 keys at 12 bits
-    // (the first epoch is not full, so neither is sealed yet).
-    for kind in ["identity_filters", "package_filters"] {
+    // One identity filter and one package filter, of the first epoch: 2^20 keys at 16 and 12
+    // bits (the first epoch is not full, so neither is sealed yet).
+    for (kind, bits) in [("identity_filters", 16), ("package_filters", 12)] {
         assert_eq!(
             gauge(&format!("btlog_store_memory_bytes{{kind=\"{kind}\"}}")),
-            (1 << 20) * 12 / 8
+            (1 << 20) * bits / 8
         );
     }
     gauge("btlog_store_pending_compaction_bytes");
