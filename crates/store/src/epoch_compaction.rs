@@ -14,7 +14,9 @@
 //!
 //! The thread only waits for RocksDB's own compaction threads (their CPU time is theirs); it
 //! runs beside the writer, which never waits for it. A crash before it finishes leaves the
-//! epoch in level 0, and the next open asks for it again.
+//! epoch in level 0, and the next open asks for it again. Closing the store waits for every
+//! epoch already handed over: an epoch takes ~1–2 s to compact, and ~10 s to fill at this
+//! machine's ingest rate (~20 s in a restore, BENCHMARKS.md), so at most one is ever waiting.
 
 use super::hash_index::Epochs;
 use super::{cf, CF_DIGESTS, CF_IDENTITIES, CF_LEAVES};
