@@ -50,8 +50,10 @@ const MAX_FILTER_KEYS: u64 = 1 << 24;
 pub(crate) struct Family {
     /// The index's name, for logs and errors.
     pub(crate) name: &'static str,
-    /// Bits of filter a key ([`Bloom::with_bits`]). A stored filter of another size is rebuilt
-    /// at open, so changing this needs no new layout.
+    /// Bits of filter a key ([`Bloom::with_bits`]). Changing this needs no new layout: a stored
+    /// filter of a size an empty one could not seal to is rebuilt at open (12 to 16 bits), and
+    /// one it could seal to (8 to 16: a power of two apart) holds its keys where a folded one
+    /// would, so it is as good as sealed.
     pub(crate) bits_per_key: u64,
     /// The filter key of one of the index's records, given its whole key (epoch first); None
     /// if the record is malformed.
