@@ -20,7 +20,7 @@
 
 use super::hash_index::Epochs;
 use super::{cf, CF_DIGESTS, CF_IDENTITIES, CF_LEAVES};
-use rocksdb::{BottommostLevelCompaction, CompactOptions, DB};
+use rocksdb::{BottommostLevelCompaction, CompactOptions, FlushOptions, DB};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -71,18 +71,34 @@ impl Drop for EpochCompaction {
     }
 }
 
-/// Compacts `epoch`'s key range in each of the three indexes, down to the last level, without
-/// rewriting files already there and beside RocksDB's own compactions.
+/// Compacts `epoch`'s key range in each of the three indexes whose level 0 holds part of it,
+/// down to the last level, beside RocksDB's own compactions.
+///
+/// The last level is compacted too, but only its files older than this compaction
+/// (`ForceOptimized`): RocksDB moves a lone level-0 file that overlaps nothing below straight
+/// to the last level without the partitioner cutting it (it consults the partitioner before a
+/// move to any other level), so a flush that held this epoch and the next would stay one file
+/// there. Rewritten in the last level, it is cut at each epoch. Files this compaction wrote
+/// are not rewritten, and an epoch no longer in level 0 (asked for again at open, already
+/// compacted) is skipped, so each record is still written once.
 fn compact(db: &DB, epoch: u64) {
     let (Ok(start), Ok(end)) = (Epochs::number(epoch), Epochs::number(epoch + 1)) else {
         // The last epoch a u32 can number is never full: the log's size is below 2^64.
         return;
     };
+    let began = std::time::Instant::now();
+    let families = match level0_holding(db, start, end) {
+        Ok(families) => families,
+        Err(error) => {
+            // Left in level 0, the epoch is compacted by RocksDB past LEVEL0_FALLBACK files.
+            tracing::warn!(epoch, %error, "epoch not compacted");
+            return;
+        }
+    };
     let mut options = CompactOptions::default();
     options.set_exclusive_manual_compaction(false);
-    options.set_bottommost_level_compaction(BottommostLevelCompaction::Skip);
-    let began = std::time::Instant::now();
-    for name in [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS] {
+    options.set_bottommost_level_compaction(BottommostLevelCompaction::ForceOptimized);
+    for name in &families {
         db.compact_range_cf_opt(
             cf(db, name),
             Some(start.to_be_bytes()),
@@ -92,7 +108,29 @@ fn compact(db: &DB, epoch: u64) {
     }
     tracing::debug!(
         epoch,
+        ?families,
         seconds = began.elapsed().as_secs_f64(),
         "epoch compacted"
     );
+}
+
+/// The indexes whose level 0 holds keys of the epoch numbered `start` (those from `start`'s
+/// four bytes to below `end`'s), once their memtables are flushed into it.
+fn level0_holding(db: &DB, start: u32, end: u32) -> Result<Vec<&'static str>, rocksdb::Error> {
+    const FAMILIES: [&str; 3] = [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS];
+    let handles: Vec<_> = FAMILIES.iter().map(|name| cf(db, name)).collect();
+    db.flush_cfs_opt(&handles, &FlushOptions::default())?;
+    let files = db.live_files()?;
+    let (start, end) = (start.to_be_bytes(), end.to_be_bytes());
+    Ok(FAMILIES
+        .into_iter()
+        .filter(|name| {
+            files.iter().any(|f| {
+                f.level == 0
+                    && f.column_family_name == *name
+                    && f.start_key.as_deref().is_some_and(|k| k < &end[..])
+                    && f.end_key.as_deref().is_some_and(|k| k >= &start[..])
+            })
+        })
+        .collect())
 }
