@@ -22,6 +22,10 @@
 //!   catch-up against its size as CSV (see `load/scale.rs`); `btlog-load plot --dir DIR` draws
 //!   them as SVG charts (see `load/plot.rs`).
 //!
+//! - `btlog-load pair --base URL --other URL --kind proofs|tiles [--base-pid P --other-pid P]`
+//!   alternates the same reads between two running logs, round by round, and prints the
+//!   ratio of their rates in each round and the median (see `load/pair.rs`).
+//!
 //! Every reply is checked (status, result count, statuses, checkpoint size, proof validity,
 //! tile sizes), so a fast but wrong server cannot score: any bad reply aborts the run.
 
@@ -41,6 +45,8 @@ use std::time::{Duration, Instant};
 mod compaction;
 #[path = "load/limits.rs"]
 mod limits;
+#[path = "load/pair.rs"]
+mod pair;
 #[path = "load/plot.rs"]
 mod plot;
 #[path = "load/probe.rs"]
@@ -131,6 +137,9 @@ enum Command {
     /// Grow a running log step by step over gRPC, measuring ingest, reads, memory, disk and
     /// monitor catch-up at each size; appends to CSV files (see `load/scale.rs`).
     Scale(scale::Args),
+    /// Alternate the same reads between two running logs round by round and report the
+    /// ratios of their rates (see `load/pair.rs`).
+    Pair(pair::Args),
     /// Draw the SVG charts of a scale run from its CSV files (see `load/plot.rs`).
     Plot {
         /// Directory holding ingest.csv, reads.csv and monitor.csv; the charts go there too.
@@ -627,6 +636,7 @@ async fn main() -> Result<()> {
         }
         Command::Limits { dir, seconds } => limits::run(&dir, seconds),
         Command::Scale(args) => scale::run(args).await,
+        Command::Pair(args) => pair::run(args).await,
         Command::Plot { dir, before } => plot::run(&dir, before.as_deref()),
     }
 }

@@ -378,7 +378,7 @@ fn memory(pid: u32) -> Result<(u64, u64)> {
 }
 
 /// User and system CPU seconds `pid` has used (`/proc/PID/stat`).
-fn cpu_secs(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("no process {pid}"))?;
     thread_cpu(&stat)
@@ -470,7 +470,7 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-fn append(path: &Path, header: &str, row: &str) -> Result<()> {
+pub(crate) fn append(path: &Path, header: &str, row: &str) -> Result<()> {
     let new = !path.exists();
     let mut f = OpenOptions::new()
         .create(true)
