@@ -137,6 +137,25 @@ fn append(app: &mut btlog_store::Appender, entries: &[NewEntry]) -> (u64, [u8; 3
     (size, root)
 }
 
+/// Every tile of the tree of `leaves` reads as that tree's nodes: level-0 tiles the leaf
+/// hashes, level-1 tiles the level-8 subtree roots.
+fn check_tiles(store: &Store, leaves: &[[u8; 32]]) {
+    for t in tiles::tiles_for_size(leaves.len() as u64) {
+        let tiles::TileKind::Hashes { level } = t.kind else {
+            unreachable!()
+        };
+        let got = store.hash_tile(level, t.index, t.width).unwrap().unwrap();
+        let want: Vec<u8> = t
+            .span()
+            .flat_map(|k| {
+                let w = 1usize << (8 * level);
+                naive_root(&leaves[k as usize * w..(k as usize + 1) * w])
+            })
+            .collect();
+        assert_eq!(got, want, "tile {t}");
+    }
+}
+
 #[test]
 fn appends_reads_and_proofs_agree_with_naive_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,21 +215,7 @@ fn appends_reads_and_proofs_agree_with_naive_tree() {
     assert!(store.root(n + 1).is_err());
     assert!(store.consistency_proof(1, n + 1).is_err());
 
-    // Tiles: every level-0 tile is the leaf hashes; level 1 is the level-8 subtree roots.
-    for t in tiles::tiles_for_size(n) {
-        let tiles::TileKind::Hashes { level } = t.kind else {
-            unreachable!()
-        };
-        let got = store.hash_tile(level, t.index, t.width).unwrap().unwrap();
-        let want: Vec<u8> = t
-            .span()
-            .flat_map(|k| {
-                let w = 1usize << (8 * level);
-                naive_root(&leaves[k as usize * w..(k as usize + 1) * w])
-            })
-            .collect();
-        assert_eq!(got, want, "tile {t}");
-    }
+    check_tiles(&store, &leaves);
     assert!(store.hash_tile(0, n / 256 + 1, 1).unwrap().is_none());
     assert!(store.hash_tile(0, n / 256, 256).unwrap().is_none());
 
@@ -537,7 +542,108 @@ fn each_full_epoch_is_compacted_once_into_one_file_of_the_last_level() {
     }
 }
 
-/// A store of `layout` (2 or 3) made from a layout 4 one, with a stray record in the new package
+/// Bytes of a full stored tile, and of its record in a file of full tiles.
+const FULL_TILE_BYTES: usize = 2 + 510 * 32;
+const TILE_RECORD_BYTES: usize = 16 << 10;
+
+/// Puts the full tiles a store created at layout 5 keeps in `tiles/` back into the tiles
+/// column family, as layouts 1 to 4 kept them, and removes the files.
+fn downgrade_tile_files(dir: &std::path::Path, db: &rocksdb::DB) {
+    let family = db.cf_handle("tiles").unwrap();
+    for level in 0..7u8 {
+        let bytes = std::fs::read(dir.join("tiles").join(level.to_string())).unwrap();
+        for (index, record) in bytes.chunks(TILE_RECORD_BYTES).enumerate() {
+            let key = [&[level][..], &(index as u64).to_be_bytes()].concat();
+            db.put_cf(family, key, &record[..FULL_TILE_BYTES]).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(dir.join("tiles")).unwrap();
+}
+
+/// A layout 4 store, its full tiles in the column family, is upgraded without moving them:
+/// the tiles full before stay there, the tiles that fill after go to the files, and every
+/// root, proof and tile reads as the tree built in memory, before and after a reopen.
+#[test]
+fn upgrades_layout_4_in_place_keeping_its_full_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    // Level-0 tiles 0 to 2 full at the upgrade; after it, tile 3 and the rest, and level-1
+    // tile 0.
+    let (n, m) = (3 * 256 + 100, 65_536 + 300);
+    {
+        let store = Store::open_with_epoch_bits(dir.path(), 10).unwrap();
+        let mut app = store.appender().unwrap();
+        append(&mut app, &new_entries(0..n));
+    }
+    {
+        let db = raw_db(dir.path());
+        downgrade_tile_files(dir.path(), &db);
+        db.put_cf(db.cf_handle("meta").unwrap(), b"format", 4u32.to_be_bytes())
+            .unwrap();
+    }
+    let leaves: Vec<_> = (0..m).map(|i| naive_leaf(&test_entry(i))).collect();
+    let check = |store: &Store, size: u64| {
+        let leaves = &leaves[..size as usize];
+        assert_eq!(store.root(size).unwrap(), naive_root(leaves), "root {size}");
+        for index in [0, 255, 256, 700, 800, size / 2, size - 1] {
+            assert_eq!(
+                store.inclusion_proof(index, size).unwrap(),
+                naive_path(index as usize, leaves),
+                "inclusion {index} {size}"
+            );
+        }
+        check_tiles(store, leaves);
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        check(&store, n);
+        let mut app = store.appender().unwrap();
+        append(&mut app, &new_entries(n..m));
+        check(&store, m);
+    }
+    let records = |level: u8| {
+        let file = dir.path().join("tiles").join(level.to_string());
+        std::fs::metadata(file).unwrap().len() as usize / TILE_RECORD_BYTES
+    };
+    assert_eq!(
+        records(0),
+        m as usize / 256 - 3,
+        "level-0 tiles from tile 3"
+    );
+    assert_eq!(records(1), 1);
+    let store = Store::open(dir.path()).unwrap();
+    check(&store, m);
+    check(&store, n);
+}
+
+/// A damaged or missing record of a full tile is an error, never a wrong tile or proof.
+#[test]
+fn a_damaged_full_tile_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3 * 256;
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut app = store.appender().unwrap();
+        append(&mut app, &new_entries(0..n));
+    }
+    let file = dir.path().join("tiles").join("0");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[TILE_RECORD_BYTES + 100] ^= 1;
+    bytes.truncate(2 * TILE_RECORD_BYTES + 1000);
+    std::fs::write(&file, bytes).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.hash_tile(0, 0, 256).unwrap().is_some());
+    assert!(store.inclusion_proof(5, n).is_ok());
+    for tile in [1, 2] {
+        let err = store.hash_tile(0, tile, 256).unwrap_err().to_string();
+        assert!(err.contains(&format!("full tile 0/{tile}")), "{err}");
+    }
+    let err = store.hash_tile(0, 1, 256).unwrap_err().to_string();
+    assert!(err.contains("damaged"), "{err}");
+    assert!(store.inclusion_proof(300, n).is_err());
+    assert!(store.inclusion_proof(600, n).is_err());
+}
+
+/// A store of `layout` (2 or 3) made from a layout 5 one, with a stray record in the new package
 /// index as an upgrade cut short would leave, is upgraded at open and reads as before.
 fn upgrades_in_place_from(layout: u32) {
     let dir = tempfile::tempdir().unwrap();
@@ -549,6 +655,7 @@ fn upgrades_in_place_from(layout: u32) {
     };
     {
         let mut db = raw_db(dir.path());
+        downgrade_tile_files(dir.path(), &db);
         downgrade_packages(&mut db, n);
         if layout == 2 {
             downgrade_identities(&mut db, n);
@@ -615,6 +722,7 @@ fn upgrades_layout_1_in_place() {
     {
         let opts = rocksdb::Options::default();
         let mut db = raw_db(dir.path());
+        downgrade_tile_files(dir.path(), &db);
         downgrade_identities(&mut db, n);
         downgrade_packages(&mut db, n);
         db.drop_cf("leaves_by_epoch").unwrap();

@@ -3,7 +3,7 @@
 
 use super::bloom::Probe;
 use super::hash_index::prefix_of;
-use super::tile::Frontier;
+use super::tile::{Frontier, TileAddr};
 use super::{identity, packages};
 use super::{
     InjectedFailure, Store, StoreError, CF_CHECKPOINTS, CF_DIGESTS, CF_ENTRIES, CF_IDENTITIES,
@@ -79,6 +79,8 @@ pub struct Staged {
     /// The packages the batch lists, with the index of the first entry listing each in a run
     /// of entries of one package, for the package filters.
     listed: Vec<(Probe, u64)>,
+    /// The tiles the batch makes full, for their files.
+    full_tiles: Vec<(TileAddr, Vec<u8>)>,
 }
 
 impl Staged {
@@ -197,8 +199,16 @@ impl Appender {
         for k in &digest_keys {
             batch.put_cf(store.cf(CF_DIGESTS), k, []);
         }
+        // A tile that became full goes to its file at the commit ([`crate::tile_files`]); the
+        // partial versions the column family held are no longer read.
+        let mut full_tiles = Vec::new();
         for (addr, value) in tiles {
-            batch.put_cf(store.cf(CF_TILES), addr.key(), value);
+            if store.inner.tile_files.holds(addr, frontier.size()) {
+                batch.delete_cf(store.cf(CF_TILES), addr.key());
+                full_tiles.push((addr, value));
+            } else {
+                batch.put_cf(store.cf(CF_TILES), addr.key(), value);
+            }
         }
         batch.put_cf(store.cf(CF_META), META_SIZE, frontier.size().to_be_bytes());
         let root = frontier
@@ -212,6 +222,7 @@ impl Appender {
             leaves,
             claimed,
             listed,
+            full_tiles,
         })
     }
 
@@ -270,7 +281,14 @@ impl Appender {
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
+        // The tiles made full are on disk before the write that publishes them.
+        let full_tiles = std::mem::take(&mut staged.full_tiles);
         let write = |batch| {
+            self.store
+                .inner
+                .tile_files
+                .write(&full_tiles)
+                .map_err(|e| e.to_string())?;
             self.store
                 .db()
                 .write_opt(batch, &opts)

@@ -3,7 +3,8 @@
 //!
 //! Column families, each named for what it holds:
 //! - `entries`: big-endian u64 index → entry bytes.
-//! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]).
+//! - `tiles`: [`tile::TileAddr::key`] → stored tile (see [`tile`]): the partial tiles, and
+//!   the tiles full before the store came to layout 5 (the others are in `tiles/`).
 //! - `identities_by_epoch`: the identity index: epoch, 32-byte identity key → low bits of the
 //!   index of the entry that claimed it ([`identity`]).
 //! - `identity_filters`: big-endian u32 epoch → the sealed bloom filter of that full epoch's
@@ -22,9 +23,14 @@
 //! - `checkpoints`: big-endian u64 tree size → signed checkpoint note.
 //! - `meta`: `format` → big-endian u32 layout version; `size` → big-endian u64 tree size;
 //!   `digests_from` → big-endian u64, see `digests_by_epoch`; `epoch_bits` → one byte, the
-//!   epoch size of the leaf, digest, identity and package indexes as a power of two.
+//!   epoch size of the leaf, digest, identity and package indexes as a power of two;
+//!   `tile_files_from` → big-endian u64, the log size when the store came to layout 5 from an
+//!   older one (absent: 0), see [`tile_files`].
+//! - outside RocksDB, `tiles/0` to `tiles/6`: the full tiles of each tile level, written once
+//!   each ([`tile_files`]); `tiles` holds the others.
 //!
-//! Layout 4 (this one) differs from layout 3 only in the package index, keyed by epoch first
+//! Layout 5 (this one) differs from layout 4 only in where full tiles are kept ([`tile_files`]);
+//! layout 4 from layout 3 only in the package index, keyed by epoch first
 //! and filtered ([`epoch_filters`]); layout 3 from layout 2 only in the identity index, likewise;
 //! layout 2 from layout 1 only in the keys of the leaf and digest indexes.
 //! Opening a store of an older layout upgrades it in place ([`migrate`]).
@@ -44,6 +50,7 @@ mod migrate;
 mod packages;
 mod tile;
 mod tile_cache;
+mod tile_files;
 
 use btlog_core::merkle::tiles::TILE_WIDTH;
 use btlog_core::merkle::{self, Hash, HashReader, NodeId, ProofError};
@@ -55,9 +62,10 @@ use std::sync::{Arc, Mutex};
 use tile::TileAddr;
 
 pub use append::{Appender, NewEntry, Staged};
+pub use tile_files::TileFileError;
 
 /// The on-disk layout version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 const CF_ENTRIES: &str = "entries";
 const CF_TILES: &str = "tiles";
@@ -91,6 +99,7 @@ fn published_key(target: &str) -> Vec<u8> {
 }
 const META_DIGESTS_FROM: &[u8] = b"digests_from";
 const META_EPOCH_BITS: &[u8] = b"epoch_bits";
+const META_TILE_FILES_FROM: &[u8] = b"tile_files_from";
 
 /// RocksDB's memory and compaction debt ([`Store::engine_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,6 +160,12 @@ pub enum StoreError {
     /// the tree from disk).
     #[error("the writer stopped after a failed append; restart the log")]
     WriterPoisoned,
+    /// The files of full tiles failed or hold a damaged record ([`tile_files`]).
+    #[error(transparent)]
+    TileFile(#[from] TileFileError),
+    /// The files of full tiles could not be opened ([`tile_files`]).
+    #[error("cannot open the files of full tiles: {0}")]
+    TileFilesOpen(std::io::Error),
     /// The store's compaction thread could not be started ([`epoch_compaction`]).
     #[error("cannot start the store's compaction thread: {0}")]
     Thread(std::io::Error),
@@ -197,6 +212,8 @@ struct Inner {
     failures: Mutex<Option<(InjectedFailure, u32)>>,
     /// Full upper-level tiles, for proofs.
     tile_cache: tile_cache::TileCache,
+    /// Full tiles, outside RocksDB.
+    tile_files: tile_files::TileFiles,
     /// Compacts each full epoch of the identity, leaf and digest indexes once.
     epoch_compaction: epoch_compaction::EpochCompaction,
 }
@@ -272,6 +289,14 @@ impl Store {
                 size
             }
         };
+        // Absent in a store created at layout 5: every full tile is in the files.
+        let tile_files_from = db
+            .get_cf(cf(&db, CF_META), META_TILE_FILES_FROM)?
+            .map(|v| be_u64(&v))
+            .transpose()?
+            .unwrap_or(0);
+        let tile_files =
+            tile_files::TileFiles::open(dir, tile_files_from).map_err(StoreError::TileFilesOpen)?;
         let identity_filters = epoch_filters::EpochFilters::load(
             &db,
             cf(&db, CF_IDENTITIES),
@@ -307,6 +332,7 @@ impl Store {
                 writer_stopped: AtomicBool::new(false),
                 failures: Mutex::new(None),
                 tile_cache: tile_cache::TileCache::new(tile_cache::SLOTS),
+                tile_files,
                 epoch_compaction,
             }),
         })
@@ -317,12 +343,17 @@ impl Store {
         if self.inner.writer_taken.swap(true, Ordering::SeqCst) {
             return Err(StoreError::WriterTaken);
         }
-        let frontier = tile::Frontier::load(self.size(), |addr| {
-            self.inner
-                .db
-                .get_cf(self.cf(CF_TILES), addr.key())
-                .ok()
-                .flatten()
+        let size = self.size();
+        let frontier = tile::Frontier::load(size, |addr| {
+            if self.inner.tile_files.holds(addr, size) {
+                self.inner.tile_files.read(addr).ok()
+            } else {
+                self.inner
+                    .db
+                    .get_cf(self.cf(CF_TILES), addr.key())
+                    .ok()
+                    .flatten()
+            }
         })?;
         Ok(Appender::new(self.clone(), frontier))
     }
@@ -482,19 +513,26 @@ impl Store {
         index: u64,
         width: u16,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let have = merkle::tiles::width_at(level, index, self.size());
+        let size = self.size();
+        let have = merkle::tiles::width_at(level, index, size);
         if have.is_none_or(|h| h < width) {
             return Ok(None);
         }
         let addr = TileAddr { level, index };
+        let cut = |stored: &[u8]| {
+            tile::row0(stored)
+                .filter(|r| r.len() >= usize::from(width) * 32)
+                .map(|r| Some(r[..usize::from(width) * 32].to_vec()))
+                .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} malformed")))
+        };
+        if self.inner.tile_files.holds(addr, size) {
+            return cut(&self.inner.tile_files.read(addr)?);
+        }
         let stored = self
             .db()
             .get_pinned_cf(self.cf(CF_TILES), addr.key())?
             .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} missing")))?;
-        let row = tile::row0(&stored)
-            .filter(|r| r.len() >= usize::from(width) * 32)
-            .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} malformed")))?;
-        Ok(Some(row[..usize::from(width) * 32].to_vec()))
+        cut(&stored)
     }
 
     /// The index of the entry that claimed `identity`, if any.
@@ -704,6 +742,22 @@ impl HashReader for Store {
                 None => missing.push(addr),
             }
         }
+        // Full tiles in the files, read once each: upper ones into the cache, level-0 ones
+        // (one a proof, too many to cache) for this call alone.
+        let (in_files, missing): (Vec<_>, Vec<_>) = missing
+            .into_iter()
+            .partition(|a| self.inner.tile_files.holds(*a, size));
+        let mut owned = HashMap::with_capacity(in_files.len());
+        for addr in in_files {
+            let tile = self.inner.tile_files.read(addr)?;
+            if cacheable(&addr) {
+                let tile: Arc<[u8]> = tile.into();
+                self.inner.tile_cache.put(addr, tile.clone());
+                tiles.insert(addr, tile);
+            } else {
+                owned.insert(addr, tile);
+            }
+        }
         let keys: Vec<[u8; 9]> = missing.iter().map(TileAddr::key).collect();
         let values =
             self.db()
@@ -726,6 +780,7 @@ impl HashReader for Store {
             .map(|((addr, row, offset), node)| {
                 let tile = tiles.get(addr).map(|t| &t[..]);
                 tile.or_else(|| pinned.get(addr).map(|t| &t[..]))
+                    .or_else(|| owned.get(addr).map(|t| &t[..]))
                     .and_then(|t| tile::read_node(t, *row, *offset))
                     .ok_or_else(|| StoreError::Corrupt(format!("node {node:?} not stored")))
             })

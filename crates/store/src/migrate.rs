@@ -11,11 +11,15 @@
 //! - Layouts 1 to 3 keyed the package index by purl, 0x00, big-endian u64 index, in
 //!   `packages`. Layout 4 keys it by epoch first and filters it ([`super::packages`]); the
 //!   filters are built right after, in the same open.
+//! - Layouts 1 to 4 kept every tile in the `tiles` column family. Layout 5 writes each tile
+//!   that becomes full into a file of its tile level ([`super::tile_files`]); the upgrade
+//!   moves nothing: it records the size from which full tiles are in the files.
 
 use super::hash_index::{Epochs, PREFIX};
 use super::{
-    be_u64, cf, identity, packages, put_layout_synced, StoreError, CF_DIGESTS, CF_IDENTITIES,
-    CF_LEAVES, CF_PACKAGES, CF_PACKAGE_FILTERS, FORMAT_VERSION,
+    be_u64, cf, identity, packages, put_layout_synced, put_meta_synced, StoreError, CF_DIGESTS,
+    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_PACKAGE_FILTERS, FORMAT_VERSION, META_SIZE,
+    META_TILE_FILES_FROM,
 };
 use rocksdb::{ColumnFamily, WriteBatch, DB};
 use std::path::Path;
@@ -50,7 +54,7 @@ pub(crate) fn old_families(dir: &Path) -> Result<Vec<&'static str>, StoreError> 
 pub(crate) fn upgrade(db: &DB, from: u32, epochs: Epochs) -> Result<(), StoreError> {
     type Step = fn(&DB, Epochs) -> Result<(), StoreError>;
     // Step i upgrades layout i + 1.
-    const STEPS: [Step; 3] = [from_v1, from_v2, from_v3];
+    const STEPS: [Step; 4] = [from_v1, from_v2, from_v3, from_v4];
     const _: () = assert!(STEPS.len() + 1 == FORMAT_VERSION as usize);
     for layout in from..FORMAT_VERSION {
         let step = layout
@@ -140,6 +144,19 @@ fn from_v3(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
     })?;
     tracing::info!(rewritten, "package index rewritten");
     completed(db, 4, epochs)
+}
+
+/// Layout 4 → 5: records the log's size as where the files of full tiles begin (the tiles
+/// full at that size stay in the column family), then layout 5.
+fn from_v4(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
+    let size = db
+        .get_cf(cf(db, CF_META), META_SIZE)?
+        .map(|v| be_u64(&v))
+        .transpose()?
+        .unwrap_or(0);
+    tracing::info!(size, "upgrading the store's layout from 4 to 5");
+    put_meta_synced(db, META_TILE_FILES_FROM, &size.to_be_bytes())?;
+    completed(db, 5, epochs)
 }
 
 /// Ends an upgrade step: the rewritten records are in the write-ahead log, which is synced

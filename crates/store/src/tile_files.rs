@@ -1,0 +1,143 @@
+//! Full tiles, each written once into a file of its tile level (layout 5); the `tiles` column
+//! family keeps the partial tiles of the right edge, and the tiles full before the store came
+//! to this layout.
+//!
+//! A full tile never changes (tlog-tiles: a full tile is immutable), so it gains nothing from
+//! an LSM tree and paid for being in one: each compaction of the tiles rewrote the newest full
+//! ones (73 bytes written an entry over 30M entries, BENCHMARKS.md, "Eighth pass"), and every
+//! read of a full level-0 tile past a few million entries missed the block cache and paid a
+//! block read, its checksum, an insert and an eviction there. Here full tile `N` of tile level
+//! `L` is a record of [`STRIDE`] bytes at `(N − first(L)) · STRIDE` in the file `tiles/L`:
+//! the stored tile ([`crate::tile`], [`TILE_BYTES`] bytes), then the CRC-32 of those bytes,
+//! then zeros. `first(L)` is the first tile of level `L` that was not full at the size the
+//! store had when it came to this layout (`meta` `tile_files_from`; 0 for a new store).
+//!
+//! The writer writes a commit's newly full tiles and syncs their files before the synced
+//! RocksDB write that publishes the new size ([`crate::Appender`]): a published full tile is
+//! always on disk. A crash in between leaves records past the stored size, which readers never
+//! ask for and a later append overwrites.
+
+use super::tile::TileAddr;
+use btlog_core::merkle::tiles::{self, TILE_HEIGHT, TILE_WIDTH};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Bytes of a full stored tile: its width, then its rows of 256, 128, …, 2 hashes.
+pub(crate) const TILE_BYTES: usize = 2 + (2 * TILE_WIDTH as usize - 2) * 32;
+
+/// Bytes of a record: the tile and its CRC-32, padded to 16 KiB.
+const STRIDE: u64 = 16 << 10;
+
+/// Tile levels that can have full tiles: a full tile of level 7 would span 2^64 leaves.
+const LEVELS: usize = 7;
+
+/// The directory of the files, inside the store's.
+const DIR: &str = "tiles";
+
+/// The open files of full tiles, one a tile level.
+pub(crate) struct TileFiles {
+    files: Vec<File>,
+    /// The log size at which the store came to layout 5; tiles full then are not here.
+    from: u64,
+}
+
+impl TileFiles {
+    /// Opens (creating as needed) the files under `store_dir`, for a store that came to this
+    /// layout at size `from`.
+    pub(crate) fn open(store_dir: &Path, from: u64) -> io::Result<TileFiles> {
+        let dir = store_dir.join(DIR);
+        let created = !dir.exists();
+        std::fs::create_dir_all(&dir)?;
+        let files = (0..LEVELS)
+            .map(|level| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(dir.join(level.to_string()))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        if created {
+            // The new directory and its files must survive a crash with the first tile.
+            File::open(&dir)?.sync_all()?;
+            File::open(store_dir)?.sync_all()?;
+        }
+        Ok(TileFiles { files, from })
+    }
+
+    /// Whether the tile at `addr` is full in a tree of `size` leaves and kept here.
+    pub(crate) fn holds(&self, addr: TileAddr, size: u64) -> bool {
+        tiles::width_at(addr.level, addr.index, size) == Some(TILE_WIDTH as u16)
+            && self.place(addr).is_some()
+    }
+
+    /// The file and byte offset of the record of `addr`, if it is kept here.
+    fn place(&self, addr: TileAddr) -> Option<(&File, u64)> {
+        let file = self.files.get(usize::from(addr.level))?;
+        // The tiles of this level full at `from`; the first record is the tile after them.
+        let first = self.from >> (u32::from(TILE_HEIGHT) * (u32::from(addr.level) + 1));
+        let offset = addr.index.checked_sub(first)?.checked_mul(STRIDE)?;
+        Some((file, offset))
+    }
+
+    /// Reads the stored tile at `addr`, which [`TileFiles::holds`] says is here, checking it
+    /// against its CRC.
+    pub(crate) fn read(&self, addr: TileAddr) -> Result<Vec<u8>, TileFileError> {
+        let (file, offset) = self.place(addr).ok_or(TileFileError::NotHere(addr))?;
+        let mut record = vec![0u8; TILE_BYTES + 4];
+        file.read_exact_at(&mut record, offset)
+            .map_err(|e| TileFileError::Io(addr, e))?;
+        let crc = record.split_off(TILE_BYTES);
+        if crc32fast::hash(&record).to_be_bytes()[..] != crc[..]
+            || record[..2] != (TILE_WIDTH as u16).to_be_bytes()
+        {
+            return Err(TileFileError::Corrupt(addr));
+        }
+        Ok(record)
+    }
+
+    /// Writes newly full tiles, each [`TILE_BYTES`] long, and syncs the files written to.
+    pub(crate) fn write(&self, full: &[(TileAddr, Vec<u8>)]) -> Result<(), TileFileError> {
+        let mut written = [false; LEVELS];
+        for (addr, tile) in full {
+            let (file, offset) = self.place(*addr).ok_or(TileFileError::NotHere(*addr))?;
+            if tile.len() != TILE_BYTES {
+                return Err(TileFileError::Corrupt(*addr));
+            }
+            let mut record = Vec::with_capacity(STRIDE as usize);
+            record.extend_from_slice(tile);
+            record.extend_from_slice(&crc32fast::hash(tile).to_be_bytes());
+            record.resize(STRIDE as usize, 0);
+            file.write_all_at(&record, offset)
+                .map_err(|e| TileFileError::Io(*addr, e))?;
+            written[usize::from(addr.level)] = true;
+        }
+        for (level, file) in self.files.iter().enumerate() {
+            if written[level] {
+                file.sync_data()
+                    .map_err(|e| TileFileError::Sync(level, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What can go wrong with the files of full tiles.
+#[derive(Debug, thiserror::Error)]
+pub enum TileFileError {
+    /// Reading or writing a tile's record failed.
+    #[error("full tile {}/{}: {}", .0.level, .0.index, .1)]
+    Io(TileAddr, io::Error),
+    /// Syncing the file of a tile level failed.
+    #[error("syncing the full tiles of level {0}: {1}")]
+    Sync(usize, io::Error),
+    /// A record's CRC or width does not match: the file was damaged.
+    #[error("full tile {}/{} is damaged on disk", .0.level, .0.index)]
+    Corrupt(TileAddr),
+    /// The tile was full before the store came to this layout: it is in the column family.
+    #[error("full tile {}/{} is not kept in the tile files", .0.level, .0.index)]
+    NotHere(TileAddr),
+}
