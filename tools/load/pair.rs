@@ -6,7 +6,7 @@
 //! (BENCHMARKS.md, "Eighth pass"), and a read rate at 30M set against one taken at 1M minutes
 //! earlier carried that. Here each round reads from both logs back to back, the order swapping
 //! every round (base then other, other then base, …), and the ratio is taken round by round;
-//! the report is each round and the median of the ratios. With the servers' process ids it
+//! the report is each round and the median of the ratios, after a warm-up round not counted. With the servers' process ids it
 //! also reports each server's CPU time per request (`/proc/PID/stat`), a figure that does not
 //! depend on what else held the cores.
 
@@ -41,6 +41,10 @@ pub(crate) struct Args {
     /// Rounds; each reads from both logs.
     #[arg(long, default_value_t = 6)]
     rounds: u32,
+    /// Rounds first run and not counted: the first reads of a log find its files, or the
+    /// part of them that is read, out of the page cache.
+    #[arg(long, default_value_t = 1)]
+    warmup: u32,
     /// CSV file to append the rounds to (created with a header if absent).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -83,6 +87,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub(crate) async fn run(a: Args) -> Result<()> {
     ensure!(a.rounds > 0, "--rounds must be at least 1");
+    for _ in 0..a.warmup {
+        measure(&a, &a.base, None).await?;
+        measure(&a, &a.other, None).await?;
+    }
     let (mut rates, mut cpus) = (Vec::new(), Vec::new());
     for round in 1..=a.rounds {
         let (base, other) = if round % 2 == 1 {
