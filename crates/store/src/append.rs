@@ -1,5 +1,6 @@
 //! The log's single writer: stages a batch of entries (hashing, tiles, index keys) and
-//! commits it with its signed checkpoint in one synced RocksDB write.
+//! commits it with its signed checkpoint in one synced RocksDB write, once the tiles it fills
+//! are synced to their files.
 
 use super::bloom::Probe;
 use super::hash_index::prefix_of;

@@ -35,9 +35,10 @@
 //! layout 2 from layout 1 only in the keys of the leaf and digest indexes.
 //! Opening a store of an older layout upgrades it in place ([`migrate`]).
 //!
-//! Every append is one atomic, synced `WriteBatch` holding the entries, the tiles they changed,
-//! their index keys, the new size and the checkpoint signed for it: after a crash the store
-//! is exactly the state after some completed append. Readers only ever look at indexes below
+//! Every append is one atomic, synced `WriteBatch` holding the entries, the partial tiles they
+//! changed, their index keys, the new size and the checkpoint signed for it, written after the
+//! tiles it fills are synced to their files ([`tile_files`]): after a crash the store is
+//! exactly the state after some completed append. Readers only ever look at indexes below
 //! the published size, and everything below it is immutable, so reads never wait for writes.
 
 mod append;
@@ -60,6 +61,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tile::TileAddr;
+use tile_files::TILE_RECORD;
 
 pub use append::{Appender, NewEntry, Staged};
 pub use tile_files::TileFileError;
@@ -346,7 +348,9 @@ impl Store {
         let size = self.size();
         let frontier = tile::Frontier::load(size, |addr| {
             if self.inner.tile_files.holds(addr, size) {
-                self.inner.tile_files.read(addr).ok()
+                let mut record = [0; TILE_RECORD];
+                let tile = self.inner.tile_files.read(addr, &mut record);
+                tile.ok().map(<[u8]>::to_vec)
             } else {
                 self.inner
                     .db
@@ -526,7 +530,8 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("tile {level}/{index} malformed")))
         };
         if self.inner.tile_files.holds(addr, size) {
-            return cut(&self.inner.tile_files.read(addr)?);
+            let mut record = [0; TILE_RECORD];
+            return cut(self.inner.tile_files.read(addr, &mut record)?);
         }
         let stored = self
             .db()
@@ -742,20 +747,27 @@ impl HashReader for Store {
                 None => missing.push(addr),
             }
         }
-        // Full tiles in the files, read once each: upper ones into the cache, level-0 ones
-        // (one a proof, too many to cache) for this call alone.
+        // Full tiles in the files, read once each: upper ones into the cache; of level-0 ones
+        // (one a proof, too many to cache), only the nodes asked for are kept.
         let (in_files, missing): (Vec<_>, Vec<_>) = missing
             .into_iter()
             .partition(|a| self.inner.tile_files.holds(*a, size));
-        let mut owned = HashMap::with_capacity(in_files.len());
+        let mut read_out: HashMap<usize, Hash> = HashMap::new();
+        let mut record = [0; TILE_RECORD];
         for addr in in_files {
-            let tile = self.inner.tile_files.read(addr)?;
+            let tile = self.inner.tile_files.read(addr, &mut record)?;
             if cacheable(&addr) {
-                let tile: Arc<[u8]> = tile.into();
+                let tile: Arc<[u8]> = Arc::from(tile);
                 self.inner.tile_cache.put(addr, tile.clone());
                 tiles.insert(addr, tile);
-            } else {
-                owned.insert(addr, tile);
+                continue;
+            }
+            for (i, (a, row, offset)) in located.iter().enumerate() {
+                if *a == addr {
+                    if let Some(hash) = tile::read_node(tile, *row, *offset) {
+                        read_out.insert(i, hash);
+                    }
+                }
             }
         }
         let keys: Vec<[u8; 9]> = missing.iter().map(TileAddr::key).collect();
@@ -777,11 +789,12 @@ impl HashReader for Store {
         located
             .iter()
             .zip(nodes)
-            .map(|((addr, row, offset), node)| {
+            .enumerate()
+            .map(|(i, ((addr, row, offset), node))| {
                 let tile = tiles.get(addr).map(|t| &t[..]);
                 tile.or_else(|| pinned.get(addr).map(|t| &t[..]))
-                    .or_else(|| owned.get(addr).map(|t| &t[..]))
                     .and_then(|t| tile::read_node(t, *row, *offset))
+                    .or_else(|| read_out.get(&i).copied())
                     .ok_or_else(|| StoreError::Corrupt(format!("node {node:?} not stored")))
             })
             .collect()

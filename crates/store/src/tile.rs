@@ -7,7 +7,8 @@
 //! rows make any proof a handful of reads (about one per tile level) with no hashing of leaves.
 //! The 256-hash row 0 of a full tile hashes up to its root, which is row 0 of the parent tile.
 //! This is the Go `sumdb/tlog` idea (store every complete subtree hash once, keep the right
-//! edge in memory so an append reads nothing) grouped by tile, so RocksDB sees few large values.
+//! edge in memory so an append reads nothing) grouped by tile, so storage sees few large
+//! values: the partial tiles in RocksDB, the full ones in files ([`crate::tile_files`]).
 
 use btlog_core::merkle::tiles::{self, TILE_HEIGHT, TILE_WIDTH};
 use btlog_core::merkle::{fold, node_hash, subtree_nodes, Hash, NodeId};
