@@ -864,6 +864,16 @@ const WRITE_BUFFER_BYTES: usize = 96 << 20;
 const TILE_FILE_BYTES: u64 = 16 << 20;
 const MAX_OPEN_FILES: i32 = 512;
 
+/// Write-ahead log kept before RocksDB flushes the column families that hold its oldest
+/// file. A WAL file is deleted only once every column family written in it has flushed; the
+/// checkpoints, meta and filter families take a few hundred bytes an append and would hold
+/// theirs until RocksDB's default bound, four times all write buffers (~1.9 GiB). While the
+/// full tiles went through RocksDB, the shared write budget flushed them often enough; once
+/// they went to files, a 30M series kept ~1 GiB of WAL (100 files) and 600 bytes an entry on
+/// disk over the first 4M entries (BENCHMARKS.md, "Ninth pass"). It is also what a restart
+/// after a crash replays.
+const MAX_WAL_BYTES: u64 = 256 << 20;
+
 fn db_options() -> Options {
     let mut o = Options::default();
     o.create_if_missing(true);
@@ -874,6 +884,7 @@ fn db_options() -> Options {
     // count is bounded however many SST files the log grows to.
     o.set_max_open_files(MAX_OPEN_FILES);
     o.set_bytes_per_sync(1 << 20);
+    o.set_max_total_wal_size(MAX_WAL_BYTES);
     o
 }
 
