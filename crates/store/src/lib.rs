@@ -279,24 +279,16 @@ impl Store {
         for name in old {
             db.drop_cf(name)?;
         }
-        let size = db
-            .get_cf(cf(&db, CF_META), META_SIZE)?
-            .map(|v| be_u64(&v))
-            .transpose()?
-            .unwrap_or(0);
-        let digests_from = match db.get_cf(cf(&db, CF_META), META_DIGESTS_FROM)? {
-            Some(v) => be_u64(&v)?,
+        let size = meta_u64(&db, META_SIZE)?.unwrap_or(0);
+        let digests_from = match meta_u64(&db, META_DIGESTS_FROM)? {
+            Some(from) => from,
             None => {
                 put_meta_synced(&db, META_DIGESTS_FROM, &size.to_be_bytes())?;
                 size
             }
         };
         // Absent in a store created at layout 5: every full tile is in the files.
-        let tile_files_from = db
-            .get_cf(cf(&db, CF_META), META_TILE_FILES_FROM)?
-            .map(|v| be_u64(&v))
-            .transpose()?
-            .unwrap_or(0);
+        let tile_files_from = meta_u64(&db, META_TILE_FILES_FROM)?.unwrap_or(0);
         let tile_files =
             tile_files::TileFiles::open(dir, tile_files_from).map_err(StoreError::TileFilesOpen)?;
         let identity_filters = epoch_filters::EpochFilters::load(
@@ -815,6 +807,13 @@ fn put_layout_synced(db: &DB, version: u32, epochs: hash_index::Epochs) -> Resul
     let mut opts = rocksdb::WriteOptions::default();
     opts.set_sync(true);
     Ok(db.write_opt(batch, &opts)?)
+}
+
+/// The big-endian u64 stored under the `meta` key `key`, if any.
+fn meta_u64(db: &DB, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    db.get_cf(cf(db, CF_META), key)?
+        .map(|v| be_u64(&v))
+        .transpose()
 }
 
 /// Writes one `meta` key, synced (at open, before any append).

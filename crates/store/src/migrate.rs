@@ -17,9 +17,9 @@
 
 use super::hash_index::{Epochs, PREFIX};
 use super::{
-    be_u64, cf, identity, packages, put_layout_synced, put_meta_synced, StoreError, CF_DIGESTS,
-    CF_IDENTITIES, CF_LEAVES, CF_META, CF_PACKAGES, CF_PACKAGE_FILTERS, FORMAT_VERSION, META_SIZE,
-    META_TILE_FILES_FROM,
+    be_u64, cf, identity, meta_u64, packages, put_layout_synced, put_meta_synced, StoreError,
+    CF_DIGESTS, CF_IDENTITIES, CF_LEAVES, CF_PACKAGES, CF_PACKAGE_FILTERS, FORMAT_VERSION,
+    META_SIZE, META_TILE_FILES_FROM,
 };
 use rocksdb::{ColumnFamily, WriteBatch, DB};
 use std::path::Path;
@@ -149,11 +149,7 @@ fn from_v3(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
 /// Layout 4 → 5: records the log's size as where the files of full tiles begin (the tiles
 /// full at that size stay in the column family), then layout 5.
 fn from_v4(db: &DB, epochs: Epochs) -> Result<(), StoreError> {
-    let size = db
-        .get_cf(cf(db, CF_META), META_SIZE)?
-        .map(|v| be_u64(&v))
-        .transpose()?
-        .unwrap_or(0);
+    let size = meta_u64(db, META_SIZE)?.unwrap_or(0);
     tracing::info!(size, "upgrading the store's layout from 4 to 5");
     put_meta_synced(db, META_TILE_FILES_FROM, &size.to_be_bytes())?;
     completed(db, 5, epochs)
