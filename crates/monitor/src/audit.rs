@@ -97,7 +97,6 @@ impl LogMonitor {
         if self.state.progress.size() > n {
             self.reset_progress();
         }
-        self.index.prepare(n)?;
         let start = self.state.progress.size();
         let bar = self.progress_bar(n - start);
         let mut staged = Vec::new();

@@ -2,30 +2,67 @@
 //! they need, rebuilt by the monitor from the entries themselves.
 //!
 //! The index is a small RocksDB database (`index/` in the log's state directory): it grows with
-//! the log (one record per artifact) and must not be held in memory or rewritten, and RocksDB
-//! is already a dependency. Records carry the leaf index that created them; a record at or
-//! beyond the committed audit position (left by a run that crashed before saving its state) is
-//! ignored and overwritten, so the index always agrees with `state.json` without a shared
-//! transaction. Only records of entries proven part of a signed tree are committed (see
-//! `audit`): a log serving entries that do not match its signed root cannot plant records.
+//! the log (one record per artifact, one per package) and must not be held in memory or
+//! rewritten, and RocksDB is already a dependency. Records carry the leaf index that created
+//! them, and only records below the committed audit position are trusted. Only records of
+//! entries proven part of a signed tree are committed (see `audit`): a log serving entries that
+//! do not match its signed root cannot plant records.
+//!
+//! It is laid out as the log's own identity index is (`btlog_store`'s `identity` module): a
+//! record's key is the epoch of the entry that created it (2^20 entries, big-endian u32) and
+//! a 32-byte digest, and each epoch has a bloom filter held in memory
+//! ([`btlog_store::epoch_filters`]) that sends a lookup only to the epochs that may hold its
+//! key. Keyed by digest alone, as it first was, every compaction that moved new records down
+//! a level rewrote the older ones there, more of them as the log grew: at 10M entries
+//! compaction took a fifth of a catch-up's CPU, and a catch-up of 30M entries spent 1.5 times
+//! the CPU per entry of one of 1M (BENCHMARKS.md, "Tenth pass"). Epoch first, compactions stay
+//! inside the newest epoch.
+//!
+//! Column families:
+//! - `identities`: epoch, identity key → artifact sha256 and big-endian u64 leaf index of its
+//!   first publish.
+//! - `packages`: epoch, SHA-256 of the purl → big-endian u64 leaf index of its first publish.
+//! - `identity_filters`, `package_filters`: big-endian u32 epoch → the sealed filter of that
+//!   full epoch.
+//! - `meta`: `format` → big-endian u32 ([`FORMAT`]); `epoch_bits` → one byte; `written` →
+//!   big-endian u64, the audit position the stored records reach.
+//!
+//! Records at or beyond the committed position (committed by a run that crashed before saving
+//! its state, or of a history the audit went back on) are deleted before the position can
+//! pass them: at open when `written` is beyond the state's position, and at the next commit
+//! after a [`Index::rollback`]. Were one left, it would be trusted once the audit passed its
+//! index. An index of the first layout (records in the default family, keyed by `i` or `p` and
+//! the digest) is moved into this one at open.
 //!
 //! The rules themselves are `btlog_core::claims`, the same code the log's sequencer runs.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use sha2::{Digest, Sha256};
 
 use btlog_core::claims::{self, Published, Verdict};
 use btlog_core::entry::{Entry, Kind};
+use btlog_store::bloom::{Probe, BITS_PER_KEY};
+use btlog_store::epoch_filters::{digest_record_probe, EpochFilters, Family};
+use btlog_store::{Epochs, StoreError, DEFAULT_EPOCH_BITS};
 
 use super::alert::AlertKind;
-use super::seen::Seen;
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
-#[error("identity index: {0}")]
-pub struct IndexError(#[from] rocksdb::Error);
+pub enum IndexError {
+    /// RocksDB failed.
+    #[error("identity index: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// The epoch filters failed, or an epoch was out of range.
+    #[error("identity index: {0}")]
+    Filters(#[from] StoreError),
+    /// A stored record or meta value is malformed.
+    #[error("identity index: {0}")]
+    Corrupt(String),
+}
 
 /// A claim violation found in one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,132 +73,259 @@ pub struct Violation {
     pub details: String,
 }
 
-/// The identity index: identity → (sha256, index), package → first publish index.
-pub struct Index {
-    db: rocksdb::DB,
-    committed: u64,
-    pending: HashMap<Vec<u8>, Vec<u8>>,
-    /// Every key recorded since the index last held no trusted record, while that fits (see
-    /// [`Index::prepare`]): a key it rules out has no record, and is not looked up.
-    seen: Option<Seen>,
+/// The layout of the index this build writes (see the module docs).
+const FORMAT: u32 = 2;
+const CF_META: &str = "meta";
+const META_FORMAT: &[u8] = b"format";
+const META_EPOCH_BITS: &[u8] = b"epoch_bits";
+const META_WRITTEN: &[u8] = b"written";
+
+/// The two record families: what a key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Table {
+    /// An artifact identity (package, version, file): its first publish.
+    Identity,
+    /// A package: its first publish.
+    Package,
 }
 
-/// Stored records of the keys of a batch of claims, read in one `MultiGet`.
-type Fetched = HashMap<Vec<u8>, Option<Vec<u8>>>;
+impl Table {
+    const ALL: [Table; 2] = [Table::Identity, Table::Package];
 
-/// Block cache of the monitor's index: bounded, whatever the log size. Most lookups are of
-/// identities not yet recorded, answered by the bloom filter partitions alone: at 10 bits a
-/// key these take ~1.2 MiB per million entries, so 64 MiB keeps them, with the index
-/// partitions, in memory to about 30M entries. A HyperClockCache: its lookups take no lock,
-/// and a catch-up to 10M ran at 0.97x the CPU of an LRU cache (BENCHMARKS.md, "Scale").
-const INDEX_CACHE_BYTES: usize = 64 << 20;
-/// Memtable size of the index. Keys are random, so every compaction of level 0 rewrites the
-/// whole first level below it: the more each flush carries, the fewer such rewrites per
-/// entry as the index grows. The log keeps 4 MiB because its single writer inserts each
-/// batch as it comes; the monitor inserts a whole chunk (65k entries) in key order (see
-/// [`Index::commit`]), which keeps inserts cheap in a larger memtable.
-const INDEX_WRITE_BUFFER_BYTES: usize = 16 << 20;
-
-impl Index {
-    /// Opens (or creates) the index in `dir`; records at or beyond `committed` are ignored.
-    pub fn open(dir: &Path, committed: u64) -> Result<Index, IndexError> {
-        let cache = rocksdb::Cache::new_hyper_clock_cache(INDEX_CACHE_BYTES, 0);
-        let mut opts = btlog_store::random_key_index_options(&cache);
-        // Larger memtables than the log's (see INDEX_WRITE_BUFFER_BYTES).
-        opts.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);
-        // The filter of a catch-up answers most lookups, so the extra level-0 files are
-        // probed by few.
-        btlog_store::compact_level0_late(&mut opts);
-        opts.create_if_missing(true);
-        Ok(Index {
-            // The default family is named so that `check_all` can use batched lookups on it.
-            db: rocksdb::DB::open_cf_descriptors(
-                &opts,
-                dir,
-                [rocksdb::ColumnFamilyDescriptor::new(
-                    rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
-                    opts.clone(),
-                )],
-            )?,
-            committed,
-            pending: HashMap::new(),
-            seen: None,
-        })
+    fn records(self) -> &'static str {
+        match self {
+            Table::Identity => "identities",
+            Table::Package => "packages",
+        }
     }
 
-    /// Called before checking the claims of a log of `size` entries. When the index holds no
-    /// trusted record (nothing committed, nothing pending: a new monitor, or one reset to the
-    /// start), every record it will hold is recorded in this process, so a filter of those
-    /// ([`Seen`]) can rule out the lookups of keys never recorded. It is sized for `size`
-    /// entries plus a quarter: a publish records its identity, and the first of a package the
-    /// package too. Should more be recorded, or the log be too large for its memory bound, the
-    /// index is read as without it.
-    ///
-    /// Records the database may still hold then (from chunks of a history since reset, or
-    /// committed by a run that crashed before saving its state) are all untrusted, and are
-    /// deleted here: were one left, it would be trusted again once the audit position passed
-    /// its index, which the filter would not know.
-    pub fn prepare(&mut self, size: u64) -> Result<(), IndexError> {
-        if self.committed == 0 && self.pending.is_empty() {
-            let stale = self
-                .db
-                .iterator(rocksdb::IteratorMode::Start)
-                .next()
-                .transpose()?
-                .is_some();
-            // Opened with the default family named (see `open`), so it is there.
-            if let Some(cf) = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME) {
-                if stale {
-                    // Keys are b"i" or b"p" and a digest, all below 0xff.
-                    self.db.delete_range_cf(cf, &[][..], &[0xffu8][..])?;
+    fn filters(self) -> &'static str {
+        match self {
+            Table::Identity => "identity_filters",
+            Table::Package => "package_filters",
+        }
+    }
+
+    /// The filters' bits a key: as the log's own indexes (16 for identities, probed for
+    /// every publish, 12 for packages).
+    fn family(self) -> &'static Family {
+        static IDENTITY: Family = Family {
+            name: "monitor identity",
+            bits_per_key: 16,
+            probe_of_record: digest_record_probe,
+        };
+        static PACKAGE: Family = Family {
+            name: "monitor package",
+            bits_per_key: BITS_PER_KEY,
+            probe_of_record: digest_record_probe,
+        };
+        match self {
+            Table::Identity => &IDENTITY,
+            Table::Package => &PACKAGE,
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// A record: the artifact's sha256 (zero for a package) and the leaf index that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record {
+    sha256: [u8; 32],
+    index: u64,
+}
+
+impl Record {
+    fn encode(&self, table: Table) -> Vec<u8> {
+        match table {
+            Table::Identity => [self.sha256.as_slice(), &self.index.to_be_bytes()].concat(),
+            Table::Package => self.index.to_be_bytes().to_vec(),
+        }
+    }
+
+    fn decode(table: Table, v: &[u8]) -> Option<Record> {
+        let (sha256, index) = match table {
+            Table::Identity if v.len() == 40 => (v[..32].try_into().ok()?, &v[32..]),
+            Table::Package if v.len() == 8 => ([0; 32], v),
+            _ => return None,
+        };
+        Some(Record {
+            sha256,
+            index: u64::from_be_bytes(index.try_into().ok()?),
+        })
+    }
+}
+
+/// A key of one table: the digest it is filed under.
+type Key = (Table, [u8; 32]);
+
+/// Trusted stored records of the keys a batch of claims reads.
+type Fetched = HashMap<Key, Record>;
+
+/// Block cache of the index. Lookups go through the epoch filters first, so the cache holds
+/// only the index blocks and the few data blocks of keys the filters let through.
+const INDEX_CACHE_BYTES: usize = 16 << 20;
+/// Write-ahead log kept before RocksDB flushes the families holding its oldest file. The
+/// filter and meta families take a few bytes a commit and would otherwise hold every WAL
+/// file written since their last flush (811 MB of them after a catch-up of 10M entries).
+const INDEX_MAX_WAL_BYTES: u64 = 64 << 20;
+/// Memtable size of each record family. The monitor inserts a whole chunk (65k entries) in key
+/// order (see [`Index::commit`]), which keeps inserts cheap in a larger memtable than the log's.
+const INDEX_WRITE_BUFFER_BYTES: usize = 16 << 20;
+
+/// The identity index: identity → (sha256, index), package → first publish index.
+pub struct Index {
+    db: DB,
+    epochs: Epochs,
+    /// Records below this leaf index are trusted.
+    committed: u64,
+    /// The audit position the stored records reach; beyond `committed` after a rollback.
+    written: u64,
+    /// Records checked, not yet committed.
+    pending: HashMap<Key, Record>,
+    /// One filter an epoch for each table, in [`Table::slot`] order.
+    filters: [EpochFilters; 2],
+}
+
+impl Index {
+    /// Opens (or creates) the index in `dir`; records at or beyond `committed` are deleted.
+    pub fn open(dir: &Path, committed: u64) -> Result<Index, IndexError> {
+        Index::open_with_epoch_bits(dir, committed, DEFAULT_EPOCH_BITS)
+    }
+
+    /// [`Index::open`], with epochs of 2^`bits` entries if the index is new (tests use small
+    /// ones); an existing index keeps its own.
+    fn open_with_epoch_bits(dir: &Path, committed: u64, bits: u8) -> Result<Index, IndexError> {
+        let cache = rocksdb::Cache::new_hyper_clock_cache(INDEX_CACHE_BYTES, 0);
+        let mut records = btlog_store::epoch_keyed_index_options(&cache)?;
+        records.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_total_wal_size(INDEX_MAX_WAL_BYTES);
+        let mut families = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Options::default()),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
+        for table in Table::ALL {
+            families.push(ColumnFamilyDescriptor::new(
+                table.records(),
+                records.clone(),
+            ));
+            families.push(ColumnFamilyDescriptor::new(
+                table.filters(),
+                Options::default(),
+            ));
+        }
+        let db = DB::open_cf_descriptors(&opts, dir, families)?;
+        let meta = cf(&db, CF_META)?;
+        let epochs = match db.get_cf(meta, META_EPOCH_BITS)? {
+            Some(b) => b
+                .first()
+                .and_then(|b| Epochs::new(*b))
+                .filter(|_| b.len() == 1)
+                .ok_or_else(|| IndexError::Corrupt("malformed epoch_bits".into()))?,
+            None => Epochs::new(bits)
+                .ok_or_else(|| IndexError::Corrupt(format!("no epochs of {bits} bits")))?,
+        };
+        let written = match db.get_cf(meta, META_FORMAT)? {
+            Some(f) if f.as_slice() == FORMAT.to_be_bytes() => {
+                match db.get_cf(meta, META_WRITTEN)? {
+                    Some(w) => u64::from_be_bytes(
+                        w.as_slice()
+                            .try_into()
+                            .map_err(|_| IndexError::Corrupt("malformed written".into()))?,
+                    ),
+                    None => 0,
                 }
             }
-            self.seen = Seen::with_capacity(size.saturating_add(size / 4));
+            Some(f) => {
+                return Err(IndexError::Corrupt(format!(
+                    "layout {f:?} is not one this build reads"
+                )))
+            }
+            None => first_layout_moved(&db, epochs, committed)?,
+        };
+        let mut index = Index {
+            filters: [
+                load_filters(&db, epochs, Table::Identity, 0)?,
+                load_filters(&db, epochs, Table::Package, 0)?,
+            ],
+            db,
+            epochs,
+            committed,
+            written,
+            pending: HashMap::new(),
+        };
+        if index.written > committed {
+            index.forget_from(committed)?;
+        } else {
+            index.reload_filters()?;
         }
-        Ok(())
+        Ok(index)
     }
 
     /// Checks consecutive claims against the index, in order, and records what they
-    /// establish. The stored records they need are read in one batched lookup, which costs a
-    /// fraction of one lookup per key.
+    /// establish. The stored records they need are read in one batched lookup a table, of
+    /// the epochs whose filters may hold them.
     pub fn check_all(&mut self, claims: &[Claim]) -> Result<Vec<(u64, Violation)>, IndexError> {
-        let mut keys: Vec<&[u8]> = claims
-            .iter()
-            .flat_map(|c| {
-                let (id_read, pkg_read) = c.reads();
-                [
-                    id_read.then_some(c.id_key.as_slice()),
-                    pkg_read.then_some(c.pkg_key.as_slice()),
-                ]
-            })
-            .flatten()
-            .filter(|k| !self.pending.contains_key(*k) && self.may_be_stored(k))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let cf = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
-        // Opened with the default family named, so `cf` is there; without it `get` would
-        // read each key on its own, correctly but slower.
-        let values = match cf {
-            Some(cf) => self.db.batched_multi_get_cf(cf, &keys, true),
-            None => Vec::new(),
-        };
-        let mut fetched = Fetched::with_capacity(keys.len());
-        for (key, value) in keys.into_iter().zip(values) {
-            fetched.insert(key.to_vec(), value?.map(|v| v.to_vec()));
+        let mut fetched = Fetched::new();
+        for table in Table::ALL {
+            let mut keys: Vec<[u8; 32]> = claims
+                .iter()
+                .filter_map(|c| c.reads(table))
+                .filter(|k| !self.pending.contains_key(&(table, *k)))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            self.fetch(table, &keys, &mut fetched)?;
         }
         let mut violations = Vec::new();
         for claim in claims {
-            if let Some(v) = self.check(claim, &fetched)? {
+            if let Some(v) = self.check(claim, &fetched) {
                 violations.push((claim.index, v));
             }
         }
         Ok(violations)
     }
 
-    /// Checks one claim against the index (with the stored records in `fetched`, or read
-    /// now) and records what it establishes.
-    fn check(&mut self, claim: &Claim, fetched: &Fetched) -> Result<Option<Violation>, IndexError> {
+    /// Reads into `fetched` the trusted records of `keys`, from the epochs whose filter may
+    /// hold each.
+    fn fetch(
+        &self,
+        table: Table,
+        keys: &[[u8; 32]],
+        fetched: &mut Fetched,
+    ) -> Result<(), IndexError> {
+        let probes: Vec<Probe> = keys.iter().map(|k| Probe::of(k)).collect();
+        let owners = self.filters[table.slot()].holding_each(&probes);
+        let stored = owners
+            .iter()
+            .map(|(i, epoch)| Ok(record_key(Epochs::number(*epoch)?, &keys[*i])))
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        let cf = cf(&self.db, table.records())?;
+        let values = self.db.batched_multi_get_cf(cf, &stored, false);
+        for ((i, _), value) in owners.into_iter().zip(values) {
+            let Some(value) = value? else { continue };
+            let record = Record::decode(table, &value)
+                .ok_or_else(|| IndexError::Corrupt(format!("malformed {table:?} record")))?;
+            if record.index >= self.committed {
+                continue;
+            }
+            // One trusted record a key, but should there be two, the first publish counts.
+            let slot = fetched.entry((table, keys[i])).or_insert(record);
+            if record.index < slot.index {
+                *slot = record;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one claim against the index (with the stored records it needs in `fetched`)
+    /// and records what it establishes.
+    fn check(&mut self, claim: &Claim, fetched: &Fetched) -> Option<Violation> {
         let Claim {
             index,
             entry,
@@ -169,19 +333,33 @@ impl Index {
             pkg_key,
         } = claim;
         let index = *index;
-        let (id_read, pkg_read) = claim.reads();
-        let published = match id_read {
-            true => self
-                .get(id_key, fetched)?
-                .map(|(sha256, index)| Published { index, sha256 }),
-            false => None,
-        };
-        let package_published = pkg_read && self.get(pkg_key, fetched)?.is_some();
+        let get = |key: &Key| self.pending.get(key).or_else(|| fetched.get(key)).copied();
+        let published = claim
+            .reads(Table::Identity)
+            .and_then(|_| get(&(Table::Identity, *id_key)))
+            .map(|r| Published {
+                index: r.index,
+                sha256: r.sha256,
+            });
+        let package_published =
+            claim.reads(Table::Package).is_some() && get(&(Table::Package, *pkg_key)).is_some();
         let verdict = claims::judge(entry, published, package_published);
         if verdict.is_new() && entry.kind == Kind::Publish {
-            self.put(id_key.clone(), entry.sha256, index);
+            self.pending.insert(
+                (Table::Identity, *id_key),
+                Record {
+                    sha256: entry.sha256,
+                    index,
+                },
+            );
             if !package_published {
-                self.put(pkg_key.clone(), [0; 32], index);
+                self.pending.insert(
+                    (Table::Package, *pkg_key),
+                    Record {
+                        sha256: [0; 32],
+                        index,
+                    },
+                );
             }
         }
         let kind = match verdict {
@@ -191,28 +369,40 @@ impl Index {
             Verdict::DigestMismatch(_) => Some(AlertKind::DigestMismatch),
             Verdict::UnknownPackage => Some(AlertKind::UnknownPackage),
         };
-        let violation = kind.map(|kind| Violation {
+        kind.map(|kind| Violation {
             kind,
             details: verdict.reason(entry).unwrap_or_default(),
-        });
-        Ok(violation)
+        })
     }
 
-    /// Writes the records of the checked entries durably; `position` becomes the committed
-    /// audit position once the caller saved its state.
+    /// Writes the records of the checked entries (of leaf indexes below `position`) durably,
+    /// with the filters of the epochs they complete; `position` becomes the committed audit
+    /// position once the caller saved its state.
     pub fn commit(&mut self, position: u64) -> Result<(), IndexError> {
+        if self.written > self.committed {
+            self.forget_from(self.committed)?;
+        }
+        let mut batch = WriteBatch::default();
+        let mut pending: Vec<(Key, Record)> = self.pending.drain().collect();
         // In key order: each memtable insert then starts from where the previous one ended
         // in the skiplist, instead of a fresh descent with a cache miss per level.
-        let mut records: Vec<(Vec<u8>, Vec<u8>)> = self.pending.drain().collect();
-        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut batch = rocksdb::WriteBatch::default();
-        for (k, v) in records {
-            batch.put(k, v);
+        pending
+            .sort_unstable_by_key(|((table, key), r)| (*table, self.epochs.epoch(r.index), *key));
+        for table in Table::ALL {
+            let records = cf(&self.db, table.records())?;
+            let mut probes = Vec::new();
+            for ((_, key), record) in pending.iter().filter(|((t, _), _)| *t == table) {
+                let (epoch, _) = self.epochs.split(record.index)?;
+                batch.put_cf(records, record_key(epoch, key), record.encode(table));
+                probes.push((Probe::of(key), record.index));
+            }
+            let stored = cf(&self.db, table.filters())?;
+            self.filters[table.slot()].add(&probes, self.written, position, stored, &mut batch)?;
         }
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.db.write_opt(batch, &opts)?;
+        batch.put_cf(cf(&self.db, CF_META)?, META_WRITTEN, position.to_be_bytes());
+        self.write_synced(batch)?;
         self.committed = position;
+        self.written = position;
         Ok(())
     }
 
@@ -221,45 +411,144 @@ impl Index {
         self.committed
     }
 
-    /// Forgets records not yet committed and any beyond `position` (a reset audit position).
+    /// Forgets records not yet committed and any beyond `position` (a reset audit position):
+    /// the stored ones are no longer trusted, and are deleted at the next commit.
     pub fn rollback(&mut self, position: u64) {
         self.pending.clear();
-        self.committed = position;
+        self.committed = position.min(self.committed);
     }
 
-    /// The record under `key`: pending, else stored and committed.
-    fn get(&self, key: &[u8], fetched: &Fetched) -> Result<Option<([u8; 32], u64)>, IndexError> {
-        if let Some(v) = self.pending.get(key) {
-            return Ok(decode(v));
-        }
-        if !self.may_be_stored(key) {
-            return Ok(None);
-        }
-        let stored = match fetched.get(key) {
-            Some(v) => v.clone(),
-            None => self.db.get(key)?,
-        };
-        Ok(stored
-            .and_then(|v| decode(&v))
-            .filter(|(_, index)| *index < self.committed))
-    }
-
-    /// False when `key` certainly has no stored record.
-    fn may_be_stored(&self, key: &[u8]) -> bool {
-        self.seen.as_ref().is_none_or(|s| s.may_contain(key))
-    }
-
-    /// Records `key` (which has no record) as established at `index`.
-    fn put(&mut self, key: Vec<u8>, digest: [u8; 32], index: u64) {
-        if let Some(seen) = &mut self.seen {
-            if !seen.insert(&key) {
-                tracing::debug!(keys = seen.len(), "identity filter full; reading the index");
-                self.seen = None;
+    /// Deletes every stored record of a leaf index at or beyond `position`, and the stored
+    /// filters of the epochs from `position`'s on, and rebuilds the filters.
+    fn forget_from(&mut self, position: u64) -> Result<(), IndexError> {
+        let epoch = Epochs::number(self.epochs.epoch(position))?;
+        let mut batch = WriteBatch::default();
+        for table in Table::ALL {
+            let records = cf(&self.db, table.records())?;
+            let prefix = epoch.to_be_bytes();
+            let mut iter = self.db.raw_iterator_cf(records);
+            iter.seek(prefix);
+            while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let record = Record::decode(table, v)
+                    .ok_or_else(|| IndexError::Corrupt(format!("malformed {table:?} record")))?;
+                if record.index >= position {
+                    batch.delete_cf(records, k);
+                }
+                iter.next();
             }
+            iter.status()?;
+            if let Some(next) = epoch.checked_add(1) {
+                batch.delete_range_cf(records, &next.to_be_bytes()[..], &[0xff; 37][..]);
+            }
+            let filters = cf(&self.db, table.filters())?;
+            batch.delete_range_cf(filters, &prefix[..], &[0xff; 5][..]);
         }
-        self.pending
-            .insert(key, [digest.as_slice(), &index.to_be_bytes()].concat());
+        batch.put_cf(cf(&self.db, CF_META)?, META_WRITTEN, position.to_be_bytes());
+        self.write_synced(batch)?;
+        self.written = position;
+        self.committed = position;
+        tracing::info!(
+            position,
+            "identity index: records past the audit position deleted"
+        );
+        self.reload_filters()
     }
+
+    /// Loads the filters of the records below `written`.
+    fn reload_filters(&mut self) -> Result<(), IndexError> {
+        for table in Table::ALL {
+            self.filters[table.slot()] = load_filters(&self.db, self.epochs, table, self.written)?;
+        }
+        Ok(())
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), IndexError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, IndexError> {
+    db.cf_handle(name)
+        .ok_or_else(|| IndexError::Corrupt(format!("no column family {name}")))
+}
+
+/// The key of `digest`'s record in `epoch`.
+fn record_key(epoch: u32, digest: &[u8; 32]) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..4].copy_from_slice(&epoch.to_be_bytes());
+    k[4..].copy_from_slice(digest);
+    k
+}
+
+/// The filters of `table` over its records below `size`.
+fn load_filters(
+    db: &DB,
+    epochs: Epochs,
+    table: Table,
+    size: u64,
+) -> Result<EpochFilters, IndexError> {
+    Ok(EpochFilters::load(
+        db,
+        cf(db, table.records())?,
+        cf(db, table.filters())?,
+        epochs,
+        size,
+        table.family(),
+    )?)
+}
+
+/// Moves the records of an index of the first layout (the default family, keys `i` or `p`
+/// and the digest, values the sha256 and the leaf index) into this one, dropping those not
+/// below `committed`, and marks the index as of this layout; returns the position the records
+/// now reach. A new index is only marked.
+fn first_layout_moved(db: &DB, epochs: Epochs, committed: u64) -> Result<u64, IndexError> {
+    let old = cf(db, rocksdb::DEFAULT_COLUMN_FAMILY_NAME)?;
+    let mut batch = WriteBatch::default();
+    let mut moved = 0u64;
+    let mut iter = db.raw_iterator_cf(old);
+    iter.seek_to_first();
+    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+        let malformed = || IndexError::Corrupt("malformed record of the first layout".into());
+        let (table, digest) = match k.split_first() {
+            Some((b'i', d)) => (Table::Identity, d),
+            Some((b'p', d)) => (Table::Package, d),
+            _ => return Err(malformed()),
+        };
+        let digest: [u8; 32] = digest.try_into().map_err(|_| malformed())?;
+        let record = Record::decode(Table::Identity, v).ok_or_else(malformed)?;
+        if record.index < committed {
+            let (epoch, _) = epochs.split(record.index)?;
+            batch.put_cf(
+                cf(db, table.records())?,
+                record_key(epoch, &digest),
+                record.encode(table),
+            );
+            moved += 1;
+        }
+        if batch.len() >= 1 << 16 {
+            db.write(std::mem::take(&mut batch))?;
+        }
+        iter.next();
+    }
+    iter.status()?;
+    drop(iter);
+    if moved > 0 {
+        tracing::info!(records = moved, "identity index moved to its epoch layout");
+    }
+    batch.delete_range_cf(old, &[][..], &[0xff][..]);
+    let meta = cf(db, CF_META)?;
+    batch.put_cf(meta, META_EPOCH_BITS, [epochs.bits()]);
+    batch.put_cf(meta, META_WRITTEN, committed.to_be_bytes());
+    batch.put_cf(meta, META_FORMAT, FORMAT.to_be_bytes());
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts)?;
+    Ok(committed)
 }
 
 /// An entry to check, with its leaf index and the index keys it reads or writes.
@@ -268,16 +557,16 @@ pub struct Claim {
     pub index: u64,
     /// The entry.
     pub entry: Entry,
-    id_key: Vec<u8>,
-    pkg_key: Vec<u8>,
+    id_key: [u8; 32],
+    pkg_key: [u8; 32],
 }
 
 impl Claim {
     /// The claim of `entry` at leaf `index`; hashing its keys here lets callers do it off the
     /// thread that owns the index.
     pub fn new(index: u64, entry: Entry) -> Claim {
-        let id_key = [b"i".as_slice(), &entry.identity_key()].concat();
-        let pkg_key = [b"p".as_slice(), &Sha256::digest(entry.package.as_bytes())].concat();
+        let id_key = entry.identity_key();
+        let pkg_key = Sha256::digest(entry.package.as_bytes()).into();
         Claim {
             index,
             entry,
@@ -286,21 +575,17 @@ impl Claim {
         }
     }
 
-    /// Which records checking it reads: its identity's (to judge it), its package's (to
-    /// judge an owner event, or to record a package's first publish).
-    fn reads(&self) -> (bool, bool) {
+    /// The key of `table` checking it reads, if any: its identity's (to judge it), its
+    /// package's (to judge an owner event, or to record a package's first publish).
+    fn reads(&self, table: Table) -> Option<[u8; 32]> {
         let kind = self.entry.kind;
-        (
-            claims::needs_identity(kind),
-            !claims::needs_identity(kind) || kind == Kind::Publish,
-        )
+        match table {
+            Table::Identity => claims::needs_identity(kind).then_some(self.id_key),
+            Table::Package => {
+                (!claims::needs_identity(kind) || kind == Kind::Publish).then_some(self.pkg_key)
+            }
+        }
     }
-}
-
-fn decode(v: &[u8]) -> Option<([u8; 32], u64)> {
-    let digest = v.get(..32)?.try_into().ok()?;
-    let index = u64::from_be_bytes(v.get(32..40)?.try_into().ok()?);
-    Some((digest, index))
 }
 
 #[cfg(test)]
@@ -330,109 +615,54 @@ mod tests {
         .expect("valid entry")
     }
 
+    /// The violation checking `claim` alone finds.
+    fn one(idx: &mut Index, claim: Claim) -> Option<AlertKind> {
+        let found = idx.check_all(&[claim]).expect("check");
+        assert!(found.len() <= 1);
+        found.into_iter().next().map(|(_, v)| v.kind)
+    }
+
     #[test]
     fn claims_are_enforced_and_survive_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut idx = Index::open(dir.path(), 0).expect("open");
-        let kind = |v: Option<Violation>| v.map(|v| v.kind);
         let pkg = "pkg:npm/a";
+        let claim = |i, kind, version, digest| Claim::new(i, entry(kind, pkg, version, digest));
+        let found = |idx: &mut Index, c| one(idx, c);
         assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(0, entry(Kind::OwnerAdd, pkg, "-", 9)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
+            found(&mut idx, claim(0, Kind::OwnerAdd, "-", 9)),
             Some(AlertKind::UnknownPackage)
         );
+        assert_eq!(found(&mut idx, claim(1, Kind::Publish, "1", 1)), None);
+        assert_eq!(found(&mut idx, claim(2, Kind::Publish, "1", 1)), None);
         assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(1, entry(Kind::Publish, pkg, "1", 1)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
-            None
-        );
-        assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(2, entry(Kind::Publish, pkg, "1", 1)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
-            None
-        );
-        assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(3, entry(Kind::Publish, pkg, "1", 2)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
+            found(&mut idx, claim(3, Kind::Publish, "1", 2)),
             Some(AlertKind::Conflict)
         );
         assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(4, entry(Kind::Yank, pkg, "2", 1)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
+            found(&mut idx, claim(4, Kind::Yank, "2", 1)),
             Some(AlertKind::UnknownArtifact)
         );
         assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(5, entry(Kind::Delete, pkg, "1", 3)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
+            found(&mut idx, claim(5, Kind::Delete, "1", 3)),
             Some(AlertKind::DigestMismatch)
         );
-        assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(6, entry(Kind::OwnerAdd, pkg, "-", 9)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
-            None
-        );
+        assert_eq!(found(&mut idx, claim(6, Kind::OwnerAdd, "-", 9)), None);
         idx.commit(7).expect("commit");
         drop(idx);
-        // Reopened at a committed position below the records: they are not trusted.
+        // Reopened at a committed position below the records (a crash before the state was
+        // saved): they are deleted, so the same publish is new again...
         let mut idx = Index::open(dir.path(), 1).expect("reopen");
-        assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(1, entry(Kind::Publish, pkg, "1", 5)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
-            None
-        );
-        idx.rollback(1);
+        assert_eq!(found(&mut idx, claim(1, Kind::Publish, "1", 5)), None);
+        idx.commit(2).expect("commit");
         drop(idx);
-        let mut idx = Index::open(dir.path(), 7).expect("reopen");
+        // ... and what was recorded instead survives.
+        let mut idx = Index::open(dir.path(), 2).expect("reopen");
         assert_eq!(
-            kind(
-                idx.check(
-                    &Claim::new(7, entry(Kind::Publish, pkg, "1", 2)),
-                    &Fetched::new()
-                )
-                .unwrap()
-            ),
+            found(&mut idx, claim(7, Kind::Publish, "1", 2)),
             Some(AlertKind::Conflict)
         );
+        assert_eq!(found(&mut idx, claim(8, Kind::Publish, "1", 5)), None);
     }
 
     /// A history of every kind of claim, including each violation, over 40 packages.
@@ -452,10 +682,10 @@ mod tests {
             .collect()
     }
 
-    /// The violations found checking `claims` in chunks of 50, committing after each.
-    fn violations(idx: &mut Index, claims: &[Claim]) -> Vec<(u64, AlertKind)> {
+    /// The violations found checking `claims` in chunks of `chunk`, committing after each.
+    fn violations(idx: &mut Index, claims: &[Claim], chunk: usize) -> Vec<(u64, AlertKind)> {
         let mut out = Vec::new();
-        for chunk in claims.chunks(50) {
+        for chunk in claims.chunks(chunk) {
             let found = idx.check_all(chunk).expect("check");
             out.extend(found.into_iter().map(|(i, v)| (i, v.kind)));
             idx.commit(chunk.last().expect("chunk").index + 1)
@@ -465,11 +695,11 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_of_a_new_index_changes_no_verdict() {
-        let claims = history(0, 600);
-        let plain_dir = tempfile::tempdir().expect("tempdir");
-        let mut plain = Index::open(plain_dir.path(), 0).expect("open");
-        let expected = violations(&mut plain, &claims);
+    fn verdicts_do_not_depend_on_epochs_or_reopening() {
+        let claims = history(0, 900);
+        let one_epoch = tempfile::tempdir().expect("tempdir");
+        let mut idx = Index::open(one_epoch.path(), 0).expect("open");
+        let expected = violations(&mut idx, &claims, 50);
         for kind in [
             AlertKind::Conflict,
             AlertKind::UnknownPackage,
@@ -478,62 +708,96 @@ mod tests {
         ] {
             assert!(expected.iter().any(|v| v.1 == kind), "{kind:?} never found");
         }
-
+        // Epochs of 8 entries: 113 of them, chunks that cross them, and a reopen midway, so
+        // that the first 75 epochs' filters are the sealed ones read back.
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut idx = Index::open(dir.path(), 0).expect("open");
-        idx.prepare(600).expect("prepare");
-        assert!(idx.seen.is_some(), "an empty index gets the filter");
-        assert_eq!(violations(&mut idx, &claims), expected);
-
-        // Full: the filter is dropped and the index read as without it.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut idx = Index::open(dir.path(), 0).expect("open");
-        idx.prepare(40).expect("prepare");
-        assert_eq!(violations(&mut idx, &claims), expected);
-        assert!(idx.seen.is_none(), "a full filter is dropped");
-
-        // Reopened with committed records, the index gets no filter: one holding only what
-        // this process records would rule out the records stored before.
-        let more = history(600, 300);
-        let expected_more = violations(&mut plain, &more);
+        let mut idx = Index::open_with_epoch_bits(dir.path(), 0, 3).expect("open");
+        let mut found = violations(&mut idx, &claims[..600], 37);
         drop(idx);
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut idx = Index::open(dir.path(), 0).expect("open");
-            violations(&mut idx, &claims);
-        }
-        let mut idx = Index::open(dir.path(), 600).expect("reopen");
-        idx.prepare(900).expect("prepare");
-        assert!(idx.seen.is_none());
-        assert!(expected_more.iter().any(|v| v.1 == AlertKind::Conflict));
-        assert_eq!(violations(&mut idx, &more), expected_more);
+        let mut idx = Index::open_with_epoch_bits(dir.path(), 600, 20).expect("reopen");
+        assert_eq!(idx.epochs.bits(), 3, "an index keeps its epochs");
+        found.extend(violations(&mut idx, &claims[600..], 37));
+        assert_eq!(found, expected);
     }
 
     #[test]
     fn records_of_a_history_since_reset_are_not_trusted_again() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut idx = Index::open(dir.path(), 0).expect("open");
-        let pkg = "pkg:npm/a";
-        idx.prepare(100).expect("prepare");
+        // Epochs of two entries: a reset to 1 deletes a record of its own epoch (index 1)
+        // and one of a later epoch (index 2).
+        let mut idx = Index::open_with_epoch_bits(dir.path(), 0, 1).expect("open");
+        let publish = |i, pkg, digest| Claim::new(i, entry(Kind::Publish, pkg, "1", digest));
         let first = [
-            Claim::new(0, entry(Kind::Publish, pkg, "1", 1)),
-            Claim::new(1, entry(Kind::Publish, "pkg:npm/b", "1", 1)),
+            publish(0, "pkg:npm/a", 1),
+            publish(1, "pkg:npm/b", 1),
+            publish(2, "pkg:npm/c", 1),
         ];
-        assert!(violations(&mut idx, &first).is_empty());
-        // The audit goes back to the start (another view of the log): the records committed
-        // so far are untrusted, and a new catch-up must not find them once it passes their
-        // indexes. A filter of no capacity is dropped at the first record, so the lookups
-        // below go to the database.
-        idx.rollback(0);
-        idx.prepare(0).expect("prepare");
+        assert!(violations(&mut idx, &first, 3).is_empty());
+        // The audit goes back to 1 (another view of the log): the records of 1 and 2 are no
+        // longer trusted, and must not be found once the new history passes their indexes.
+        idx.rollback(1);
         let other = [
-            Claim::new(0, entry(Kind::Publish, "pkg:npm/c", "1", 1)),
-            Claim::new(1, entry(Kind::Publish, "pkg:npm/d", "1", 1)),
-            Claim::new(2, entry(Kind::Publish, pkg, "1", 2)),
+            publish(1, "pkg:npm/d", 1),
+            publish(2, "pkg:npm/e", 1),
+            publish(3, "pkg:npm/b", 2),
+            publish(4, "pkg:npm/c", 2),
+            publish(5, "pkg:npm/a", 2),
         ];
-        assert_eq!(violations(&mut idx, &other[..2]), vec![]);
-        assert!(idx.seen.is_none());
-        // Committed to 2: a record left from the first history at index 0 would now count.
-        assert_eq!(violations(&mut idx, &other[2..]), vec![]);
+        assert_eq!(
+            violations(&mut idx, &other, 2),
+            vec![(5, AlertKind::Conflict)],
+            "only the record below the reset stays"
+        );
+        // Back to the start: nothing is trusted, and nothing is found.
+        idx.rollback(0);
+        assert!(violations(&mut idx, &[publish(0, "pkg:npm/a", 3)], 1).is_empty());
+        drop(idx);
+        let mut idx = Index::open(dir.path(), 1).expect("reopen");
+        assert_eq!(
+            one(&mut idx, publish(1, "pkg:npm/a", 1)),
+            Some(AlertKind::Conflict)
+        );
+    }
+
+    #[test]
+    fn an_index_of_the_first_layout_is_moved_into_epochs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = Claim::new(3, entry(Kind::Publish, "pkg:npm/a", "1", 1));
+        let dropped = Claim::new(9, entry(Kind::Publish, "pkg:npm/b", "1", 1));
+        {
+            // The first layout: the default family, `i` or `p` and the digest → the sha256
+            // and the leaf index.
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            let db = DB::open(&opts, dir.path()).expect("old index");
+            for c in [&kept, &dropped] {
+                let index = c.index.to_be_bytes();
+                let sha = c.entry.sha256;
+                db.put([&b"i"[..], &c.id_key].concat(), [&sha[..], &index].concat())
+                    .expect("put");
+                db.put(
+                    [&b"p"[..], &c.pkg_key].concat(),
+                    [&[0; 32][..], &index].concat(),
+                )
+                .expect("put");
+            }
+        }
+        let mut idx = Index::open(dir.path(), 5).expect("moved");
+        let old = cf(&idx.db, rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("default");
+        assert!(idx
+            .db
+            .iterator_cf(old, rocksdb::IteratorMode::Start)
+            .next()
+            .is_none());
+        let conflict = Claim::new(5, entry(Kind::Publish, "pkg:npm/a", "1", 2));
+        assert_eq!(one(&mut idx, conflict), Some(AlertKind::Conflict));
+        // b's record was at 9, beyond the committed 5: not trusted, so not moved.
+        let owner = Claim::new(6, entry(Kind::OwnerAdd, "pkg:npm/b", "-", 0));
+        assert_eq!(one(&mut idx, owner), Some(AlertKind::UnknownPackage));
+        let owner = Claim::new(7, entry(Kind::OwnerAdd, "pkg:npm/a", "-", 0));
+        assert_eq!(one(&mut idx, owner), None);
+        drop(idx);
+        let idx = Index::open(dir.path(), 5).expect("reopen");
+        assert_eq!(idx.written, 5);
     }
 }

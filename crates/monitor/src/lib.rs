@@ -18,7 +18,6 @@ mod audit;
 mod claims;
 pub mod config;
 pub mod evidence;
-mod seen;
 pub mod state;
 mod upper;
 pub mod watch;

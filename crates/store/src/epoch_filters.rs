@@ -47,21 +47,27 @@ use std::sync::{Arc, RwLock};
 const MAX_FILTER_KEYS: u64 = 1 << 24;
 
 /// What one index's filters hold.
-pub(crate) struct Family {
+pub struct Family {
     /// The index's name, for logs and errors.
-    pub(crate) name: &'static str,
+    pub name: &'static str,
     /// Bits of filter a key ([`Bloom::with_bits`]). Changing this needs no new layout: a stored
     /// filter of a size an empty one could not seal to is rebuilt at open (12 to 16 bits), and
     /// one it could seal to (8 to 16: a power of two apart) holds its keys where a folded one
     /// would, so it is as good as sealed.
-    pub(crate) bits_per_key: u64,
+    pub bits_per_key: u64,
     /// The filter key of one of the index's records, given its whole key (epoch first); None
     /// if the record is malformed.
-    pub(crate) probe_of_record: fn(&[u8]) -> Option<Probe>,
+    pub probe_of_record: fn(&[u8]) -> Option<Probe>,
+}
+
+/// The filter key of a record keyed by its epoch (big-endian u32) and a 32-byte digest, as the
+/// identity index's are: the digest. None for a key of another length.
+pub fn digest_record_probe(key: &[u8]) -> Option<Probe> {
+    (key.len() == 4 + 32).then(|| Probe::of(&key[4..]))
 }
 
 /// The filters of one index; see the module docs.
-pub(crate) struct EpochFilters {
+pub struct EpochFilters {
     family: &'static Family,
     epochs: Epochs,
     /// One filter an epoch, from the first through the one holding the log's last entry.
@@ -72,7 +78,7 @@ impl EpochFilters {
     /// The filters of `index` in a store of `size` entries: those of full epochs read from
     /// `stored` (rebuilt and stored if missing or malformed), the current one built from
     /// `index`.
-    pub(crate) fn load(
+    pub fn load(
         db: &DB,
         index: &ColumnFamily,
         stored: &ColumnFamily,
@@ -123,7 +129,7 @@ impl EpochFilters {
     /// Adds the keys of an append of the entries `start..size` (each with the index of its
     /// entry) to the filters, before it is written, and puts into `batch` the sealed filters
     /// of the epochs it completes (see the module docs).
-    pub(crate) fn add(
+    pub fn add(
         &self,
         keys: &[(Probe, u64)],
         start: u64,
@@ -186,7 +192,7 @@ impl EpochFilters {
 
     /// For each of `probes` in turn, the epochs whose filter may hold its key, newest first:
     /// (position in `probes`, epoch) pairs, under one read lock.
-    pub(crate) fn holding_each(&self, probes: &[Probe]) -> Vec<(usize, u64)> {
+    pub fn holding_each(&self, probes: &[Probe]) -> Vec<(usize, u64)> {
         let filters = self.read();
         let mut out = Vec::new();
         for (i, probe) in probes.iter().enumerate() {
@@ -226,7 +232,7 @@ impl EpochFilters {
     }
 
     /// Bytes of filter held.
-    pub(crate) fn bytes(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.read().iter().map(|b| b.byte_len() as u64).sum()
     }
 

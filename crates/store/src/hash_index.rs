@@ -27,49 +27,49 @@ pub(crate) const KEY_LEN: usize = 4 + PREFIX + 4;
 /// Epoch size of a store created by this build: 2^20 entries. Larger epochs make lookups
 /// cheaper and appends dearer; within an epoch the index costs what the first million entries
 /// of the log cost.
-pub(crate) const DEFAULT_BITS: u8 = 20;
+pub const DEFAULT_BITS: u8 = 20;
 
 /// The epoch size of one store, as a power of two (1..=32 bits; see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Epochs {
+pub struct Epochs {
     bits: u8,
 }
 
 impl Epochs {
     /// Epochs of 2^`bits` entries, if `bits` is in 1..=32.
-    pub(crate) fn new(bits: u8) -> Option<Epochs> {
+    pub fn new(bits: u8) -> Option<Epochs> {
         (1..=32).contains(&bits).then_some(Epochs { bits })
     }
 
-    pub(crate) fn bits(self) -> u8 {
+    pub fn bits(self) -> u8 {
         self.bits
     }
 
     /// The epoch of the entry at `index`.
-    pub(crate) fn epoch(self, index: u64) -> u64 {
+    pub fn epoch(self, index: u64) -> u64 {
         index >> self.bits
     }
 
     /// How many epochs hold the entries of a log of `size` entries (the last one maybe in
     /// part).
-    pub(crate) fn count(self, size: u64) -> u64 {
+    pub fn count(self, size: u64) -> u64 {
         size.div_ceil(1u64 << self.bits)
     }
 
     /// The first index of `epoch`.
-    pub(crate) fn first(self, epoch: u64) -> u64 {
+    pub fn first(self, epoch: u64) -> u64 {
         epoch << self.bits
     }
 
     /// The epoch of the entry at `index` and its place in it, as they are written in keys;
     /// an error past the last epoch a key can name (2^(32 + bits) entries).
-    pub(crate) fn split(self, index: u64) -> Result<(u32, u32), StoreError> {
+    pub fn split(self, index: u64) -> Result<(u32, u32), StoreError> {
         let epoch = Epochs::number(self.epoch(index))?;
         Ok((epoch, (index & ((1u64 << self.bits) - 1)) as u32))
     }
 
     /// `epoch` as keys write it; an error past the last one they can name.
-    pub(crate) fn number(epoch: u64) -> Result<u32, StoreError> {
+    pub fn number(epoch: u64) -> Result<u32, StoreError> {
         u32::try_from(epoch).map_err(|_| {
             StoreError::Corrupt(format!(
                 "epoch {epoch} is past the last epoch of the indexes"

@@ -17,7 +17,7 @@
 //! positives, which cost reads, never a missed identity.
 
 use super::bloom::Probe;
-use super::epoch_filters::{EpochFilters, Family};
+use super::epoch_filters::{self, EpochFilters, Family};
 use super::hash_index::Epochs;
 use super::{be_u32, StoreError};
 use btlog_core::merkle::Hash;
@@ -37,7 +37,7 @@ const BITS_PER_KEY: u64 = 16;
 pub(crate) static FAMILY: Family = Family {
     name: "identity",
     bits_per_key: BITS_PER_KEY,
-    probe_of_record: |k| (k.len() == KEY_LEN).then(|| Probe::of(&k[4..])),
+    probe_of_record: epoch_filters::digest_record_probe,
 };
 
 /// The key of `identity` claimed by the entry at `index`, and its value.

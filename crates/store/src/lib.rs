@@ -44,7 +44,7 @@
 mod append;
 pub mod bloom;
 mod epoch_compaction;
-mod epoch_filters;
+pub mod epoch_filters;
 mod hash_index;
 mod identity;
 mod migrate;
@@ -64,6 +64,7 @@ use tile::TileAddr;
 use tile_files::TILE_RECORD;
 
 pub use append::{Appender, NewEntry, Staged};
+pub use hash_index::{Epochs, DEFAULT_BITS as DEFAULT_EPOCH_BITS};
 pub use tile_files::TileFileError;
 
 /// The on-disk layout version this build reads and writes.
@@ -908,23 +909,6 @@ fn table_options(cache: &Cache, filter: bool) -> BlockBasedOptions {
     table
 }
 
-/// Options for a RocksDB index of random keys (hashes) read by point lookups, with RocksDB's
-/// bloom filters: the monitor's identity index (this store's indexes are keyed by epoch,
-/// [`unfiltered_index_options`]). Such indexes get small
-/// memtables: inserting into a large skiplist costs a cache miss per level, and this topped
-/// the append profile. Most lookups are for keys not there (a new artifact), so the memtable
-/// gets a whole-key bloom filter too: a miss then skips the skiplist search. Hashes do not
-/// compress.
-pub fn random_key_index_options(cache: &Cache) -> Options {
-    let mut o = Options::default();
-    o.set_block_based_table_factory(&table_options(cache, true));
-    o.set_write_buffer_size(4 << 20);
-    o.set_memtable_whole_key_filtering(true);
-    o.set_memtable_prefix_bloom_ratio(0.1);
-    o.set_compression_type(rocksdb::DBCompressionType::None);
-    o
-}
-
 /// Options for the epoch-keyed indexes: the leaf and digest indexes, only ever scanned by
 /// prefix (`find_leaf`, `digest_candidates`), and the identity index, read only where its own
 /// filters send it ([`identity`]). They have no RocksDB bloom filters, in their tables or their
@@ -935,27 +919,26 @@ pub fn random_key_index_options(cache: &Cache) -> Options {
 /// leaf and digest indexes) cut their compaction CPU by 30–39% over 8M entries, and the
 /// writer's inserts into the larger skiplists took as much again, on the writer's thread: the
 /// ingest was 5–7% slower (BENCHMARKS.md, "Seventh pass").
-fn unfiltered_index_options(cache: &Cache) -> Options {
-    let mut o = Options::default();
-    o.set_block_based_table_factory(&table_options(cache, false));
+fn unfiltered_index_options(cache: &Cache) -> Result<Options, StoreError> {
+    let mut o = epoch_keyed_index_options(cache)?;
     o.set_write_buffer_size(4 << 20);
-    o.set_compression_type(rocksdb::DBCompressionType::None);
     let fallback = epoch_compaction::LEVEL0_FALLBACK;
     o.set_level_zero_file_num_compaction_trigger(fallback);
     o.set_level_zero_slowdown_writes_trigger(fallback + 16);
     o.set_level_zero_stop_writes_trigger(fallback + 32);
-    o
+    Ok(o)
 }
 
-/// Lets level 0 of a random-keyed index hold 8 files, not 4, before it is compacted (and
-/// slows and stops writes later in proportion): each compaction into the first level then
-/// carries twice the new data for the same rewrite of that level (keys are random, so every
-/// compaction rewrites all of it), halving that level's write amplification as the index
-/// grows. For indexes whose lookups are few, since each level-0 file is one more probe.
-pub fn compact_level0_late(o: &mut Options) {
-    o.set_level_zero_file_num_compaction_trigger(8);
-    o.set_level_zero_slowdown_writes_trigger(28);
-    o.set_level_zero_stop_writes_trigger(44);
+/// Options for an index kept elsewhere in the same shape as this store's identity index: keys
+/// begin with a big-endian u32 epoch, lookups go where [`epoch_filters::EpochFilters`] send
+/// them, so its tables have no RocksDB bloom filters and are cut at each epoch
+/// ([`partitioned`]): compactions stay inside the newest epoch however large the index grows.
+/// The monitor's claim index is one.
+pub fn epoch_keyed_index_options(cache: &Cache) -> Result<Options, StoreError> {
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table_options(cache, false));
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    partitioned(o, EPOCH_PREFIX)
 }
 
 /// Bytes of the epoch that begins every key of the epoch-keyed indexes (big-endian u32,
@@ -987,7 +970,7 @@ fn cf_descriptors() -> Result<Vec<ColumnFamilyDescriptor>, StoreError> {
         .iter()
         .map(|name| {
             let o = if [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS].contains(name) {
-                unfiltered_index_options(&cache)
+                unfiltered_index_options(&cache)?
             } else {
                 let mut o = Options::default();
                 // No bloom filters: entries, tiles and checkpoints are read by keys the log
@@ -1011,9 +994,8 @@ fn cf_descriptors() -> Result<Vec<ColumnFamilyDescriptor>, StoreError> {
                 o
             };
             let o = match *name {
-                CF_IDENTITIES | CF_LEAVES | CF_DIGESTS | CF_PACKAGES => {
-                    partitioned(o, EPOCH_PREFIX)?
-                }
+                // (The identity, leaf and digest indexes are cut by their options.)
+                CF_PACKAGES => partitioned(o, EPOCH_PREFIX)?,
                 // Tile keys begin with the tile's level byte.
                 CF_TILES => {
                     let mut o = o;
@@ -1040,10 +1022,8 @@ mod tests {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         let cache = Cache::new_lru_cache(1 << 20);
-        let family = ColumnFamilyDescriptor::new(
-            CF_LEAVES,
-            partitioned(unfiltered_index_options(&cache), EPOCH_PREFIX).unwrap(),
-        );
+        let family =
+            ColumnFamilyDescriptor::new(CF_LEAVES, unfiltered_index_options(&cache).unwrap());
         let db = DB::open_cf_descriptors(&db_opts, dir.path(), vec![family]).unwrap();
         let leaves = cf(&db, CF_LEAVES);
         // Three flushes, each across the same five epochs, then one compaction of them all.
