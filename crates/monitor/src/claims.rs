@@ -16,7 +16,8 @@
 //! a level rewrote the older ones there, more of them as the log grew: at 10M entries
 //! compaction took a fifth of a catch-up's CPU, and a catch-up of 30M entries spent 1.5 times
 //! the CPU per entry of one of 1M (BENCHMARKS.md, "Tenth pass"). Epoch first, compactions stay
-//! inside the newest epoch.
+//! inside the newest epoch, and each full epoch is compacted once, as the log's are
+//! ([`btlog_store::epoch_compaction`]).
 //!
 //! Column families:
 //! - `identities`: epoch, identity key → artifact sha256 and big-endian u64 leaf index of its
@@ -38,6 +39,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use sha2::{Digest, Sha256};
@@ -45,6 +47,7 @@ use sha2::{Digest, Sha256};
 use btlog_core::claims::{self, Published, Verdict};
 use btlog_core::entry::{Entry, Kind};
 use btlog_store::bloom::{Probe, BITS_PER_KEY};
+use btlog_store::epoch_compaction::EpochCompaction;
 use btlog_store::epoch_filters::{digest_record_probe, EpochFilters, Family};
 use btlog_store::{Epochs, StoreError, DEFAULT_EPOCH_BITS};
 
@@ -59,6 +62,9 @@ pub enum IndexError {
     /// The epoch filters failed, or an epoch was out of range.
     #[error("identity index: {0}")]
     Filters(#[from] StoreError),
+    /// The compaction thread could not start.
+    #[error("identity index: compaction thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// A stored record or meta value is malformed.
     #[error("identity index: {0}")]
     Corrupt(String),
@@ -80,6 +86,9 @@ const META_FORMAT: &[u8] = b"format";
 const META_EPOCH_BITS: &[u8] = b"epoch_bits";
 const META_WRITTEN: &[u8] = b"written";
 
+/// The column families of the records, in [`Table::slot`] order.
+const RECORDS: [&str; 2] = ["identities", "packages"];
+
 /// The two record families: what a key names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Table {
@@ -93,10 +102,7 @@ impl Table {
     const ALL: [Table; 2] = [Table::Identity, Table::Package];
 
     fn records(self) -> &'static str {
-        match self {
-            Table::Identity => "identities",
-            Table::Package => "packages",
-        }
+        RECORDS[self.slot()]
     }
 
     fn filters(self) -> &'static str {
@@ -177,7 +183,9 @@ const INDEX_WRITE_BUFFER_BYTES: usize = 16 << 20;
 
 /// The identity index: identity → (sha256, index), package → first publish index.
 pub struct Index {
-    db: DB,
+    db: Arc<DB>,
+    /// Compacts each full epoch of the records once.
+    compaction: EpochCompaction,
     epochs: Epochs,
     /// Records below this leaf index are trusted.
     committed: u64,
@@ -199,6 +207,7 @@ impl Index {
     /// ones); an existing index keeps its own.
     fn open_with_epoch_bits(dir: &Path, committed: u64, bits: u8) -> Result<Index, IndexError> {
         let cache = rocksdb::Cache::new_hyper_clock_cache(INDEX_CACHE_BYTES, 0);
+        // Level 0 keeps an epoch's flushes until `compaction` compacts the epoch once.
         let mut records = btlog_store::epoch_keyed_index_options(&cache)?;
         records.set_write_buffer_size(INDEX_WRITE_BUFFER_BYTES);
         let mut opts = Options::default();
@@ -248,12 +257,20 @@ impl Index {
             }
             None => first_layout_moved(&db, epochs, committed)?,
         };
+        let filters = [
+            load_filters(&db, epochs, Table::Identity, 0)?,
+            load_filters(&db, epochs, Table::Package, 0)?,
+        ];
+        let db = Arc::new(db);
+        let compaction = EpochCompaction::start(db.clone(), &RECORDS)?;
+        // An epoch completed just before a crash may not have been compacted yet.
+        if let Some(last_full) = epochs.epoch(written).checked_sub(1) {
+            compaction.epoch_full(last_full);
+        }
         let mut index = Index {
-            filters: [
-                load_filters(&db, epochs, Table::Identity, 0)?,
-                load_filters(&db, epochs, Table::Package, 0)?,
-            ],
+            filters,
             db,
+            compaction,
             epochs,
             committed,
             written,
@@ -401,6 +418,9 @@ impl Index {
         }
         batch.put_cf(cf(&self.db, CF_META)?, META_WRITTEN, position.to_be_bytes());
         self.write_synced(batch)?;
+        for epoch in self.epochs.epoch(self.written)..self.epochs.epoch(position) {
+            self.compaction.epoch_full(epoch);
+        }
         self.committed = position;
         self.written = position;
         Ok(())
@@ -757,6 +777,61 @@ mod tests {
             one(&mut idx, publish(1, "pkg:npm/a", 1)),
             Some(AlertKind::Conflict)
         );
+    }
+
+    #[test]
+    fn each_full_epoch_is_compacted_once_into_the_last_level() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let epoch = 1024u64;
+        // Publishes of distinct packages: one identity and one package record each. Three
+        // commits, the second completing the first epoch, the third the second and more.
+        let claims: Vec<Claim> = (0..2 * epoch + 100)
+            .map(|i| {
+                let pkg = format!("pkg:npm/p{i}");
+                Claim::new(i, entry(Kind::Publish, &pkg, "1", 1))
+            })
+            .collect();
+        {
+            let mut idx = Index::open_with_epoch_bits(dir.path(), 0, 10).expect("open");
+            for range in [0..700, 700..1500, 1500..claims.len()] {
+                assert!(idx
+                    .check_all(&claims[range.clone()])
+                    .expect("check")
+                    .is_empty());
+                idx.commit(range.end as u64).expect("commit");
+            }
+            // Dropped, the index waits for the compaction of the two full epochs.
+        }
+        let db = DB::open_cf_for_read_only(
+            &Options::default(),
+            dir.path(),
+            [
+                "default",
+                CF_META,
+                "identities",
+                "identity_filters",
+                "packages",
+                "package_filters",
+            ],
+            false,
+        )
+        .expect("read the index");
+        let files = db.live_files().expect("files");
+        for family in RECORDS {
+            for e in 0..2u32 {
+                let holding: Vec<_> = files
+                    .iter()
+                    .filter(|f| f.column_family_name == family)
+                    .filter(|f| {
+                        let start = f.start_key.as_deref().expect("start");
+                        let end = f.end_key.as_deref().expect("end");
+                        start[..4] <= e.to_be_bytes()[..] && e.to_be_bytes()[..] <= end[..4]
+                    })
+                    .map(|f| (f.level, f.num_entries))
+                    .collect();
+                assert_eq!(holding, [(6, epoch)], "{family}, epoch {e}");
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Compacts each epoch of the identity, leaf and digest indexes once, when it is full.
+//! Compacts each epoch of the identity, leaf and digest indexes once, when it is full (and
+//! of any index laid out as they are: the monitor's claim index).
 //!
 //! Their keys begin with the epoch ([`crate::hash_index::Epochs`]) and are random within it,
 //! and their table files are cut at each epoch ([`crate::partitioned`]). Left to RocksDB, level
@@ -19,7 +20,6 @@
 //! machine's ingest rate (~20 s in a restore, BENCHMARKS.md), so at most one is ever waiting.
 
 use super::hash_index::Epochs;
-use super::{cf, CF_DIGESTS, CF_IDENTITIES, CF_LEAVES};
 use rocksdb::{BottommostLevelCompaction, CompactOptions, FlushOptions, DB};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -28,23 +28,27 @@ use std::thread::JoinHandle;
 /// Level-0 files at which RocksDB compacts the three indexes itself (see the module docs):
 /// twice the 19 flushes an epoch of 2^20 entries made at most, since the shared write budget
 /// can force flushes early.
-pub(crate) const LEVEL0_FALLBACK: i32 = 40;
+pub const LEVEL0_FALLBACK: i32 = 40;
 
 /// The compacting thread; dropping this waits for it to finish the epoch it is on.
-pub(crate) struct EpochCompaction {
+pub struct EpochCompaction {
     full: Option<mpsc::Sender<u64>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochCompaction {
-    /// Starts the thread for the indexes of `db`.
-    pub(crate) fn start(db: Arc<DB>) -> std::io::Result<EpochCompaction> {
+    /// Starts the thread for the epoch-keyed column families `families` of `db` (created
+    /// with [`crate::epoch_keyed_index_options`]).
+    pub fn start(
+        db: Arc<DB>,
+        families: &'static [&'static str],
+    ) -> std::io::Result<EpochCompaction> {
         let (full, epochs) = mpsc::channel::<u64>();
         let thread = std::thread::Builder::new()
             .name("btlog-compact".into())
             .spawn(move || {
                 for epoch in epochs {
-                    compact(&db, epoch);
+                    compact(&db, families, epoch);
                 }
             })?;
         Ok(EpochCompaction {
@@ -54,7 +58,7 @@ impl EpochCompaction {
     }
 
     /// Asks for `epoch`, now full, to be compacted; returns at once.
-    pub(crate) fn epoch_full(&self, epoch: u64) {
+    pub fn epoch_full(&self, epoch: u64) {
         if let Some(full) = &self.full {
             // The thread ends only when this sender is dropped.
             let _ = full.send(epoch);
@@ -71,7 +75,7 @@ impl Drop for EpochCompaction {
     }
 }
 
-/// Compacts `epoch`'s key range in each of the three indexes whose level 0 holds part of it,
+/// Compacts `epoch`'s key range in each of `families` whose level 0 holds part of it,
 /// down to the last level, beside RocksDB's own compactions.
 ///
 /// The last level is compacted too, but only its files older than this compaction
@@ -81,13 +85,13 @@ impl Drop for EpochCompaction {
 /// there. Rewritten in the last level, it is cut at each epoch. Files this compaction wrote
 /// are not rewritten, and an epoch no longer in level 0 (asked for again at open, already
 /// compacted) is skipped, so each record is still written once.
-fn compact(db: &DB, epoch: u64) {
+fn compact(db: &DB, families: &[&'static str], epoch: u64) {
     let (Ok(start), Ok(end)) = (Epochs::number(epoch), Epochs::number(epoch + 1)) else {
         // The last epoch a u32 can number is never full: the log's size is below 2^64.
         return;
     };
     let began = std::time::Instant::now();
-    let families = match level0_holding(db, start, end) {
+    let families = match level0_holding(db, families, start, end) {
         Ok(families) => families,
         Err(error) => {
             // Left in level 0, the epoch is compacted by RocksDB past LEVEL0_FALLBACK files.
@@ -98,9 +102,9 @@ fn compact(db: &DB, epoch: u64) {
     let mut options = CompactOptions::default();
     options.set_exclusive_manual_compaction(false);
     options.set_bottommost_level_compaction(BottommostLevelCompaction::ForceOptimized);
-    for name in &families {
+    for family in families.iter().filter_map(|name| db.cf_handle(name)) {
         db.compact_range_cf_opt(
-            cf(db, name),
+            family,
             Some(start.to_be_bytes()),
             Some(end.to_be_bytes()),
             &options,
@@ -114,16 +118,25 @@ fn compact(db: &DB, epoch: u64) {
     );
 }
 
-/// The indexes whose level 0 holds keys of the epoch numbered `start` (those from `start`'s
-/// four bytes to below `end`'s), once their memtables are flushed into it.
-fn level0_holding(db: &DB, start: u32, end: u32) -> Result<Vec<&'static str>, rocksdb::Error> {
-    const FAMILIES: [&str; 3] = [CF_IDENTITIES, CF_LEAVES, CF_DIGESTS];
-    let handles: Vec<_> = FAMILIES.iter().map(|name| cf(db, name)).collect();
+/// Those of `families` whose level 0 holds keys of the epoch numbered `start` (those from
+/// `start`'s four bytes to below `end`'s), once their memtables are flushed into it.
+fn level0_holding(
+    db: &DB,
+    families: &[&'static str],
+    start: u32,
+    end: u32,
+) -> Result<Vec<&'static str>, rocksdb::Error> {
+    // A family not open in `db` holds nothing to compact.
+    let handles: Vec<_> = families
+        .iter()
+        .filter_map(|name| db.cf_handle(name))
+        .collect();
     db.flush_cfs_opt(&handles, &FlushOptions::default())?;
     let files = db.live_files()?;
     let (start, end) = (start.to_be_bytes(), end.to_be_bytes());
-    Ok(FAMILIES
-        .into_iter()
+    Ok(families
+        .iter()
+        .copied()
         .filter(|name| {
             files.iter().any(|f| {
                 f.level == 0

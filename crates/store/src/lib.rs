@@ -43,7 +43,7 @@
 
 mod append;
 pub mod bloom;
-mod epoch_compaction;
+pub mod epoch_compaction;
 pub mod epoch_filters;
 mod hash_index;
 mod identity;
@@ -309,8 +309,11 @@ impl Store {
             &packages::FAMILY,
         )?;
         let db = Arc::new(db);
-        let epoch_compaction =
-            epoch_compaction::EpochCompaction::start(db.clone()).map_err(StoreError::Thread)?;
+        let epoch_compaction = epoch_compaction::EpochCompaction::start(
+            db.clone(),
+            &[CF_IDENTITIES, CF_LEAVES, CF_DIGESTS],
+        )
+        .map_err(StoreError::Thread)?;
         // An epoch completed just before a crash may not have been compacted yet.
         if let Some(last_full) = epochs.epoch(size).checked_sub(1) {
             epoch_compaction.epoch_full(last_full);
@@ -922,22 +925,24 @@ fn table_options(cache: &Cache, filter: bool) -> BlockBasedOptions {
 fn unfiltered_index_options(cache: &Cache) -> Result<Options, StoreError> {
     let mut o = epoch_keyed_index_options(cache)?;
     o.set_write_buffer_size(4 << 20);
-    let fallback = epoch_compaction::LEVEL0_FALLBACK;
-    o.set_level_zero_file_num_compaction_trigger(fallback);
-    o.set_level_zero_slowdown_writes_trigger(fallback + 16);
-    o.set_level_zero_stop_writes_trigger(fallback + 32);
     Ok(o)
 }
 
-/// Options for an index kept elsewhere in the same shape as this store's identity index: keys
-/// begin with a big-endian u32 epoch, lookups go where [`epoch_filters::EpochFilters`] send
-/// them, so its tables have no RocksDB bloom filters and are cut at each epoch
-/// ([`partitioned`]): compactions stay inside the newest epoch however large the index grows.
-/// The monitor's claim index is one.
+/// Options for an index in the shape of this store's identity index, here or elsewhere (the
+/// monitor's claim index): keys begin with a big-endian u32 epoch, lookups go where
+/// [`epoch_filters::EpochFilters`] send them, so its tables have no RocksDB bloom filters and
+/// are cut at each epoch ([`partitioned`]). Level 0 keeps the newest epoch's flushes until
+/// [`epoch_compaction::EpochCompaction`] compacts the full epoch once (RocksDB compacts it
+/// itself past [`epoch_compaction::LEVEL0_FALLBACK`] files): compactions stay inside the
+/// newest epoch however large the index grows.
 pub fn epoch_keyed_index_options(cache: &Cache) -> Result<Options, StoreError> {
     let mut o = Options::default();
     o.set_block_based_table_factory(&table_options(cache, false));
     o.set_compression_type(rocksdb::DBCompressionType::None);
+    let fallback = epoch_compaction::LEVEL0_FALLBACK;
+    o.set_level_zero_file_num_compaction_trigger(fallback);
+    o.set_level_zero_slowdown_writes_trigger(fallback + 16);
+    o.set_level_zero_stop_writes_trigger(fallback + 32);
     partitioned(o, EPOCH_PREFIX)
 }
 
