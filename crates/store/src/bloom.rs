@@ -5,8 +5,8 @@
 //! "certainly never inserted" with one cache-line read, whatever the number of keys; it never
 //! says that of a key it holds.
 //!
-//! Used for the log's identity and package indexes (one filter an epoch,
-//! [`crate::epoch_filters`]) and the monitor's (while it catches up from empty). Keys end in a
+//! Used for the identity and package indexes of the log and of the monitor (one filter an
+//! epoch, [`crate::epoch_filters`]). Keys end in a
 //! SHA-256 digest, whose last 16 bytes are already uniform and are used as the filter's two
 //! hashes; shorter keys are hashed (in memory only: that hash is not stable across Rust
 //! releases, so a stored filter's keys are digests).
