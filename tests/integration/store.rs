@@ -615,7 +615,8 @@ fn upgrades_layout_4_in_place_keeping_its_full_tiles() {
     check(&store, n);
 }
 
-/// A damaged or missing record of a full tile is an error, never a wrong tile or proof.
+/// A damaged record of a full tile is an error, never a wrong tile or proof; a store whose
+/// files hold fewer full tiles than its size needs is refused at open.
 #[test]
 fn a_damaged_full_tile_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -626,21 +627,38 @@ fn a_damaged_full_tile_is_refused() {
         append(&mut app, &new_entries(0..n));
     }
     let file = dir.path().join("tiles").join("0");
-    let mut bytes = std::fs::read(&file).unwrap();
+    let whole = std::fs::read(&file).unwrap();
+    let mut bytes = whole.clone();
     bytes[TILE_RECORD_BYTES + 100] ^= 1;
-    bytes.truncate(2 * TILE_RECORD_BYTES + 1000);
-    std::fs::write(&file, bytes).unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    assert!(store.hash_tile(0, 0, 256).unwrap().is_some());
-    assert!(store.inclusion_proof(5, n).is_ok());
-    for tile in [1, 2] {
-        let err = store.hash_tile(0, tile, 256).unwrap_err().to_string();
-        assert!(err.contains(&format!("full tile 0/{tile}")), "{err}");
+    std::fs::write(&file, &bytes).unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.hash_tile(0, 0, 256).unwrap().is_some());
+        assert!(store.inclusion_proof(5, n).is_ok());
+        let err = store.hash_tile(0, 1, 256).unwrap_err().to_string();
+        assert!(
+            err.contains("full tile 0/1") && err.contains("damaged"),
+            "{err}"
+        );
+        assert!(store.inclusion_proof(300, n).is_err());
+        assert!(store.inclusion_proof(600, n).is_ok());
     }
-    let err = store.hash_tile(0, 1, 256).unwrap_err().to_string();
-    assert!(err.contains("damaged"), "{err}");
-    assert!(store.inclusion_proof(300, n).is_err());
-    assert!(store.inclusion_proof(600, n).is_err());
+    // Cut short, or gone (a store copied without its tiles/ directory): refused at open.
+    bytes.truncate(2 * TILE_RECORD_BYTES + 1000);
+    std::fs::write(&file, &bytes).unwrap();
+    let err = Store::open(dir.path()).err().expect("refused").to_string();
+    assert!(
+        err.contains("level 0") && err.contains("holds 2 tiles where the log has 3"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir.path().join("tiles")).unwrap();
+    let err = Store::open(dir.path()).err().expect("refused").to_string();
+    assert!(err.contains("holds 0 tiles where the log has 3"), "{err}");
+    // Put back whole, it opens and reads again.
+    std::fs::create_dir_all(dir.path().join("tiles")).unwrap();
+    std::fs::write(&file, &whole).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.inclusion_proof(300, n).is_ok());
 }
 
 /// A store of `layout` (2 or 3) made from a layout 5 one, with a stray record in the new package

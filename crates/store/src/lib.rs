@@ -292,6 +292,7 @@ impl Store {
         let tile_files_from = meta_u64(&db, META_TILE_FILES_FROM)?.unwrap_or(0);
         let tile_files =
             tile_files::TileFiles::open(dir, tile_files_from).map_err(StoreError::TileFilesOpen)?;
+        tile_files.check(size)?;
         let identity_filters = epoch_filters::EpochFilters::load(
             &db,
             cf(&db, CF_IDENTITIES),

@@ -51,7 +51,7 @@ pub(crate) struct TileFiles {
 
 impl TileFiles {
     /// Opens (creating as needed) the files under `store_dir`, for a store that came to this
-    /// layout at size `from`.
+    /// layout at size `from`. Call [`TileFiles::check`] before serving from them.
     pub(crate) fn open(store_dir: &Path, from: u64) -> io::Result<TileFiles> {
         let dir = store_dir.join(DIR);
         let created = !dir.exists();
@@ -72,6 +72,27 @@ impl TileFiles {
             File::open(store_dir)?.sync_all()?;
         }
         Ok(TileFiles { files, from })
+    }
+
+    /// Checks that each file is long enough to hold every tile full in a tree of `size`
+    /// leaves: a store copied or restored without its `tiles/` directory, or with a file cut
+    /// short, is refused when it opens, not at the first read of a missing tile. Longer is
+    /// fine: a crash between the tiles' write and the size's leaves records past it.
+    pub(crate) fn check(&self, size: u64) -> Result<(), TileFileError> {
+        for (level, file) in self.files.iter().enumerate() {
+            let shift = u32::from(TILE_HEIGHT) * (level as u32 + 1);
+            let first = self.from >> shift;
+            let need = (size >> shift).saturating_sub(first);
+            let have = file
+                .metadata()
+                .map_err(|e| TileFileError::Metadata(level, e))?
+                .len()
+                / STRIDE;
+            if have < need {
+                return Err(TileFileError::Short { level, have, need });
+            }
+        }
+        Ok(())
     }
 
     /// Whether the tile at `addr` is full in a tree of `size` leaves and kept here.
@@ -151,4 +172,22 @@ pub enum TileFileError {
     /// The tile was full before the store came to this layout: it is in the column family.
     #[error("full tile {}/{} is not kept in the tile files", .0.level, .0.index)]
     NotHere(TileAddr),
+    /// The size of a tile level's file could not be read.
+    #[error("reading the size of the file of full tiles of level {0}: {1}")]
+    Metadata(usize, io::Error),
+    /// A tile level's file holds fewer full tiles than the log has: the store's `tiles/`
+    /// directory is missing or was cut short.
+    #[error(
+        "the file of full tiles of level {level} (tiles/{level} in the store's directory) holds \
+         {have} tiles where the log has {need}: was the store copied without its tiles/ \
+         directory?"
+    )]
+    Short {
+        /// The tile level.
+        level: usize,
+        /// Whole records in its file.
+        have: u64,
+        /// Records the log's size needs.
+        need: u64,
+    },
 }
