@@ -128,6 +128,22 @@ impl Bloom {
             .all(|(word, mask)| word.load(Ordering::Relaxed) & mask == mask)
     }
 
+    /// Asks the CPU to bring `probe`'s block into its cache, so that a [`Bloom::may_hold`]
+    /// of it a little later does not wait for memory. A hint only: it reads nothing.
+    #[inline]
+    pub fn prefetch(&self, probe: &Probe) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let block: *const Block = self.block(probe);
+            // SAFETY: a prefetch neither reads into the program nor faults, whatever the
+            // address; this one is of a block of this filter.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(block.cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = probe;
+    }
+
     /// This filter folded in half as often as it stays at most half set: the smallest that
     /// holds its keys at about the rate it was sized for (~1% false positives at half the bits
     /// set). A filter sized for more keys than it got, such as that of an epoch listing one

@@ -66,6 +66,9 @@ pub fn digest_record_probe(key: &[u8]) -> Option<Probe> {
     (key.len() == 4 + 32).then(|| Probe::of(&key[4..]))
 }
 
+/// How many keys ahead [`EpochFilters::holding_each`] fetches the filters' blocks.
+const PREFETCH_AHEAD: usize = 2;
+
 /// The filters of one index; see the module docs.
 pub struct EpochFilters {
     family: &'static Family,
@@ -195,7 +198,19 @@ impl EpochFilters {
     pub fn holding_each(&self, probes: &[Probe]) -> Vec<(usize, u64)> {
         let filters = self.read();
         let mut out = Vec::new();
+        for probe in probes.iter().take(PREFETCH_AHEAD) {
+            for bloom in filters.iter() {
+                bloom.prefetch(probe);
+            }
+        }
         for (i, probe) in probes.iter().enumerate() {
+            // Each filter's block is a cache miss (an epoch's filter is megabytes): the blocks
+            // of keys ahead are fetched while this key's are tested.
+            if let Some(next) = probes.get(i + PREFETCH_AHEAD) {
+                for bloom in filters.iter() {
+                    bloom.prefetch(next);
+                }
+            }
             for (epoch, bloom) in filters.iter().enumerate().rev() {
                 if bloom.may_hold(probe) {
                     out.push((i, epoch as u64));
