@@ -6,9 +6,9 @@
 //! (BENCHMARKS.md, "Eighth pass"), and a read rate at 30M set against one taken at 1M minutes
 //! earlier carried that. Here each round reads from both logs back to back, the order swapping
 //! every round (base then other, other then base, …), and the ratio is taken round by round;
-//! the report is each round and the median of the ratios, after a warm-up round not counted. With the servers' process ids it
-//! also reports each server's CPU time per request (`/proc/PID/stat`), a figure that does not
-//! depend on what else held the cores.
+//! the report is each round and the median of the ratios, after a warm-up round not counted.
+//! With the servers' process ids it also reports each server's CPU time per request
+//! (`/proc/PID/stat`), a figure that does not depend on what else held the cores.
 
 use crate::{latest, read, scale, ReadKind};
 use anyhow::{ensure, Result};

@@ -49,7 +49,7 @@ use btlog_core::entry::{Entry, Kind};
 use btlog_store::bloom::{Probe, BITS_PER_KEY};
 use btlog_store::epoch_compaction::EpochCompaction;
 use btlog_store::epoch_filters::{digest_record_probe, EpochFilters, Family};
-use btlog_store::{Epochs, StoreError, DEFAULT_EPOCH_BITS};
+use btlog_store::{Epochs, StoreError, DEFAULT_EPOCH_BITS, IDENTITY_BITS_PER_KEY};
 
 use super::alert::AlertKind;
 
@@ -117,7 +117,7 @@ impl Table {
     fn family(self) -> &'static Family {
         static IDENTITY: Family = Family {
             name: "monitor identity",
-            bits_per_key: 16,
+            bits_per_key: IDENTITY_BITS_PER_KEY,
             probe_of_record: digest_record_probe,
         };
         static PACKAGE: Family = Family {

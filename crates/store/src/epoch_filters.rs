@@ -197,19 +197,14 @@ impl EpochFilters {
     /// (position in `probes`, epoch) pairs, under one read lock.
     pub fn holding_each(&self, probes: &[Probe]) -> Vec<(usize, u64)> {
         let filters = self.read();
+        // Each filter's block is a cache miss (an epoch's filter is megabytes): the blocks of
+        // the keys ahead are fetched while this key's are tested.
+        let prefetch = |probe: &Probe| filters.iter().for_each(|bloom| bloom.prefetch(probe));
+        probes.iter().take(PREFETCH_AHEAD).for_each(prefetch);
         let mut out = Vec::new();
-        for probe in probes.iter().take(PREFETCH_AHEAD) {
-            for bloom in filters.iter() {
-                bloom.prefetch(probe);
-            }
-        }
         for (i, probe) in probes.iter().enumerate() {
-            // Each filter's block is a cache miss (an epoch's filter is megabytes): the blocks
-            // of keys ahead are fetched while this key's are tested.
-            if let Some(next) = probes.get(i + PREFETCH_AHEAD) {
-                for bloom in filters.iter() {
-                    bloom.prefetch(next);
-                }
+            if let Some(ahead) = probes.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead);
             }
             for (epoch, bloom) in filters.iter().enumerate().rev() {
                 if bloom.may_hold(probe) {
@@ -247,7 +242,7 @@ impl EpochFilters {
     }
 
     /// Bytes of filter held.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.read().iter().map(|b| b.byte_len() as u64).sum()
     }
 

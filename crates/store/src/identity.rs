@@ -31,7 +31,7 @@ pub(crate) const KEY_LEN: usize = 4 + 32;
 /// of an old epoch's table: at 30M entries, 29 filters at 12 bits sent about one new identity
 /// in eight to such a read, ~11 µs each. The 4 bits more cost 0.5 MiB an epoch (60 MiB of
 /// filters at 30M entries instead of 45).
-const BITS_PER_KEY: u64 = 16;
+pub const BITS_PER_KEY: u64 = 16;
 
 /// The identity index's filters: keyed by the identity key.
 pub(crate) static FAMILY: Family = Family {

@@ -65,6 +65,7 @@ use tile_files::TILE_RECORD;
 
 pub use append::{Appender, NewEntry, Staged};
 pub use hash_index::{Epochs, DEFAULT_BITS as DEFAULT_EPOCH_BITS};
+pub use identity::BITS_PER_KEY as IDENTITY_BITS_PER_KEY;
 pub use tile_files::TileFileError;
 
 /// The on-disk layout version this build reads and writes.
