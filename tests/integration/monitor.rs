@@ -432,6 +432,54 @@ async fn restart_resumes_without_rereading_verified_entries() {
     log.server.shutdown().await.expect("shutdown");
 }
 
+/// A monitor whose claim index was lost (its `index/` deleted, the state kept) reads the log
+/// again from the start to rebuild it, instead of judging later claims without the records of
+/// the entries before its position.
+#[tokio::test]
+async fn a_lost_claim_index_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let log = start_log(&dir.path().join("log"), None).await;
+    let (pkg, file, sha) = ("pkg:npm/kept", "kept-1.0.0.tgz", digest("kept"));
+    log.submit(vec![publish(pkg, "1.0.0", file, &sha)]).await;
+    log.publish_many("r", 299).await;
+    let count = Arc::new(AtomicUsize::new(0));
+    let url = format!(
+        "http://{}",
+        proxy(log.url(), Tamper::None, count.clone()).await
+    );
+    let run = once(&url, &log.vkey, &state, &[]).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+    count.swap(0, Ordering::SeqCst);
+
+    let origin = std::fs::read_dir(&state)
+        .expect("state dir")
+        .next()
+        .expect("one origin")
+        .expect("entry")
+        .path();
+    std::fs::remove_dir_all(origin.join("index")).expect("delete the index");
+    // A yank of the artifact published before the position: known, so no alert.
+    log.submit(vec![
+        json!({"kind": "yank", "package": pkg, "version": "1.0.0",
+                           "file": file, "sha256": sha}),
+    ])
+    .await;
+    let run = once(&url, &log.vkey, &state, &[]).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+    assert!(run.stdout.contains("rebuild"), "{}", run.stdout);
+    assert_eq!(
+        count.swap(0, Ordering::SeqCst),
+        3,
+        "bundles 000 and 001.p/44 again, then 001.p/45"
+    );
+    // Rebuilt: the next run reads nothing again.
+    let run = once(&url, &log.vkey, &state, &[]).await;
+    assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
+    assert_eq!(count.swap(0, Ordering::SeqCst), 0, "{}", run.stdout);
+    log.server.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn bad_arguments_exit_2_with_one_line() {
     let run = monitor(&["--once", "--log", "http://127.0.0.1:1"]).await;

@@ -369,9 +369,15 @@ impl LogMonitor {
         Ok(true)
     }
 
-    /// Drops unconfirmed progress: back to the verified checkpoint.
+    /// Drops unconfirmed progress: back to the verified checkpoint, or to the empty tree when
+    /// the claim index does not reach the checkpoint (it is being rebuilt, and no frontier
+    /// below the checkpoint is known).
     pub(super) fn reset_progress(&mut self) {
-        self.state.progress = self.state.verified.clone();
+        self.state.progress = if self.index.committed() < self.state.verified.size() {
+            Frontier::default()
+        } else {
+            self.state.verified.clone()
+        };
         self.index.rollback(self.state.progress.size());
     }
 

@@ -199,6 +199,8 @@ pub struct Index {
 
 impl Index {
     /// Opens (or creates) the index in `dir`; records at or beyond `committed` are deleted.
+    /// An index that reaches less far than `committed` (deleted, or restored from an older
+    /// copy) is committed only as far as it reaches: [`Index::committed`] says where.
     pub fn open(dir: &Path, committed: u64) -> Result<Index, IndexError> {
         Index::open_with_epoch_bits(dir, committed, DEFAULT_EPOCH_BITS)
     }
@@ -228,6 +230,8 @@ impl Index {
                 Options::default(),
             ));
         }
+        // A new index holds no records, whatever the position of the state beside it.
+        let existed = dir.join("CURRENT").exists();
         let db = DB::open_cf_descriptors(&opts, dir, families)?;
         let meta = cf(&db, CF_META)?;
         let epochs = match db.get_cf(meta, META_EPOCH_BITS)? {
@@ -255,7 +259,7 @@ impl Index {
                     "layout {f:?} is not one this build reads"
                 )))
             }
-            None => first_layout_moved(&db, epochs, committed)?,
+            None => first_layout_moved(&db, epochs, if existed { committed } else { 0 })?,
         };
         let filters = [
             load_filters(&db, epochs, Table::Identity, 0)?,
@@ -272,7 +276,7 @@ impl Index {
             db,
             compaction,
             epochs,
-            committed,
+            committed: committed.min(written),
             written,
             pending: HashMap::new(),
         };
@@ -683,6 +687,12 @@ mod tests {
             Some(AlertKind::Conflict)
         );
         assert_eq!(found(&mut idx, claim(8, Kind::Publish, "1", 5)), None);
+        drop(idx);
+        // Opened at a position beyond what it holds (restored from an older copy), or new
+        // (deleted): committed only as far as its records reach.
+        assert_eq!(Index::open(dir.path(), 9).expect("behind").committed(), 2);
+        let new = tempfile::tempdir().expect("tempdir");
+        assert_eq!(Index::open(new.path(), 9).expect("new").committed(), 0);
     }
 
     /// A history of every kind of claim, including each violation, over 40 packages.

@@ -128,7 +128,7 @@ impl LogMonitor {
             .map(|u| TileClient::new(u))
             .collect::<Result<_, _>>()?;
         sink.set_verified(&origin, state.checkpoint.checkpoint.size);
-        Ok(LogMonitor {
+        let mut monitor = LogMonitor {
             origin,
             vkey: spec.vkey.clone(),
             sources,
@@ -141,7 +141,23 @@ impl LogMonitor {
             parse_entries: spec.entries == EntryFormat::Btlog,
             witness: spec.witness.clone(),
             witness_problem: None,
-        })
+        };
+        let (reaches, position) = (monitor.index.committed(), monitor.state.progress.size());
+        if reaches < position {
+            // Without the records of the entries before the position, claims about them
+            // would go unchecked (a conflict missed, a yank of a known artifact alerted):
+            // the entries are read again to rebuild them.
+            monitor.reset_progress();
+            tracing::warn!(
+                log = %monitor.origin,
+                index = reaches,
+                position,
+                from = monitor.state.progress.size(),
+                "the claim index reaches less far than the audit position (index/ deleted \
+                 or restored from an older copy?): reading the log again to rebuild it"
+            );
+        }
+        Ok(monitor)
     }
 
     /// The log's origin.
@@ -230,6 +246,22 @@ impl LogMonitor {
         let verified = self.state.checkpoint.clone();
         let (size, have) = (cp.checkpoint.size, verified.checkpoint.size);
         let base = self.sources[src].base().to_owned();
+        if self.state.progress.size() < have && size >= have {
+            // The claim index is being rebuilt: first up to the verified tree again, whose
+            // root the entries read must reproduce.
+            match self.audit(src, &verified).await? {
+                Outcome::Verified => {}
+                Outcome::BadData => return Ok(()),
+                Outcome::RootMismatch => {
+                    let details = format!(
+                        "{base}: the entries served do not reproduce the verified root of size \
+                         {have}; the claim index cannot be rebuilt from them"
+                    );
+                    self.alert(AlertKind::TileMismatch, None, details).await;
+                    return Ok(());
+                }
+            }
+        }
         if size > have {
             let outcome = self.audit(src, cp).await?;
             if outcome != Outcome::RootMismatch {

@@ -52,8 +52,9 @@ pub struct State {
     pub checkpoint: SignedCheckpoint,
     /// The frontier of the tree at `checkpoint`.
     pub verified: Frontier,
-    /// The frontier at the audit position (≥ the checkpoint size): leaves already read and
-    /// checked, whose root is confirmed when the next checkpoint is reached.
+    /// The frontier at the audit position: leaves already read and checked, whose root is
+    /// confirmed when the next checkpoint is reached. Behind the checkpoint only while the
+    /// claim index is rebuilt (the log read again from the start up to the checkpoint).
     pub progress: Frontier,
 }
 
@@ -119,8 +120,8 @@ impl State {
                 "verified frontier does not match the checkpoint".into(),
             ));
         }
+        // A position behind the checkpoint is that of a claim index being rebuilt.
         let progress = frontier(file.position, &file.frontier)
-            .filter(|p| p.size() >= checkpoint.size)
             .ok_or_else(|| corrupt("bad frontier".into()))?;
         state.verified = verified;
         state.progress = progress;
