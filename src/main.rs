@@ -1,5 +1,6 @@
 //! `btlog`: run a log server, manage its credentials and keys (PROTOCOL.md §7).
 
+mod allocator;
 mod cli;
 
 use btlog_core::keys;
@@ -167,52 +168,6 @@ fn keygen(origin: &str, out: &std::path::Path, witness: bool) -> anyhow::Result<
     Ok(())
 }
 
-/// glibc gives threads that allocate at once arenas of their own (up to 8 per core), and memory
-/// freed in one arena never serves another: at 10M entries the server's async and blocking
-/// threads left ~50 MiB of such slack (peak RSS 297 MiB with the default, 247 MiB with two
-/// arenas, same ingest and reads). RocksDB's caches, not malloc, should hold the memory.
-///
-/// Blocks of 1 MiB or more (RocksDB's memtable arena blocks, 4 MiB for a 32 MiB memtable, and
-/// its compaction read-ahead buffers) are always mapped on their own, so that freeing one
-/// returns it to the system at once. By default glibc raises that threshold to the size of
-/// each such block freed, after which they come from the heap and stay resident until the
-/// next trim ([`trim_malloc_periodically`]): at ~80k entries/s, three of the entries' 32 MiB
-/// memtables are flushed and freed within one 5 s trim period.
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator tunable; it is called before any other thread
-    // exists, and a refused setting (return value 0) just keeps glibc's default.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
-/// glibc returns freed memory to the system only from the top of each arena's heap; RocksDB
-/// frees memtables and compaction buffers of megabytes in the middle of it all the time, and
-/// that memory stayed resident (a server restarted on a 10M-entry log held 201-218 MiB while
-/// ingesting, one grown to 10M 250-264 MiB, RocksDB's own memory the same). A thread hands
-/// such free pages back every few seconds.
-fn trim_malloc_periodically() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let trim = || loop {
-            std::thread::sleep(std::time::Duration::from_secs(5));
-            // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it takes
-            // their locks itself and is safe to call from any thread at any time.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        };
-        if let Err(e) = std::thread::Builder::new()
-            .name("malloc-trim".into())
-            .spawn(trim)
-        {
-            tracing::warn!(error = %e, "could not start the malloc-trim thread");
-        }
-    }
-}
-
 fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -254,10 +209,8 @@ fn witness(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tune_malloc();
     let config = args.config()?;
     init_logging();
-    trim_malloc_periodically();
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(run(config))
