@@ -4,6 +4,9 @@
 //! (any alert but `watch`; for `verify-evidence`: the evidence does not prove a split view),
 //! 2 the audit could not be completed (bad arguments, unreachable log, state error).
 
+#[path = "../allocator.rs"]
+mod allocator;
+
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
