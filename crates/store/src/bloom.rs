@@ -6,10 +6,10 @@
 //! says that of a key it holds.
 //!
 //! Used for the identity and package indexes of the log and of the monitor (one filter an
-//! epoch, [`crate::epoch_filters`]). Keys end in a
-//! SHA-256 digest, whose last 16 bytes are already uniform and are used as the filter's two
-//! hashes; shorter keys are hashed (in memory only: that hash is not stable across Rust
-//! releases, so a stored filter's keys are digests).
+//! epoch, [`crate::epoch_filters`]). Keys end in a SHA-256 digest, whose last 16 bytes are
+//! already uniform and are used as the filter's two hashes; shorter keys are hashed (in
+//! memory only: that hash is not stable across Rust releases, so a stored filter's keys are
+//! digests).
 //! Words are atomic so that one writer may insert while readers look up, without a lock.
 
 use std::hash::{Hash, Hasher};

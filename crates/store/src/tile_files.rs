@@ -80,9 +80,7 @@ impl TileFiles {
     /// fine: a crash between the tiles' write and the size's leaves records past it.
     pub(crate) fn check(&self, size: u64) -> Result<(), TileFileError> {
         for (level, file) in self.files.iter().enumerate() {
-            let shift = u32::from(TILE_HEIGHT) * (level as u32 + 1);
-            let first = self.from >> shift;
-            let need = (size >> shift).saturating_sub(first);
+            let need = full_tiles(level, size).saturating_sub(full_tiles(level, self.from));
             let have = file
                 .metadata()
                 .map_err(|e| TileFileError::Metadata(level, e))?
@@ -104,8 +102,8 @@ impl TileFiles {
     /// The file and byte offset of the record of `addr`, if it is kept here.
     fn place(&self, addr: TileAddr) -> Option<(&File, u64)> {
         let file = self.files.get(usize::from(addr.level))?;
-        // The tiles of this level full at `from`; the first record is the tile after them.
-        let first = self.from >> (u32::from(TILE_HEIGHT) * (u32::from(addr.level) + 1));
+        // The first record is the tile after those full at `from`.
+        let first = full_tiles(usize::from(addr.level), self.from);
         let offset = addr.index.checked_sub(first)?.checked_mul(STRIDE)?;
         Some((file, offset))
     }
@@ -155,6 +153,12 @@ impl TileFiles {
         }
         Ok(())
     }
+}
+
+/// How many tiles of `level` are full in a tree of `size` leaves.
+fn full_tiles(level: usize, size: u64) -> u64 {
+    size.checked_shr(u32::from(TILE_HEIGHT) * (level as u32 + 1))
+        .unwrap_or(0)
 }
 
 /// What can go wrong with the files of full tiles.
