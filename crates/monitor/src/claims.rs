@@ -48,7 +48,7 @@ use btlog_core::claims::{self, Published, Verdict};
 use btlog_core::entry::{Entry, Kind};
 use btlog_store::bloom::{Probe, BITS_PER_KEY};
 use btlog_store::epoch_compaction::EpochCompaction;
-use btlog_store::epoch_filters::{digest_record_probe, EpochFilters, Family};
+use btlog_store::epoch_filters::{digest_record_probe, EpochFilters, Family, IDENTITY_GROUP};
 use btlog_store::{Epochs, StoreError, DEFAULT_EPOCH_BITS, IDENTITY_BITS_PER_KEY};
 
 use super::alert::AlertKind;
@@ -119,11 +119,13 @@ impl Table {
             name: "monitor identity",
             bits_per_key: IDENTITY_BITS_PER_KEY,
             probe_of_record: digest_record_probe,
+            group: IDENTITY_GROUP,
         };
         static PACKAGE: Family = Family {
             name: "monitor package",
             bits_per_key: BITS_PER_KEY,
             probe_of_record: digest_record_probe,
+            group: 1,
         };
         match self {
             Table::Identity => &IDENTITY,
@@ -261,11 +263,11 @@ impl Index {
             }
             None => first_layout_moved(&db, epochs, if existed { committed } else { 0 })?,
         };
+        let db = Arc::new(db);
         let filters = [
             load_filters(&db, epochs, Table::Identity, 0)?,
             load_filters(&db, epochs, Table::Package, 0)?,
         ];
-        let db = Arc::new(db);
         let compaction = EpochCompaction::start(db.clone(), &RECORDS)?;
         // An epoch completed just before a crash may not have been compacted yet.
         if let Some(last_full) = epochs.epoch(written).checked_sub(1) {
@@ -422,6 +424,9 @@ impl Index {
         }
         batch.put_cf(cf(&self.db, CF_META)?, META_WRITTEN, position.to_be_bytes());
         self.write_synced(batch)?;
+        for filters in &self.filters {
+            filters.written(position);
+        }
         for epoch in self.epochs.epoch(self.written)..self.epochs.epoch(position) {
             self.compaction.epoch_full(epoch);
         }
@@ -511,15 +516,15 @@ fn record_key(epoch: u32, digest: &[u8; 32]) -> [u8; 36] {
 
 /// The filters of `table` over its records below `size`.
 fn load_filters(
-    db: &DB,
+    db: &Arc<DB>,
     epochs: Epochs,
     table: Table,
     size: u64,
 ) -> Result<EpochFilters, IndexError> {
     Ok(EpochFilters::load(
         db,
-        cf(db, table.records())?,
-        cf(db, table.filters())?,
+        table.records(),
+        table.filters(),
         epochs,
         size,
         table.family(),
@@ -720,6 +725,8 @@ mod tests {
             out.extend(found.into_iter().map(|(i, v)| (i, v.kind)));
             idx.commit(chunk.last().expect("chunk").index + 1)
                 .expect("commit");
+            // The groups of full epochs in place, so that the next chunk reads them.
+            idx.filters.iter().for_each(EpochFilters::settle);
         }
         out
     }
@@ -748,6 +755,15 @@ mod tests {
         assert_eq!(idx.epochs.bits(), 3, "an index keeps its epochs");
         found.extend(violations(&mut idx, &claims[600..], 37));
         assert_eq!(found, expected);
+        // 14 groups of 8 epochs answered for them: a group's filter is 2 blocks of 64 bytes
+        // where its 8 epochs' were 8.
+        let epochs = idx.epochs.count(idx.written);
+        assert_eq!(epochs, 113);
+        let bytes = idx.filters[Table::Identity.slot()].bytes();
+        assert!(
+            bytes <= 14 * 2 * 64 + 64,
+            "{bytes} bytes of identity filters"
+        );
     }
 
     #[test]

@@ -317,6 +317,8 @@ impl Appender {
         }
         self.frontier = staged.frontier;
         self.store.publish_size(size);
+        inner.identity_filters.written(size);
+        inner.package_filters.written(size);
         let epochs = inner.epochs;
         for epoch in epochs.epoch(staged.start)..epochs.epoch(size) {
             inner.epoch_compaction.epoch_full(epoch);

@@ -22,11 +22,20 @@
 //!   trusted as stored, as every other stored record is: RocksDB's block checksums guard it,
 //!   and a filter that lost bits would hide keys.
 //!
-//! The probes (one an epoch) grow with the log. One filter for a group of 4 or 8 epochs, each
-//! epoch's keys set under its own tag, was tried: one cache line a group instead of one an
-//! epoch, 15–30% faster in the lookup bench at 30M, but slower in the server (its current
-//! filter, 4–8 times larger, left the L2 cache that every append's inserts and probes hit) and
-//! 30–64 MiB higher at peak RSS (BENCHMARKS.md, "Sixth pass").
+//! The probes (one an epoch) grow with the log: at 30M entries they were 12% of the writer's
+//! time, each a cache miss. So the identities of each group of [`IDENTITY_GROUP`] full epochs
+//! are also held in one filter ([`Family::group`]), each epoch's keys under its own tag
+//! ([`Probe::tagged`]): one cache line answers for the whole group, each epoch at the rate of
+//! a filter of its own. A thread builds a group from its records once its last epoch is full
+//! (told by [`EpochFilters::written`] after the write), and at open for the groups already
+//! full, then puts it in place of its epochs' filters; until then those answer. Groups live
+//! only in memory: the stored filters stay one an epoch, so the layout is unchanged and a
+//! group is rebuilt from records at each open (~1 s of the builder's time for 8M records).
+//! The current epoch keeps its own small filter, which every append inserts into and probes.
+//! (An earlier try put the current epoch in its group, sized for the whole group and filled
+//! by the writer: that filter left the L2 cache and every append's inserts and probes missed
+//! it, and the group's bytes went into the write batch at its end, 30–64 MiB more at peak:
+//! BENCHMARKS.md, "Sixth pass".)
 //!
 //! A static filter for full epochs, built from their records off the writer's path, was tried
 //! too: a binary fuse filter with 12-bit fingerprints, 0.027% false positives at 14.4 bits a
@@ -35,15 +44,17 @@
 //! than the false-positive reads it saved, and slower at 10M in the lookup bench
 //! (BENCHMARKS.md, "Seventh pass").
 
-use super::bloom::{Bloom, Probe};
+use super::bloom::{Bloom, Probe, TAGS};
 use super::hash_index::Epochs;
 use super::StoreError;
 use rocksdb::{ColumnFamily, WriteBatch, DB};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 /// The largest filter of one epoch, in keys: 2^24 (32 MiB at 16 bits a key). Epochs are 2^20
 /// entries unless a store was created otherwise; a filter smaller than its epoch only has more
-/// false positives.
+/// false positives. A group's filter holds at most this many keys too.
 const MAX_FILTER_KEYS: u64 = 1 << 24;
 
 /// What one index's filters hold.
@@ -58,6 +69,10 @@ pub struct Family {
     /// The filter key of one of the index's records, given its whole key (epoch first); None
     /// if the record is malformed.
     pub probe_of_record: fn(&[u8]) -> Option<Probe>,
+    /// Full epochs whose keys one filter holds in memory, each under its own tag, so that a
+    /// lookup reads one cache line for all of them: 1 (a filter an epoch) to [`TAGS`]. See
+    /// the module docs.
+    pub group: u32,
 }
 
 /// The filter key of a record keyed by its epoch (big-endian u32) and a 32-byte digest, as the
@@ -66,43 +81,99 @@ pub fn digest_record_probe(key: &[u8]) -> Option<Probe> {
     (key.len() == 4 + 32).then(|| Probe::of(&key[4..]))
 }
 
+/// Epochs a group filter of identities holds ([`Family::group`]): at 30M entries, 4 cache lines
+/// a lookup instead of 30.
+pub const IDENTITY_GROUP: u32 = 8;
+
 /// How many keys ahead [`EpochFilters::holding_each`] fetches the filters' blocks.
 const PREFETCH_AHEAD: usize = 2;
 
+/// Records whose blocks are fetched together when a filter is built from them.
+const FILL_BATCH: usize = 32;
+
+/// Records read between two looks at whether the filters were dropped.
+const STOP_EVERY: u32 = 1 << 16;
+
 /// The filters of one index; see the module docs.
 pub struct EpochFilters {
+    shared: Arc<Shared>,
+    /// The thread that builds the group filters, for a family grouping epochs.
+    builder: Option<Builder>,
+}
+
+/// What the filters and their builder share.
+struct Shared {
     family: &'static Family,
     epochs: Epochs,
-    /// One filter an epoch, from the first through the one holding the log's last entry.
-    filters: RwLock<Vec<Arc<Bloom>>>,
+    /// Epochs a group filter holds: the family's, fewer if its epochs are so large that a
+    /// group would pass [`MAX_FILTER_KEYS`]; 1 for none.
+    group: u64,
+    filters: RwLock<Filters>,
+    /// Groups asked of the builder and groups it is done with, for [`EpochFilters::settle`].
+    progress: Mutex<Progress>,
+    done: Condvar,
+    /// Set when the filters are dropped, so that a build under way stops.
+    stop: AtomicBool,
+}
+
+/// The filters held, oldest first.
+struct Filters {
+    /// Group `n` holds epochs `n·group` to `(n+1)·group - 1`, epoch `e`'s keys under tag
+    /// `e mod group` ([`Probe::tagged`]).
+    groups: Vec<Arc<Bloom>>,
+    /// One filter an epoch, from the first epoch in no group through the one holding the
+    /// log's last entry.
+    epochs: Vec<Arc<Bloom>>,
+}
+
+#[derive(Default)]
+struct Progress {
+    asked: u64,
+    done: u64,
+}
+
+struct Builder {
+    asked: Option<mpsc::Sender<u64>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl EpochFilters {
-    /// The filters of `index` in a store of `size` entries: those of full epochs read from
-    /// `stored` (rebuilt and stored if missing or malformed), the current one built from
-    /// `index`.
+    /// The filters of the column family `index` of `db`, in a store of `size` entries: those
+    /// of full epochs read from the column family `stored` (rebuilt and stored if missing or
+    /// malformed), the current one built from `index`. The groups of full epochs are then
+    /// built beside the caller, which meanwhile reads the epochs' own filters.
     pub fn load(
-        db: &DB,
-        index: &ColumnFamily,
-        stored: &ColumnFamily,
+        db: &Arc<DB>,
+        index: &'static str,
+        stored: &'static str,
         epochs: Epochs,
         size: u64,
         family: &'static Family,
     ) -> Result<EpochFilters, StoreError> {
-        let filters = EpochFilters {
+        let keys = (1u64 << epochs.bits()).min(MAX_FILTER_KEYS);
+        let group = u64::from(family.group.clamp(1, TAGS)).min(MAX_FILTER_KEYS / keys);
+        let shared = Arc::new(Shared {
             family,
             epochs,
-            filters: RwLock::new(Vec::new()),
-        };
+            group,
+            filters: RwLock::new(Filters {
+                groups: Vec::new(),
+                epochs: Vec::new(),
+            }),
+            progress: Mutex::new(Progress::default()),
+            done: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let (index_cf, stored_cf) = (column(db, index)?, column(db, stored)?);
         let full = epochs.epoch(size);
-        let empty = filters.empty()?;
+        let empty = shared.empty()?;
         // Read around the block cache: 2 MiB values would only evict the blocks reads need.
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
         let mut loaded = Vec::new();
         for epoch in 0..epochs.count(size) {
             let stored_key = Epochs::number(epoch)?.to_be_bytes();
-            let kept = match db.get_cf_opt(stored, stored_key, &read)? {
+            let kept = match db.get_cf_opt(stored_cf, stored_key, &read)? {
                 Some(bytes) if epoch < full && empty.could_seal_to(bytes.len()) => {
                     Bloom::from_bytes(&bytes)
                 }
@@ -111,21 +182,27 @@ impl EpochFilters {
             let bloom = match kept {
                 Some(bloom) => bloom,
                 None if epoch < full => {
-                    let built = filters.build(db, index, epoch)?;
+                    let built = shared.built(db, index_cf, epoch)?;
                     let bloom = built.sealed().unwrap_or(built);
                     tracing::info!(epoch, index = family.name, "filter rebuilt");
                     // Stored only to spare the next open the rebuild: on a full disk the log
                     // still opens (its reads go on), and rebuilds it again next time.
-                    if let Err(e) = db.put_cf(stored, stored_key, bloom.to_bytes()) {
+                    if let Err(e) = db.put_cf(stored_cf, stored_key, bloom.to_bytes()) {
                         tracing::warn!(epoch, index = family.name, error = %e, "filter not stored");
                     }
                     bloom
                 }
-                None => filters.build(db, index, epoch)?,
+                None => shared.built(db, index_cf, epoch)?,
             };
             loaded.push(Arc::new(bloom));
         }
-        *filters.write() = loaded;
+        shared.write().epochs = loaded;
+        let builder = (group > 1)
+            .then(|| Builder::start(shared.clone(), db.clone(), index))
+            .transpose()
+            .map_err(StoreError::Thread)?;
+        let filters = EpochFilters { shared, builder };
+        filters.written(size);
         Ok(filters)
     }
 
@@ -140,28 +217,31 @@ impl EpochFilters {
         stored: &ColumnFamily,
         batch: &mut WriteBatch,
     ) -> Result<(), StoreError> {
+        let shared = &*self.shared;
         // The write lock only when the append reaches a new epoch; bits go in under the read
         // lock, beside the readers, since the words are atomic.
-        let wanted = self.epochs.count(size);
-        if (self.read().len() as u64) < wanted {
-            let mut filters = self.write();
-            while (filters.len() as u64) < wanted {
-                filters.push(Arc::new(self.empty()?));
+        let wanted = shared.epochs.count(size);
+        if shared.read().count(shared.group) < wanted {
+            let mut filters = shared.write();
+            while filters.count(shared.group) < wanted {
+                filters.epochs.push(Arc::new(shared.empty()?));
             }
         }
         {
-            let filters = self.read();
+            let filters = shared.read();
             for (probe, index) in keys {
-                filter(&filters, self.epochs.epoch(*index))?.insert_probe(probe);
+                filters
+                    .epoch(shared.group, shared.epochs.epoch(*index))?
+                    .insert_probe(probe);
             }
         }
         // Sealed beside the readers, under the read lock; the write lock only to swap. The
         // sealed filter holds every key the unsealed one did, and its epoch gets no more.
-        for epoch in self.epochs.epoch(start)..self.epochs.epoch(size) {
+        for epoch in shared.epochs.epoch(start)..shared.epochs.epoch(size) {
             let key = Epochs::number(epoch)?.to_be_bytes();
             let sealed = {
-                let filters = self.read();
-                let full = filter(&filters, epoch)?;
+                let filters = shared.read();
+                let full = filters.epoch(shared.group, epoch)?;
                 match full.sealed() {
                     Some(sealed) => sealed,
                     None => {
@@ -172,14 +252,50 @@ impl EpochFilters {
                 }
             };
             batch.put_cf(stored, key, sealed.to_bytes());
-            let mut filters = self.write();
-            let slot = usize::try_from(epoch)
-                .ok()
-                .and_then(|e| filters.get_mut(e))
+            let mut filters = shared.write();
+            let first = filters.first_epoch(shared.group);
+            let slot = epoch
+                .checked_sub(first)
+                .and_then(|e| usize::try_from(e).ok())
+                .and_then(|e| filters.epochs.get_mut(e))
                 .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))?;
             *slot = Arc::new(sealed);
         }
         Ok(())
+    }
+
+    /// Says that the log (or index) now holds `size` entries durably: the groups of epochs
+    /// full by then are built, beside the caller. Called after each write that may complete
+    /// an epoch; the group is built from the records that write stored.
+    pub fn written(&self, size: u64) {
+        let Some(asked) = self.builder.as_ref().and_then(|b| b.asked.as_ref()) else {
+            return;
+        };
+        let complete = self.shared.epochs.epoch(size) / self.shared.group;
+        let mut progress = self.shared.progress();
+        while progress.asked < complete {
+            if asked.send(progress.asked).is_err() {
+                return;
+            }
+            progress.asked += 1;
+        }
+    }
+
+    /// Waits until every group asked for is built (or given up: its epochs keep their own
+    /// filters). For benches and tests, which measure or check the grouped filters.
+    pub fn settle(&self) {
+        let Some(thread) = self.builder.as_ref().and_then(|b| b.thread.as_ref()) else {
+            return;
+        };
+        let mut progress = self.shared.progress();
+        // A builder that ended (it panicked) answers no more.
+        while progress.done < progress.asked && !thread.is_finished() {
+            let tick = std::time::Duration::from_millis(100);
+            progress = match self.shared.done.wait_timeout(progress, tick) {
+                Ok((progress, _)) => progress,
+                Err(e) => e.into_inner().0,
+            };
+        }
     }
 
     /// The epochs whose filter may hold the key of `probe`, oldest first.
@@ -196,43 +312,172 @@ impl EpochFilters {
     /// For each of `probes` in turn, the epochs whose filter may hold its key, newest first:
     /// (position in `probes`, epoch) pairs, under one read lock.
     pub fn holding_each(&self, probes: &[Probe]) -> Vec<(usize, u64)> {
-        let filters = self.read();
+        let group = self.shared.group;
+        let filters = self.shared.read();
+        let first = filters.first_epoch(group);
         // Each filter's block is a cache miss (an epoch's filter is megabytes): the blocks of
         // the keys ahead are fetched while this key's are tested.
-        let prefetch = |probe: &Probe| filters.iter().for_each(|bloom| bloom.prefetch(probe));
+        let prefetch = |probe: &Probe| {
+            let all = filters.groups.iter().chain(&filters.epochs);
+            all.for_each(|bloom| bloom.prefetch(probe))
+        };
         probes.iter().take(PREFETCH_AHEAD).for_each(prefetch);
         let mut out = Vec::new();
         for (i, probe) in probes.iter().enumerate() {
             if let Some(ahead) = probes.get(i + PREFETCH_AHEAD) {
                 prefetch(ahead);
             }
-            for (epoch, bloom) in filters.iter().enumerate().rev() {
+            for (j, bloom) in filters.epochs.iter().enumerate().rev() {
                 if bloom.may_hold(probe) {
-                    out.push((i, epoch as u64));
+                    out.push((i, first + j as u64));
+                }
+            }
+            if filters.groups.is_empty() {
+                continue;
+            }
+            let tagged: [Probe; TAGS as usize] = std::array::from_fn(|t| probe.tagged(t as u32));
+            for (n, bloom) in filters.groups.iter().enumerate().rev() {
+                for (tag, probe) in tagged.iter().enumerate().take(group as usize).rev() {
+                    if bloom.may_hold(probe) {
+                        out.push((i, n as u64 * group + tag as u64));
+                    }
                 }
             }
         }
         out
     }
 
+    /// Bytes of filter held.
+    pub fn bytes(&self) -> u64 {
+        let filters = self.shared.read();
+        let all = filters.groups.iter().chain(&filters.epochs);
+        all.map(|b| b.byte_len() as u64).sum()
+    }
+}
+
+impl Drop for EpochFilters {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(builder) = &mut self.builder {
+            builder.asked.take();
+            if let Some(thread) = builder.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Builder {
+    /// The thread building each group asked of it from the records of `index` in `db`, in
+    /// order, and putting it in place of its epochs' filters.
+    fn start(shared: Arc<Shared>, db: Arc<DB>, index: &'static str) -> std::io::Result<Builder> {
+        let (asked, groups) = mpsc::channel::<u64>();
+        let thread = std::thread::Builder::new()
+            .name("btlog-filters".into())
+            .spawn(move || {
+                for group in groups {
+                    if let Err(error) = shared.build_group(&db, index, group) {
+                        // Its epochs keep their own filters: lookups stay right, if slower.
+                        let index = shared.family.name;
+                        tracing::warn!(group, index, %error, "group filter not built");
+                    }
+                    shared.progress().done += 1;
+                    shared.done.notify_all();
+                }
+            })?;
+        Ok(Builder {
+            asked: Some(asked),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Shared {
+    /// Builds group `group` from the records of its epochs, sealed, and puts it in place of
+    /// their filters; nothing if the filters were dropped meanwhile.
+    fn build_group(&self, db: &DB, index: &str, group: u64) -> Result<(), StoreError> {
+        let began = std::time::Instant::now();
+        let index_cf = column(db, index)?;
+        let keys = (1u64 << self.epochs.bits()).min(MAX_FILTER_KEYS) * self.group;
+        let mut bloom = Bloom::with_bits(keys, self.family.bits_per_key, u64::MAX)
+            .ok_or_else(|| StoreError::Corrupt(format!("{} group too large", self.family.name)))?;
+        for tag in 0..self.group {
+            let epoch = group * self.group + tag;
+            if !self.fill(db, index_cf, epoch, &mut bloom, tag as u32)? {
+                return Ok(());
+            }
+        }
+        let bloom = Arc::new(bloom.sealed().unwrap_or(bloom));
+        let mut filters = self.write();
+        // Groups are asked for in order, once their epochs are full, and built one at a time.
+        if filters.groups.len() as u64 != group || (filters.epochs.len() as u64) < self.group {
+            return Err(StoreError::Corrupt(format!(
+                "{} group {group} out of order",
+                self.family.name
+            )));
+        }
+        filters.epochs.drain(..self.group as usize);
+        filters.groups.push(bloom);
+        drop(filters);
+        tracing::debug!(
+            group,
+            index = self.family.name,
+            seconds = began.elapsed().as_secs_f64(),
+            "group filter built"
+        );
+        Ok(())
+    }
+
     /// A filter of the keys recorded in `epoch`, unsealed.
-    fn build(&self, db: &DB, index: &ColumnFamily, epoch: u64) -> Result<Bloom, StoreError> {
-        let bloom = self.empty()?;
+    fn built(&self, db: &DB, index: &ColumnFamily, epoch: u64) -> Result<Bloom, StoreError> {
+        let mut bloom = self.empty()?;
+        self.fill(db, index, epoch, &mut bloom, 0)?;
+        Ok(bloom)
+    }
+
+    /// Inserts the keys recorded in `epoch` into `bloom` under tag `tag`; false if the filters
+    /// were dropped first.
+    fn fill(
+        &self,
+        db: &DB,
+        index: &ColumnFamily,
+        epoch: u64,
+        bloom: &mut Bloom,
+        tag: u32,
+    ) -> Result<bool, StoreError> {
         let prefix = Epochs::number(epoch)?.to_be_bytes();
-        let mut iter = db.raw_iterator_cf(index);
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
+        let mut iter = db.raw_iterator_cf_opt(index, read);
         iter.seek(prefix);
-        while let Some(k) = iter.key() {
-            if !k.starts_with(&prefix) {
+        // Inserted a batch at a time, each batch's blocks fetched first: the blocks are
+        // random, and the filter megabytes.
+        let mut batch = Vec::with_capacity(FILL_BATCH);
+        let mut n = 0u32;
+        loop {
+            let key = iter.key().filter(|k| k.starts_with(&prefix));
+            if let Some(k) = key {
+                let probe = (self.family.probe_of_record)(k).ok_or_else(|| {
+                    StoreError::Corrupt(format!("malformed {} index key", self.family.name))
+                })?;
+                let probe = probe.tagged(tag);
+                bloom.prefetch(&probe);
+                batch.push(probe);
+            }
+            if key.is_none() || batch.len() == FILL_BATCH {
+                batch.drain(..).for_each(|probe| bloom.insert_owned(&probe));
+            }
+            if key.is_none() {
                 break;
             }
-            let probe = (self.family.probe_of_record)(k).ok_or_else(|| {
-                StoreError::Corrupt(format!("malformed {} index key", self.family.name))
-            })?;
-            bloom.insert_probe(&probe);
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(STOP_EVERY) && self.stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
             iter.next();
         }
         iter.status()?;
-        Ok(bloom)
+        Ok(true)
     }
 
     fn empty(&self) -> Result<Bloom, StoreError> {
@@ -241,27 +486,46 @@ impl EpochFilters {
             .ok_or_else(|| StoreError::Corrupt(format!("{} filter too large", self.family.name)))
     }
 
-    /// Bytes of filter held.
-    pub(crate) fn bytes(&self) -> u64 {
-        self.read().iter().map(|b| b.byte_len() as u64).sum()
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Bloom>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Filters> {
         // The filters are only ever grown or replaced whole, so a panic elsewhere while the
         // lock was held leaves them whole.
         self.filters.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Bloom>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Filters> {
         self.filters.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The filter of `epoch`, which the log must have by now.
-fn filter(filters: &[Arc<Bloom>], epoch: u64) -> Result<&Bloom, StoreError> {
-    usize::try_from(epoch)
-        .ok()
-        .and_then(|e| filters.get(e))
-        .map(|b| &**b)
-        .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))
+impl Filters {
+    /// The first epoch in no group.
+    fn first_epoch(&self, group: u64) -> u64 {
+        self.groups.len() as u64 * group
+    }
+
+    /// Epochs held, in groups or not.
+    fn count(&self, group: u64) -> u64 {
+        self.first_epoch(group) + self.epochs.len() as u64
+    }
+
+    /// The filter of `epoch`, which must have one of its own by now: it is the current one, or
+    /// being sealed.
+    fn epoch(&self, group: u64, epoch: u64) -> Result<&Bloom, StoreError> {
+        epoch
+            .checked_sub(self.first_epoch(group))
+            .and_then(|e| usize::try_from(e).ok())
+            .and_then(|e| self.epochs.get(e))
+            .map(|b| &**b)
+            .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))
+    }
+}
+
+/// The column family `name` of `db`.
+fn column<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("no column family {name}")))
 }

@@ -10,8 +10,9 @@
 //! BENCHMARKS.md "Scale"). With the epoch first, compactions stay inside the newest epoch, as
 //! in the leaf index ([`crate::hash_index`]).
 //!
-//! Every append looks its identities up, and nearly all are new: one filter an epoch
-//! ([`crate::epoch_filters`]) sends a lookup only to the epochs that may hold the identity. The
+//! Every append looks its identities up, and nearly all are new: one filter an epoch, and one
+//! in memory for each group of 8 full epochs ([`crate::epoch_filters`]), send a lookup only to
+//! the epochs that may hold the identity. The
 //! filters' keys are the identity keys, whose last 16 bytes (SHA-256 output) are their hashes,
 //! unseeded: a registry grinding names into one filter block only raises that block's false
 //! positives, which cost reads, never a missed identity.
@@ -38,6 +39,7 @@ pub(crate) static FAMILY: Family = Family {
     name: "identity",
     bits_per_key: BITS_PER_KEY,
     probe_of_record: epoch_filters::digest_record_probe,
+    group: epoch_filters::IDENTITY_GROUP,
 };
 
 /// The key of `identity` claimed by the entry at `index`, and its value.
