@@ -30,7 +30,7 @@
 //! (told by [`EpochFilters::written`] after the write), and at open for the groups already
 //! full, then puts it in place of its epochs' filters; until then those answer. Groups live
 //! only in memory: the stored filters stay one an epoch, so the layout is unchanged and a
-//! group is rebuilt from records at each open (~1 s of the builder's time for 8M records).
+//! group is rebuilt from records at each open (~2 s of the builder's time for 8M records).
 //! The current epoch keeps its own small filter, which every append inserts into and probes.
 //! (An earlier try put the current epoch in its group, sized for the whole group and filled
 //! by the writer: that filter left the L2 cache and every append's inserts and probes missed
@@ -81,8 +81,8 @@ pub fn digest_record_probe(key: &[u8]) -> Option<Probe> {
     (key.len() == 4 + 32).then(|| Probe::of(&key[4..]))
 }
 
-/// Epochs a group filter of identities holds ([`Family::group`]): at 30M entries, 4 cache lines
-/// a lookup instead of 30.
+/// Epochs a group filter of identities holds ([`Family::group`]): at 30M entries (28 full
+/// epochs), 8 cache lines a lookup instead of 29, and at most the groups plus 8.
 pub const IDENTITY_GROUP: u32 = 8;
 
 /// How many keys ahead [`EpochFilters::holding_each`] fetches the filters' blocks.
@@ -375,11 +375,16 @@ impl Builder {
         let thread = std::thread::Builder::new()
             .name("btlog-filters".into())
             .spawn(move || {
+                // A group not built leaves its epochs' own filters, which stay right, if slower,
+                // and the groups after it nowhere to go: none is built until the next open.
+                let mut failed = false;
                 for group in groups {
-                    if let Err(error) = shared.build_group(&db, index, group) {
-                        // Its epochs keep their own filters: lookups stay right, if slower.
-                        let index = shared.family.name;
-                        tracing::warn!(group, index, %error, "group filter not built");
+                    if !failed && !shared.stop.load(Ordering::Relaxed) {
+                        if let Err(error) = shared.build_group(&db, index, group) {
+                            let index = shared.family.name;
+                            tracing::warn!(group, index, %error, "group filters not built");
+                            failed = true;
+                        }
                     }
                     shared.progress().done += 1;
                     shared.done.notify_all();
@@ -397,6 +402,16 @@ impl Shared {
     /// their filters; nothing if the filters were dropped meanwhile.
     fn build_group(&self, db: &DB, index: &str, group: u64) -> Result<(), StoreError> {
         let began = std::time::Instant::now();
+        let out_of_order = |filters: &Filters| {
+            // Groups are asked for in order, once their epochs are full, one at a time.
+            (filters.groups.len() as u64 != group || (filters.epochs.len() as u64) < self.group)
+                .then(|| {
+                    StoreError::Corrupt(format!("{} group {group} out of order", self.family.name))
+                })
+        };
+        if let Some(error) = out_of_order(&self.read()) {
+            return Err(error);
+        }
         let index_cf = column(db, index)?;
         let keys = (1u64 << self.epochs.bits()).min(MAX_FILTER_KEYS) * self.group;
         let mut bloom = Bloom::with_bits(keys, self.family.bits_per_key, u64::MAX)
@@ -409,12 +424,8 @@ impl Shared {
         }
         let bloom = Arc::new(bloom.sealed().unwrap_or(bloom));
         let mut filters = self.write();
-        // Groups are asked for in order, once their epochs are full, and built one at a time.
-        if filters.groups.len() as u64 != group || (filters.epochs.len() as u64) < self.group {
-            return Err(StoreError::Corrupt(format!(
-                "{} group {group} out of order",
-                self.family.name
-            )));
+        if let Some(error) = out_of_order(&filters) {
+            return Err(error);
         }
         filters.epochs.drain(..self.group as usize);
         filters.groups.push(bloom);
@@ -487,8 +498,9 @@ impl Shared {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Filters> {
-        // The filters are only ever grown or replaced whole, so a panic elsewhere while the
-        // lock was held leaves them whole.
+        // The filters are only ever grown, replaced whole, or 8 of them swapped for a group
+        // (a drain then a push, neither of which panics), so a panic elsewhere while the lock
+        // was held leaves them whole.
         self.filters.read().unwrap_or_else(|e| e.into_inner())
     }
 

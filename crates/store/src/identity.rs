@@ -28,7 +28,8 @@ use rocksdb::{ColumnFamily, DB};
 pub(crate) const KEY_LEN: usize = 4 + 32;
 
 /// Bits of filter an identity: 16, for ~0.1% false positives where 12 bits give ~0.5%. Every
-/// append probes every epoch's filter for each new identity, and each false positive is a read
+/// append asks every epoch (its filter, or its group's) for each new identity, and each false
+/// positive is a read
 /// of an old epoch's table: at 30M entries, 29 filters at 12 bits sent about one new identity
 /// in eight to such a read, ~11 µs each. The 4 bits more cost 0.5 MiB an epoch (60 MiB of
 /// filters at 30M entries instead of 45).
