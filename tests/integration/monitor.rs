@@ -275,6 +275,13 @@ enum Tamper {
     Checkpoint(String),
 }
 
+/// An untampering [`proxy`] to `upstream`: its URL, and its count of bundles served.
+async fn counting_proxy(upstream: String) -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let addr = proxy(upstream, Tamper::None, count.clone()).await;
+    (format!("http://{addr}"), count)
+}
+
 /// A tiny HTTP proxy in front of `upstream` that counts entry bundle requests and can alter
 /// one byte of entry bundle 0, of level-0 tile 0 or of level-1 tile 0.
 async fn proxy(upstream: String, tamper: Tamper, bundles: Arc<AtomicUsize>) -> SocketAddr {
@@ -399,11 +406,7 @@ async fn restart_resumes_without_rereading_verified_entries() {
     let state = dir.path().join("state");
     let log = start_log(&dir.path().join("log"), None).await;
     log.publish_many("r", 300).await;
-    let count = Arc::new(AtomicUsize::new(0));
-    let url = format!(
-        "http://{}",
-        proxy(log.url(), Tamper::None, count.clone()).await
-    );
+    let (url, count) = counting_proxy(log.url()).await;
 
     let run = once(&url, &log.vkey, &state, &[]).await;
     assert_eq!(run.code, 0, "{}", run.stdout);
@@ -443,11 +446,7 @@ async fn a_lost_claim_index_is_rebuilt_from_the_log() {
     let (pkg, file, sha) = ("pkg:npm/kept", "kept-1.0.0.tgz", digest("kept"));
     log.submit(vec![publish(pkg, "1.0.0", file, &sha)]).await;
     log.publish_many("r", 299).await;
-    let count = Arc::new(AtomicUsize::new(0));
-    let url = format!(
-        "http://{}",
-        proxy(log.url(), Tamper::None, count.clone()).await
-    );
+    let (url, count) = counting_proxy(log.url()).await;
     let run = once(&url, &log.vkey, &state, &[]).await;
     assert_eq!((run.code, kinds(&run)), (0, vec![]), "{}", run.stdout);
     count.swap(0, Ordering::SeqCst);

@@ -264,9 +264,11 @@ impl Index {
             None => first_layout_moved(&db, epochs, if existed { committed } else { 0 })?,
         };
         let db = Arc::new(db);
+        // Of the records kept: none if some are deleted below (which loads them again).
+        let kept = if written > committed { 0 } else { written };
         let filters = [
-            load_filters(&db, epochs, Table::Identity, 0)?,
-            load_filters(&db, epochs, Table::Package, 0)?,
+            load_filters(&db, epochs, Table::Identity, kept)?,
+            load_filters(&db, epochs, Table::Package, kept)?,
         ];
         let compaction = EpochCompaction::start(db.clone(), &RECORDS)?;
         // An epoch completed just before a crash may not have been compacted yet.
@@ -284,8 +286,6 @@ impl Index {
         };
         if index.written > committed {
             index.forget_from(committed)?;
-        } else {
-            index.reload_filters()?;
         }
         Ok(index)
     }

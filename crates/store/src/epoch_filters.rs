@@ -150,8 +150,8 @@ impl EpochFilters {
         size: u64,
         family: &'static Family,
     ) -> Result<EpochFilters, StoreError> {
-        let keys = (1u64 << epochs.bits()).min(MAX_FILTER_KEYS);
-        let group = u64::from(family.group.clamp(1, TAGS)).min(MAX_FILTER_KEYS / keys);
+        let group =
+            u64::from(family.group.clamp(1, TAGS)).min(MAX_FILTER_KEYS / epoch_keys(epochs));
         let shared = Arc::new(Shared {
             family,
             epochs,
@@ -166,7 +166,7 @@ impl EpochFilters {
         });
         let (index_cf, stored_cf) = (column(db, index)?, column(db, stored)?);
         let full = epochs.epoch(size);
-        let empty = shared.empty()?;
+        let empty = shared.empty(1)?;
         // Read around the block cache: 2 MiB values would only evict the blocks reads need.
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
@@ -224,7 +224,7 @@ impl EpochFilters {
         if shared.read().count(shared.group) < wanted {
             let mut filters = shared.write();
             while filters.count(shared.group) < wanted {
-                filters.epochs.push(Arc::new(shared.empty()?));
+                filters.epochs.push(Arc::new(shared.empty(1)?));
             }
         }
         {
@@ -317,10 +317,7 @@ impl EpochFilters {
         let first = filters.first_epoch(group);
         // Each filter's block is a cache miss (an epoch's filter is megabytes): the blocks of
         // the keys ahead are fetched while this key's are tested.
-        let prefetch = |probe: &Probe| {
-            let all = filters.groups.iter().chain(&filters.epochs);
-            all.for_each(|bloom| bloom.prefetch(probe))
-        };
+        let prefetch = |probe: &Probe| filters.all().for_each(|bloom| bloom.prefetch(probe));
         probes.iter().take(PREFETCH_AHEAD).for_each(prefetch);
         let mut out = Vec::new();
         for (i, probe) in probes.iter().enumerate() {
@@ -350,8 +347,7 @@ impl EpochFilters {
     /// Bytes of filter held.
     pub fn bytes(&self) -> u64 {
         let filters = self.shared.read();
-        let all = filters.groups.iter().chain(&filters.epochs);
-        all.map(|b| b.byte_len() as u64).sum()
+        filters.all().map(|b| b.byte_len() as u64).sum()
     }
 }
 
@@ -413,9 +409,7 @@ impl Shared {
             return Err(error);
         }
         let index_cf = column(db, index)?;
-        let keys = (1u64 << self.epochs.bits()).min(MAX_FILTER_KEYS) * self.group;
-        let mut bloom = Bloom::with_bits(keys, self.family.bits_per_key, u64::MAX)
-            .ok_or_else(|| StoreError::Corrupt(format!("{} group too large", self.family.name)))?;
+        let mut bloom = self.empty(self.group)?;
         for tag in 0..self.group {
             let epoch = group * self.group + tag;
             if !self.fill(db, index_cf, epoch, &mut bloom, tag as u32)? {
@@ -441,7 +435,7 @@ impl Shared {
 
     /// A filter of the keys recorded in `epoch`, unsealed.
     fn built(&self, db: &DB, index: &ColumnFamily, epoch: u64) -> Result<Bloom, StoreError> {
-        let mut bloom = self.empty()?;
+        let mut bloom = self.empty(1)?;
         self.fill(db, index, epoch, &mut bloom, 0)?;
         Ok(bloom)
     }
@@ -491,8 +485,9 @@ impl Shared {
         Ok(true)
     }
 
-    fn empty(&self) -> Result<Bloom, StoreError> {
-        let keys = (1u64 << self.epochs.bits()).min(MAX_FILTER_KEYS);
+    /// An empty filter for the keys of `epochs` epochs.
+    fn empty(&self, epochs: u64) -> Result<Bloom, StoreError> {
+        let keys = epoch_keys(self.epochs).saturating_mul(epochs);
         Bloom::with_bits(keys, self.family.bits_per_key, u64::MAX)
             .ok_or_else(|| StoreError::Corrupt(format!("{} filter too large", self.family.name)))
     }
@@ -514,6 +509,11 @@ impl Shared {
 }
 
 impl Filters {
+    /// Every filter held, groups first.
+    fn all(&self) -> impl Iterator<Item = &Arc<Bloom>> {
+        self.groups.iter().chain(&self.epochs)
+    }
+
     /// The first epoch in no group.
     fn first_epoch(&self, group: u64) -> u64 {
         self.groups.len() as u64 * group
@@ -534,6 +534,11 @@ impl Filters {
             .map(|b| &**b)
             .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))
     }
+}
+
+/// The keys an epoch's filter is sized for: one an entry, at most [`MAX_FILTER_KEYS`].
+fn epoch_keys(epochs: Epochs) -> u64 {
+    (1u64 << epochs.bits()).min(MAX_FILTER_KEYS)
 }
 
 /// The column family `name` of `db`.
