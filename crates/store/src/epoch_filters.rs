@@ -253,13 +253,8 @@ impl EpochFilters {
             };
             batch.put_cf(stored, key, sealed.to_bytes());
             let mut filters = shared.write();
-            let first = filters.first_epoch(shared.group);
-            let slot = epoch
-                .checked_sub(first)
-                .and_then(|e| usize::try_from(e).ok())
-                .and_then(|e| filters.epochs.get_mut(e))
-                .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))?;
-            *slot = Arc::new(sealed);
+            let slot = filters.slot(shared.group, epoch)?;
+            filters.epochs[slot] = Arc::new(sealed);
         }
         Ok(())
     }
@@ -527,11 +522,15 @@ impl Filters {
     /// The filter of `epoch`, which must have one of its own by now: it is the current one, or
     /// being sealed.
     fn epoch(&self, group: u64, epoch: u64) -> Result<&Bloom, StoreError> {
+        Ok(&self.epochs[self.slot(group, epoch)?])
+    }
+
+    /// The position in `epochs` of `epoch`'s own filter.
+    fn slot(&self, group: u64, epoch: u64) -> Result<usize, StoreError> {
         epoch
             .checked_sub(self.first_epoch(group))
             .and_then(|e| usize::try_from(e).ok())
-            .and_then(|e| self.epochs.get(e))
-            .map(|b| &**b)
+            .filter(|e| *e < self.epochs.len())
             .ok_or_else(|| StoreError::Corrupt(format!("no filter for epoch {epoch}")))
     }
 }
